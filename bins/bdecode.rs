@@ -1,0 +1,100 @@
+//! bdecode: print any bencoded file as JSON, or summarise a torrent.
+//! Exit: 0 ok, 1 input is not valid bencode / not a valid torrent, 2 usage or I/O error.
+
+use argh::FromArgs;
+use shoal::bencode;
+use shoal::cli::{self, Failure};
+use shoal::metainfo::Metainfo;
+use shoal::units::human_bytes;
+use std::path::PathBuf;
+
+/// Print a bencoded file (or stdin) as JSON, or summarise a .torrent file.
+/// Exit status: 0 ok, 1 malformed input, 2 usage or I/O error.
+#[derive(FromArgs)]
+struct Args {
+    /// print a human summary of the torrent (name, sizes, pieces, files, trackers, info hash)
+    #[argh(switch)]
+    info: bool,
+    /// print only the info-hash of the torrent (40 hex digits)
+    #[argh(switch)]
+    info_hash: bool,
+    /// print the magnet URI of the torrent
+    #[argh(switch)]
+    magnet: bool,
+    /// print JSON on one line instead of indented
+    #[argh(switch)]
+    compact: bool,
+    /// the bencoded file to read; - or nothing reads standard input
+    #[argh(positional, default = "PathBuf::from(\"-\")")]
+    file: PathBuf,
+}
+
+fn main() {
+    let args: Args = cli::parse_args();
+    cli::main("bdecode", || run(args))
+}
+
+fn run(args: Args) -> Result<i32, Failure> {
+    let modes = [args.info, args.info_hash, args.magnet].iter().filter(|b| **b).count();
+    if modes > 1 {
+        return Err("--info, --info-hash and --magnet are exclusive".into());
+    }
+    let bytes = cli::read_input(&args.file)?;
+    let name = args.file.display();
+    if modes == 0 {
+        let value = bencode::decode(&bytes).map_err(|e| Failure::new(1, format!("{name}: {e}")))?;
+        let json = bencode::to_json(&value, &[b"pieces"]);
+        let mut text = if args.compact {
+            serde_json::to_string(&json)
+        } else {
+            serde_json::to_string_pretty(&json)
+        }
+        .map_err(|e| e.to_string())?;
+        text.push('\n');
+        cli::write_stdout(text.as_bytes())?;
+        return Ok(0);
+    }
+    let m = Metainfo::parse(&bytes).map_err(|e| Failure::new(1, format!("{name}: {e}")))?;
+    let out = if args.info_hash {
+        format!("{}\n", m.info_hash)
+    } else if args.magnet {
+        format!("{}\n", m.magnet())
+    } else {
+        summary(&m)
+    };
+    cli::write_stdout(out.as_bytes())?;
+    Ok(0)
+}
+
+fn summary(m: &Metainfo) -> String {
+    let i = &m.info;
+    let mut s = String::new();
+    s += &format!("name: {}\n", i.name);
+    s += &format!("info hash: {}\n", m.info_hash);
+    s += &format!("total size: {} ({} bytes)\n", human_bytes(i.total_length), i.total_length);
+    s += &format!("piece length: {} ({} bytes)\n", human_bytes(i.piece_length), i.piece_length);
+    s += &format!("piece count: {}\n", i.num_pieces());
+    s += &format!("private: {}\n", if i.private { "yes" } else { "no" });
+    for (n, tier) in m.trackers().iter().enumerate() {
+        for url in tier {
+            s += &format!("tracker: {url} (tier {})\n", n + 1);
+        }
+    }
+    for ws in &m.url_list {
+        s += &format!("web seed: {ws}\n");
+    }
+    if let Some(c) = &m.comment {
+        s += &format!("comment: {}\n", c.replace('\n', " "));
+    }
+    if let Some(c) = &m.created_by {
+        s += &format!("created by: {c}\n");
+    }
+    if let Some(d) = m.creation_date {
+        s += &format!("creation date: {d}\n");
+    }
+    s += &format!("files: {}\n", i.files.len());
+    for f in &i.files {
+        s += &format!("  {:>14}  {}\n", f.length, f.display_path(&i.name));
+    }
+    s
+}

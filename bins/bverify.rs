@@ -1,0 +1,94 @@
+//! bverify: check local content against a torrent, hashing on every core.
+//! Exit: 0 every piece matches and every file has its size, 1 anything does not match,
+//! 2 usage or I/O error.
+
+use argh::FromArgs;
+use shoal::cli::{self, Failure};
+use shoal::metainfo::Metainfo;
+use shoal::progress::Progress;
+use shoal::verify::{self, FileStatus, Report};
+use shoal::{hashing, units};
+use std::path::PathBuf;
+
+/// Check that local content matches a torrent, piece by piece.
+/// Exit status: 0 everything matches, 1 something does not match (bad piece, missing file,
+/// wrong size), 2 usage or I/O error.
+#[derive(FromArgs)]
+struct Args {
+    /// print a JSON report (pieces total and ok, bad piece indices, per-file status) on standard output
+    #[argh(switch)]
+    json: bool,
+    /// hashing threads (default: every core)
+    #[argh(option, short = 't', default = "0")]
+    threads: usize,
+    /// no progress or status messages
+    #[argh(switch, short = 'q')]
+    quiet: bool,
+    /// the .torrent file
+    #[argh(positional)]
+    torrent: PathBuf,
+    /// the content: the file of a single-file torrent, the top directory of a multi-file one (default: ./NAME)
+    #[argh(positional)]
+    path: Option<PathBuf>,
+}
+
+fn main() {
+    let args: Args = cli::parse_args();
+    cli::main("bverify", || run(args))
+}
+
+fn run(args: Args) -> Result<i32, Failure> {
+    let m = Metainfo::read(&args.torrent)?;
+    let root = verify::content_path(&m.info, args.path.as_deref());
+    let threads = if args.threads == 0 { hashing::default_threads() } else { args.threads };
+    let mut progress = Progress::new("bverify", "verifying", m.info.total_length, args.quiet);
+    let report = verify::verify(&m.info, &root, threads, &mut |done| progress.update(done, ""))
+        .map_err(|e| e.to_string())?;
+    progress.finish();
+    if args.json {
+        let mut j = serde_json::to_value(&report).map_err(|e| e.to_string())?;
+        j["ok"] = serde_json::Value::Bool(report.complete());
+        j["info_hash"] = serde_json::Value::String(m.info_hash.hex());
+        cli::write_stdout(format!("{j}\n").as_bytes())?;
+    } else {
+        cli::write_stdout(text_report(&report, &m).as_bytes())?;
+    }
+    Ok(if report.complete() { 0 } else { 1 })
+}
+
+fn text_report(r: &Report, m: &Metainfo) -> String {
+    let path = r.path.display();
+    if r.complete() {
+        return format!(
+            "OK {path}: {} pieces, {} verified\n",
+            r.pieces_total,
+            units::human_bytes(m.info.total_length)
+        );
+    }
+    let bad_files = r.files.iter().filter(|f| f.status != FileStatus::Ok).count();
+    let mut s = format!(
+        "FAILED {path}: {} of {} pieces bad, {} of {} files not ok\n",
+        r.bad_pieces.len(),
+        r.pieces_total,
+        bad_files,
+        r.files.len()
+    );
+    for f in &r.files {
+        match f.status {
+            FileStatus::Ok => {}
+            FileStatus::Missing => s += &format!("missing: {}\n", f.path),
+            FileStatus::WrongSize => s += &format!(
+                "wrong size: {} (expected {} bytes, found {})\n",
+                f.path,
+                f.length,
+                f.actual_length.unwrap_or(0)
+            ),
+            FileStatus::BadPieces => s += &format!("bad data: {} ({} bad pieces)\n", f.path, f.bad_pieces.len()),
+        }
+    }
+    for &p in &r.bad_pieces {
+        let files: Vec<String> = m.info.piece_files(p).into_iter().map(|f| r.files[f].path.clone()).collect();
+        s += &format!("bad piece {p}: {}\n", files.join(", "));
+    }
+    s
+}

@@ -1,0 +1,460 @@
+//! Bencode (BEP 3): a strict decoder that is a pure function over bytes, and an encoder.
+//!
+//! Invariants the decoder keeps, whatever the input:
+//! - it never panics and never allocates more than a small multiple of the input's length
+//!   (a byte string's claimed length is checked against what is left before anything is
+//!   read; lists and dictionaries grow one parsed element at a time);
+//! - nesting deeper than [`MAX_DEPTH`] is an error, so hostile input cannot blow the stack;
+//! - it accepts only canonical bencode: no leading zeros, no `i-0e`, dictionary keys are
+//!   byte strings in strictly ascending order (so no duplicates), nothing after the value;
+//! - every dictionary remembers the exact bytes it was parsed from ([`Dict::raw`]), so an
+//!   info-hash is the SHA-1 of exactly the bytes in the file.
+//!
+//! Every error carries the byte offset where decoding stopped.
+//!
+//! Encoding of typed documents (a torrent file, a tracker response) goes through serde and
+//! bendy (see [`to_bytes`]); [`Owned`] covers the dynamic cases and JSON conversion.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Deepest nesting of lists and dictionaries the decoder accepts.
+pub const MAX_DEPTH: usize = 64;
+
+/// A decoded value borrowing from the input buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value<'a> {
+    Int(i64),
+    Bytes(&'a [u8]),
+    List(Vec<Value<'a>>),
+    Dict(Dict<'a>),
+}
+
+/// A decoded dictionary: entries in file order (which is sorted order) and its raw bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dict<'a> {
+    pub entries: Vec<(&'a [u8], Value<'a>)>,
+    /// The exact bytes of this dictionary, from its `d` to its `e`.
+    pub raw: &'a [u8],
+}
+
+impl<'a> Dict<'a> {
+    pub fn get(&self, key: &str) -> Option<&Value<'a>> {
+        let key = key.as_bytes();
+        self.entries
+            .binary_search_by(|(k, _)| (*k).cmp(key))
+            .ok()
+            .map(|i| &self.entries[i].1)
+    }
+}
+
+impl<'a> Value<'a> {
+    pub fn as_int(&self) -> Option<i64> {
+        match self {
+            Value::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+    pub fn as_bytes(&self) -> Option<&'a [u8]> {
+        match self {
+            Value::Bytes(b) => Some(b),
+            _ => None,
+        }
+    }
+    pub fn as_str(&self) -> Option<&'a str> {
+        self.as_bytes().and_then(|b| std::str::from_utf8(b).ok())
+    }
+    pub fn as_list(&self) -> Option<&[Value<'a>]> {
+        match self {
+            Value::List(l) => Some(l),
+            _ => None,
+        }
+    }
+    pub fn as_dict(&self) -> Option<&Dict<'a>> {
+        match self {
+            Value::Dict(d) => Some(d),
+            _ => None,
+        }
+    }
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Int(_) => "integer",
+            Value::Bytes(_) => "byte string",
+            Value::List(_) => "list",
+            Value::Dict(_) => "dictionary",
+        }
+    }
+
+    /// Copies the value out of the input buffer.
+    pub fn to_owned(&self) -> Owned {
+        match self {
+            Value::Int(i) => Owned::Int(*i),
+            Value::Bytes(b) => Owned::Bytes(b.to_vec()),
+            Value::List(l) => Owned::List(l.iter().map(Value::to_owned).collect()),
+            Value::Dict(d) => Owned::Dict(d.entries.iter().map(|(k, v)| (k.to_vec(), v.to_owned())).collect()),
+        }
+    }
+}
+
+/// Why decoding failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorKind {
+    UnexpectedEnd,
+    UnexpectedByte(u8),
+    LeadingZero,
+    NegativeZero,
+    IntegerOverflow,
+    EmptyInteger,
+    LengthBeyondInput { claimed: u64, left: usize },
+    KeyNotString,
+    UnsortedKey,
+    DuplicateKey,
+    TooDeep,
+    TrailingData,
+}
+
+/// A decoding error: what went wrong and the byte offset where it was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    pub offset: usize,
+    pub kind: ErrorKind,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "malformed bencode at byte {}: ", self.offset)?;
+        match &self.kind {
+            ErrorKind::UnexpectedEnd => write!(f, "input ends in the middle of a value"),
+            ErrorKind::UnexpectedByte(b) if b.is_ascii_graphic() => write!(f, "unexpected byte '{}'", *b as char),
+            ErrorKind::UnexpectedByte(b) => write!(f, "unexpected byte 0x{b:02x}"),
+            ErrorKind::LeadingZero => write!(f, "number with a leading zero"),
+            ErrorKind::NegativeZero => write!(f, "negative zero (i-0e)"),
+            ErrorKind::IntegerOverflow => write!(f, "integer does not fit in 64 bits"),
+            ErrorKind::EmptyInteger => write!(f, "integer without digits"),
+            ErrorKind::LengthBeyondInput { claimed, left } => {
+                write!(f, "byte string claims {claimed} bytes but only {left} are left")
+            }
+            ErrorKind::KeyNotString => write!(f, "dictionary key is not a byte string"),
+            ErrorKind::UnsortedKey => write!(f, "dictionary keys are not in sorted order"),
+            ErrorKind::DuplicateKey => write!(f, "duplicate dictionary key"),
+            ErrorKind::TooDeep => write!(f, "nesting deeper than {MAX_DEPTH} levels"),
+            ErrorKind::TrailingData => write!(f, "data after the end of the value"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Decodes exactly one value spanning the whole input.
+pub fn decode(input: &[u8]) -> Result<Value<'_>, Error> {
+    let (value, used) = decode_prefix(input)?;
+    if used != input.len() {
+        return Err(Error { offset: used, kind: ErrorKind::TrailingData });
+    }
+    Ok(value)
+}
+
+/// Decodes one value from the start of the input; answers the value and the bytes it used.
+pub fn decode_prefix(input: &[u8]) -> Result<(Value<'_>, usize), Error> {
+    let mut p = Parser { input, pos: 0 };
+    let v = p.value(0)?;
+    Ok((v, p.pos))
+}
+
+struct Parser<'a> {
+    input: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Parser<'a> {
+    fn err<T>(&self, kind: ErrorKind) -> Result<T, Error> {
+        Err(Error { offset: self.pos, kind })
+    }
+
+    fn peek(&self) -> Result<u8, Error> {
+        match self.input.get(self.pos) {
+            Some(b) => Ok(*b),
+            None => self.err(ErrorKind::UnexpectedEnd),
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> Result<Value<'a>, Error> {
+        match self.peek()? {
+            b'i' => {
+                self.pos += 1;
+                let i = self.integer(b'e')?;
+                Ok(Value::Int(i))
+            }
+            b'0'..=b'9' => Ok(Value::Bytes(self.bytes()?)),
+            b'l' => {
+                if depth >= MAX_DEPTH {
+                    return self.err(ErrorKind::TooDeep);
+                }
+                self.pos += 1;
+                let mut items = Vec::new();
+                while self.peek()? != b'e' {
+                    items.push(self.value(depth + 1)?);
+                }
+                self.pos += 1;
+                Ok(Value::List(items))
+            }
+            b'd' => {
+                if depth >= MAX_DEPTH {
+                    return self.err(ErrorKind::TooDeep);
+                }
+                let start = self.pos;
+                self.pos += 1;
+                let mut entries: Vec<(&'a [u8], Value<'a>)> = Vec::new();
+                while self.peek()? != b'e' {
+                    if !self.peek()?.is_ascii_digit() {
+                        return self.err(ErrorKind::KeyNotString);
+                    }
+                    let key_at = self.pos;
+                    let key = self.bytes()?;
+                    if let Some((last, _)) = entries.last() {
+                        match (*last).cmp(key) {
+                            std::cmp::Ordering::Less => {}
+                            std::cmp::Ordering::Equal => {
+                                return Err(Error { offset: key_at, kind: ErrorKind::DuplicateKey })
+                            }
+                            std::cmp::Ordering::Greater => {
+                                return Err(Error { offset: key_at, kind: ErrorKind::UnsortedKey })
+                            }
+                        }
+                    }
+                    let v = self.value(depth + 1)?;
+                    entries.push((key, v));
+                }
+                self.pos += 1;
+                Ok(Value::Dict(Dict { entries, raw: &self.input[start..self.pos] }))
+            }
+            b => self.err(ErrorKind::UnexpectedByte(b)),
+        }
+    }
+
+    /// Parses a decimal integer ending at `end`, consuming the terminator.
+    fn integer(&mut self, end: u8) -> Result<i64, Error> {
+        let start = self.pos;
+        let negative = self.peek()? == b'-';
+        if negative {
+            self.pos += 1;
+        }
+        let digits_at = self.pos;
+        let mut value: i64 = 0;
+        loop {
+            let b = self.peek()?;
+            if b == end {
+                break;
+            }
+            if !b.is_ascii_digit() {
+                return self.err(ErrorKind::UnexpectedByte(b));
+            }
+            if self.pos > digits_at && self.input[digits_at] == b'0' {
+                return Err(Error { offset: digits_at, kind: ErrorKind::LeadingZero });
+            }
+            let d = (b - b'0') as i64;
+            value = value
+                .checked_mul(10)
+                .and_then(|v| if negative { v.checked_sub(d) } else { v.checked_add(d) })
+                .ok_or(Error { offset: start, kind: ErrorKind::IntegerOverflow })?;
+            self.pos += 1;
+        }
+        if self.pos == digits_at {
+            return self.err(ErrorKind::EmptyInteger);
+        }
+        if negative && value == 0 {
+            return Err(Error { offset: start, kind: ErrorKind::NegativeZero });
+        }
+        self.pos += 1; // terminator
+        Ok(value)
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], Error> {
+        let at = self.pos;
+        if self.peek()? == b'-' {
+            return self.err(ErrorKind::UnexpectedByte(b'-'));
+        }
+        let len = self.integer(b':')?;
+        let left = self.input.len() - self.pos;
+        if len as u64 > left as u64 {
+            return Err(Error { offset: at, kind: ErrorKind::LengthBeyondInput { claimed: len as u64, left } });
+        }
+        let s = &self.input[self.pos..self.pos + len as usize];
+        self.pos += len as usize;
+        Ok(s)
+    }
+}
+
+/// An owned bencode value; dictionaries are kept sorted, so encoding is canonical.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owned {
+    Int(i64),
+    Bytes(Vec<u8>),
+    List(Vec<Owned>),
+    Dict(BTreeMap<Vec<u8>, Owned>),
+}
+
+impl Owned {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode_into(&mut out);
+        out
+    }
+
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        match self {
+            Owned::Int(i) => {
+                out.push(b'i');
+                out.extend_from_slice(i.to_string().as_bytes());
+                out.push(b'e');
+            }
+            Owned::Bytes(b) => encode_bytes(b, out),
+            Owned::List(l) => {
+                out.push(b'l');
+                l.iter().for_each(|v| v.encode_into(out));
+                out.push(b'e');
+            }
+            Owned::Dict(d) => {
+                out.push(b'd');
+                for (k, v) in d {
+                    encode_bytes(k, out);
+                    v.encode_into(out);
+                }
+                out.push(b'e');
+            }
+        }
+    }
+
+    pub fn str(s: &str) -> Owned {
+        Owned::Bytes(s.as_bytes().to_vec())
+    }
+}
+
+fn encode_bytes(b: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(b.len().to_string().as_bytes());
+    out.push(b':');
+    out.extend_from_slice(b);
+}
+
+/// Builds a dictionary from `(key, value)` pairs.
+pub fn dict<const N: usize>(pairs: [(&str, Owned); N]) -> Owned {
+    Owned::Dict(pairs.into_iter().map(|(k, v)| (k.as_bytes().to_vec(), v)).collect())
+}
+
+/// Encodes a serde value as bencode through bendy.
+pub fn to_bytes<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, String> {
+    bendy::serde::to_bytes(value).map_err(|e| e.to_string())
+}
+
+/// Converts a value to JSON: UTF-8 byte strings become strings, others `{"hex": "…"}`.
+/// Byte strings stored under a key listed in `hex_keys` are always written as hex.
+pub fn to_json(value: &Value<'_>, hex_keys: &[&[u8]]) -> serde_json::Value {
+    fn hex_obj(b: &[u8]) -> serde_json::Value {
+        serde_json::json!({ "hex": crate::hex::encode(b) })
+    }
+    fn go(v: &Value<'_>, force_hex: bool, hex_keys: &[&[u8]]) -> serde_json::Value {
+        match v {
+            Value::Int(i) => serde_json::Value::from(*i),
+            Value::Bytes(b) => match std::str::from_utf8(b) {
+                Ok(s) if !force_hex => serde_json::Value::String(s.to_string()),
+                _ => hex_obj(b),
+            },
+            Value::List(l) => serde_json::Value::Array(l.iter().map(|x| go(x, false, hex_keys)).collect()),
+            Value::Dict(d) => {
+                let mut m = serde_json::Map::new();
+                for (k, v) in &d.entries {
+                    let key = String::from_utf8_lossy(k).into_owned();
+                    let force = hex_keys.contains(k);
+                    m.insert(key, go(v, force, hex_keys));
+                }
+                serde_json::Value::Object(m)
+            }
+        }
+    }
+    go(value, false, hex_keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(input: &[u8]) -> ErrorKind {
+        decode(input).unwrap_err().kind
+    }
+
+    #[test]
+    fn decodes_every_type() {
+        let v = decode(b"d1:ai-42e1:bl3:xyzi0eee").unwrap();
+        let d = v.as_dict().unwrap();
+        assert_eq!(d.get("a").unwrap().as_int(), Some(-42));
+        let l = d.get("b").unwrap().as_list().unwrap();
+        assert_eq!(l[0].as_bytes(), Some(&b"xyz"[..]));
+        assert_eq!(l[1].as_int(), Some(0));
+        assert_eq!(d.raw, b"d1:ai-42e1:bl3:xyzi0eee");
+    }
+
+    #[test]
+    fn raw_span_of_nested_dict_is_exact() {
+        let input = b"d4:infod1:x1:ye5:otheri1ee";
+        let v = decode(input).unwrap();
+        let info = v.as_dict().unwrap().get("info").unwrap().as_dict().unwrap();
+        assert_eq!(info.raw, b"d1:x1:ye");
+    }
+
+    #[test]
+    fn rejects_non_canonical_and_broken_input() {
+        assert_eq!(kind(b"i-0e"), ErrorKind::NegativeZero);
+        assert_eq!(kind(b"i03e"), ErrorKind::LeadingZero);
+        assert_eq!(kind(b"ie"), ErrorKind::EmptyInteger);
+        assert_eq!(kind(b"i-e"), ErrorKind::EmptyInteger);
+        assert_eq!(kind(b"03:abc"), ErrorKind::LeadingZero);
+        assert_eq!(kind(b"i12"), ErrorKind::UnexpectedEnd);
+        assert_eq!(kind(b"i99999999999999999999e"), ErrorKind::IntegerOverflow);
+        assert_eq!(kind(b"d1:bi1e1:ai2ee"), ErrorKind::UnsortedKey);
+        assert_eq!(kind(b"d1:ai1e1:ai2ee"), ErrorKind::DuplicateKey);
+        assert_eq!(kind(b"di1ei2ee"), ErrorKind::KeyNotString);
+        assert_eq!(kind(b"i1ei2e"), ErrorKind::TrailingData);
+        assert_eq!(kind(b"x"), ErrorKind::UnexpectedByte(b'x'));
+        assert_eq!(kind(b""), ErrorKind::UnexpectedEnd);
+        assert!(matches!(kind(b"999999999999:a"), ErrorKind::LengthBeyondInput { .. }));
+        assert_eq!(kind(b"-1:a"), ErrorKind::UnexpectedByte(b'-'));
+    }
+
+    #[test]
+    fn error_offsets_point_at_the_problem() {
+        assert_eq!(decode(b"d1:ai1e1:ai2ee").unwrap_err().offset, 7);
+        assert_eq!(decode(b"li1ei03ee").unwrap_err().offset, 5);
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let mut input = vec![b'l'; 10_000];
+        input.extend(vec![b'e'; 10_000]);
+        assert_eq!(kind(&input), ErrorKind::TooDeep);
+        let mut ok = vec![b'l'; MAX_DEPTH];
+        ok.extend(vec![b'e'; MAX_DEPTH]);
+        assert!(decode(&ok).is_ok());
+    }
+
+    #[test]
+    fn extreme_integers() {
+        assert_eq!(decode(b"i9223372036854775807e").unwrap().as_int(), Some(i64::MAX));
+        assert_eq!(decode(b"i-9223372036854775808e").unwrap().as_int(), Some(i64::MIN));
+    }
+
+    #[test]
+    fn owned_round_trip_is_canonical() {
+        let input = b"d1:ai1e1:bl1:xi-3eee";
+        let owned = decode(input).unwrap().to_owned();
+        assert_eq!(owned.encode(), input);
+    }
+
+    #[test]
+    fn every_prefix_of_valid_input_fails_cleanly() {
+        let input = b"d8:announce9:http://x/4:infod6:lengthi5e4:name1:a12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaaee";
+        assert!(decode(input).is_ok());
+        for n in 0..input.len() {
+            assert!(decode(&input[..n]).is_err());
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! shoal: sync very large files across a closed fleet with BitTorrent.
+//!
+//! The library behind the `bdecode`, `mktorrent`, `bverify`, `btrack`, `bseed` and
+//! `bfetch` binaries. Rooms are named for the protocol part they hold:
+//! - [`bencode`]: BEP 3 encoding, a strict pure decoder with byte offsets in errors;
+//! - [`metainfo`]: .torrent files, info-hashes, magnet URIs, pieces mapped onto files;
+//! - [`hashing`]: piece hashing on every core; [`create`] builds torrents; [`verify`]
+//!   checks content against one;
+//! - [`units`], [`progress`], [`cli`]: what the binaries share.
+
+pub mod bencode;
+pub mod cli;
+pub mod create;
+pub mod hashing;
+pub mod hex;
+pub mod metainfo;
+pub mod progress;
+pub mod units;
+pub mod verify;

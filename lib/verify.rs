@@ -1,0 +1,102 @@
+//! Checking local content against a torrent (what `bverify` does, and what `bseed` and
+//! `bfetch` do before trusting data on disk).
+//!
+//! A file that is missing or shorter than the torrent says makes the pieces that cover the
+//! missing bytes bad; a file that is longer is reported with the wrong size (its first
+//! `length` bytes are still checked). Only a missing file counts as content that does not
+//! match; any other I/O error is an error.
+
+use crate::hashing::{self, Missing, Source};
+use crate::metainfo::Info;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileStatus {
+    Ok,
+    Missing,
+    WrongSize,
+    BadPieces,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FileReport {
+    pub path: String,
+    pub length: u64,
+    /// Size found on disk (`None` when missing).
+    pub actual_length: Option<u64>,
+    pub status: FileStatus,
+    pub bad_pieces: Vec<usize>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub name: String,
+    pub path: PathBuf,
+    pub pieces_total: usize,
+    pub pieces_ok: usize,
+    pub bad_pieces: Vec<usize>,
+    pub files: Vec<FileReport>,
+}
+
+impl Report {
+    pub fn complete(&self) -> bool {
+        self.bad_pieces.is_empty() && self.files.iter().all(|f| f.status == FileStatus::Ok)
+    }
+
+    /// Per piece: does it match.
+    pub fn have(&self) -> Vec<bool> {
+        let mut have = vec![true; self.pieces_total];
+        for &p in &self.bad_pieces {
+            have[p] = false;
+        }
+        have
+    }
+}
+
+/// Where a torrent's content is when the user names `path` (or nothing).
+/// A single-file torrent given a directory looks for `<dir>/<name>`.
+pub fn content_path(info: &Info, path: Option<&Path>) -> PathBuf {
+    match path {
+        None => PathBuf::from(&info.name),
+        Some(p) if !info.multi_file && p.is_dir() => p.join(&info.name),
+        Some(p) => p.to_path_buf(),
+    }
+}
+
+/// Re-hashes the content at `root` against `info` on `threads` cores.
+pub fn verify(info: &Info, root: &Path, threads: usize, progress: &mut dyn FnMut(u64)) -> Result<Report, hashing::Error> {
+    let sources: Vec<Source> = (0..info.files.len())
+        .map(|i| Source { path: info.file_path(root, i), length: info.files[i].length })
+        .collect();
+    let hashes = hashing::hash_files(&sources, info.piece_length, threads, Missing::MarkBad, progress)?;
+    let bad_pieces: Vec<usize> = hashes
+        .iter()
+        .zip(&info.pieces)
+        .enumerate()
+        .filter(|(_, (got, want))| got.as_ref() != Some(*want))
+        .map(|(i, _)| i)
+        .collect();
+    let mut files = Vec::with_capacity(info.files.len());
+    for (i, f) in info.files.iter().enumerate() {
+        let actual = std::fs::metadata(&sources[i].path).ok().filter(|m| m.is_file()).map(|m| m.len());
+        let range = info.file_pieces(i);
+        let bad: Vec<usize> = bad_pieces.iter().copied().filter(|p| range.contains(p)).collect();
+        let status = match actual {
+            None => FileStatus::Missing,
+            Some(n) if n != f.length => FileStatus::WrongSize,
+            Some(_) if !bad.is_empty() => FileStatus::BadPieces,
+            Some(_) => FileStatus::Ok,
+        };
+        files.push(FileReport { path: f.display_path(&info.name), length: f.length, actual_length: actual, status, bad_pieces: bad });
+    }
+    Ok(Report {
+        name: info.name.clone(),
+        path: root.to_path_buf(),
+        pieces_total: info.num_pieces(),
+        pieces_ok: info.num_pieces() - bad_pieces.len(),
+        bad_pieces,
+        files,
+    })
+}
