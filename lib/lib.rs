@@ -17,3 +17,5 @@ pub mod metainfo;
 pub mod progress;
 pub mod units;
 pub mod verify;
+pub mod peer;
+pub mod tracker;

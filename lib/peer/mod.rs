@@ -1,0 +1,1 @@
+//! The peer wire protocol (BEP 3, 6, 10) and connections.

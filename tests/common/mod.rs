@@ -1,0 +1,122 @@
+//! Helpers shared by the end-to-end suites in tests/: temporary directories, running the
+//! built binaries, deterministic test data, and finding the third-party tools we test against.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A temporary directory removed on drop.
+pub struct Dir(pub PathBuf);
+
+impl Dir {
+    pub fn new(tag: &str) -> Dir {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let p = std::env::temp_dir().join(format!("shoal-test-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Dir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+    pub fn join(&self, p: impl AsRef<Path>) -> PathBuf {
+        self.0.join(p)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Path of one of our built binaries.
+pub fn bin(name: &str) -> PathBuf {
+    // Integration tests live in target/<profile>/deps; binaries one level up.
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    dir.join(name)
+}
+
+/// A command for one of our binaries.
+pub fn cmd(name: &str) -> Command {
+    Command::new(bin(name))
+}
+
+/// Runs a command and returns its output; panics only if it cannot start.
+pub fn run(c: &mut Command) -> Output {
+    c.output().unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"))
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts the exit code, showing both streams on failure.
+pub fn assert_exit(o: &Output, code: i32) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "expected exit {code}\nstdout: {}\nstderr: {}",
+        stdout(o),
+        stderr(o)
+    );
+}
+
+/// Asserts a clean failure: non-zero exit, one-line error, no panic.
+pub fn assert_clean_failure(o: &Output) {
+    let err = stderr(o);
+    assert!(!o.status.success(), "expected failure, got success\nstderr: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    assert!(o.status.code().is_some(), "killed by a signal: {err}");
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so tests need no RNG crate.
+pub fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+/// Writes a file of `len` pseudo-random bytes, creating parent directories.
+pub fn write_data(path: &Path, len: usize, seed: u64) {
+    if let Some(p) = path.parent() {
+        std::fs::create_dir_all(p).unwrap();
+    }
+    std::fs::write(path, data(len, seed)).unwrap();
+}
+
+/// Whether an external program exists on PATH. Interop tests require their tools: set
+/// SHOAL_ALLOW_MISSING_TOOLS=1 to skip instead of failing when one is absent.
+pub fn have(program: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !found && std::env::var_os("SHOAL_ALLOW_MISSING_TOOLS").is_none() {
+        panic!("{program} is not installed (run scripts/test.sh, or set SHOAL_ALLOW_MISSING_TOOLS=1 to skip)");
+    }
+    found
+}
+
+/// Debian's python3, which has the libtorrent bindings (python3-libtorrent).
+pub const PYTHON: &str = "/usr/bin/python3";
+
+/// A free TCP port on loopback (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}

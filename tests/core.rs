@@ -1,0 +1,2 @@
+//! End-to-end tests of bdecode, mktorrent and bverify (issue 2).
+mod common;
