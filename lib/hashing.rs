@@ -145,17 +145,19 @@ pub fn hash_files(
                         };
                         open = Some((file_idx, f));
                     }
-                    let ok = match &open {
+                    // Bytes actually read: fewer than `n` when the file is missing or short.
+                    let got = match &open {
                         Some((_, Some(f))) => match read_full_at(f, &mut buf[filled..filled + n], in_file) {
-                            Ok(true) => true,
-                            Ok(false) if missing == Missing::Error => return Err(Error::Changed { path: src.path.clone() }),
-                            Ok(false) => false,
+                            Ok(k) if k == n => n,
+                            Ok(_) if missing == Missing::Error => return Err(Error::Changed { path: src.path.clone() }),
+                            Ok(k) => k,
                             Err(err) => return Err(Error::Io { path: src.path.clone(), err }),
                         },
-                        _ => false,
+                        _ => 0,
                     };
-                    if !ok {
-                        let first = filled as u64 / piece_length;
+                    if got < n {
+                        // Only the pieces holding the bytes that are not there are bad.
+                        let first = (filled + got) as u64 / piece_length;
                         let last = (filled + n - 1) as u64 / piece_length;
                         for b in &mut bad[first as usize..=last as usize] {
                             *b = true;
@@ -186,20 +188,19 @@ pub fn hash_files(
     })
 }
 
-/// Reads exactly `buf.len()` bytes at `offset`; `Ok(false)` if the file ends first.
-fn read_full_at(f: &File, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<bool> {
-    while !buf.is_empty() {
-        match f.read_at(buf, offset) {
-            Ok(0) => return Ok(false),
-            Ok(n) => {
-                buf = &mut buf[n..];
-                offset += n as u64;
-            }
+/// Reads up to `buf.len()` bytes at `offset`; answers how many were read (fewer only when
+/// the file ends first).
+fn read_full_at(f: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match f.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
-    Ok(true)
+    Ok(done)
 }
 
 /// The number of hashing threads to use: every core.
@@ -301,7 +302,13 @@ mod tests {
         ];
         let got = hash_files(&sources, 64, 2, Missing::MarkBad, &mut |_| {}).unwrap();
         let bad: Vec<usize> = got.iter().enumerate().filter(|(_, h)| h.is_none()).map(|(i, _)| i).collect();
+        // b (bytes 100..200) is missing: pieces 1..=3; c is short from byte 250: pieces 3..=4.
         assert_eq!(bad, vec![1, 2, 3, 4]);
+        // A short file spoils only the pieces from its new end on, not its whole chunk.
+        std::fs::write(d.join("b"), data(100)).unwrap();
+        let got = hash_files(&sources, 16, 2, Missing::MarkBad, &mut |_| {}).unwrap();
+        let bad: Vec<usize> = got.iter().enumerate().filter(|(_, h)| h.is_none()).map(|(i, _)| i).collect();
+        assert_eq!(bad, (250 / 16..300usize.div_ceil(16)).collect::<Vec<_>>());
         assert!(hash_files(&sources, 64, 2, Missing::Error, &mut |_| {}).is_err());
         std::fs::remove_dir_all(&d).unwrap();
     }
