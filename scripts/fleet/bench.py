@@ -1,0 +1,763 @@
+#!/usr/bin/python3
+"""bench.py — the fleet benchmark behind scripts/bench-fleet.sh (run that, as root).
+
+On the namespace testbed (scripts/testbed.sh), distribute one random file from the origin (host 0)
+to N hosts with every method, one method after another, and compare:
+
+  seq        status quo: rsync daemon on the origin, hosts copy one after another
+  parallel   the same, every host at once
+  shoal      btrack + bseed --super-seed on the origin, bfetch --seed-until-done on every host
+  libtorrent python3-libtorrent seed on the origin, a libtorrent peer on every host
+  transmission transmission-cli on the origin and on every host
+  aria2      aria2c on the origin and on every host
+
+Every swarm uses the same .torrent (made by our mktorrent) announcing to a tracker on the origin:
+our btrack, or Debian's opentracker while btrack cannot run (the table says which). A fresh tracker
+is started for every method, so no method sees another's peers.
+
+Measured per method: time until the last host has a complete copy (rsync: the copy finished — rsync
+checks a whole-file checksum itself; torrent clients: the client declared the torrent complete, which
+it only does after every piece passed its SHA-1 check), the median host time, the origin's upload
+(tx_bytes of eth0 inside the origin namespace, after minus before) as a multiple of the file size F,
+and the last host's time over the physical limit F/B (B = link rate). Every copy is then checked
+byte-for-byte (SHA-1 against the origin's, plus `bverify` for the shoal row); a method where any
+host misses or fails the check is reported as failed with the reason. Each method has its own
+timeout. Every process is started in its own process group and killed when its method ends.
+
+Invariants: only testbed addresses are ever contacted; nothing outlives the run (the caller,
+bench-fleet.sh, also tears the testbed down on exit)."""
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+TESTBED = os.path.join(REPO, "scripts", "testbed.sh")
+PY = "/usr/bin/python3"  # Debian's, with python3-libtorrent and python3-matplotlib
+METHODS = ["seq", "parallel", "shoal", "libtorrent", "transmission", "aria2"]
+LABELS = {
+    "seq": "rsync, one host after another",
+    "parallel": "rsync, all hosts at once",
+    "shoal": "shoal (bseed --super-seed, bfetch)",
+    "libtorrent": "libtorrent 2.0 swarm",
+    "transmission": "transmission-cli swarm",
+    "aria2": "aria2c swarm",
+}
+PORT = 6881
+TRACKER_PORT = 6969
+
+PREFIX = os.environ.get("SHOAL_TESTBED_PREFIX", "shoal")
+LIVE = []  # every Popen we started, for the final cleanup
+
+
+def log(msg):
+    print("bench-fleet: " + msg, file=sys.stderr, flush=True)
+
+
+def ns(i):
+    return "%s-h%d" % (PREFIX, i)
+
+
+def addr(i):
+    return "10.77.%d.%d" % (i // 250, i % 250 + 1)
+
+
+def parse_size(s):
+    m = re.fullmatch(r"(\d+)([KMGT]?)(i?B)?", s.strip(), re.I)
+    if not m:
+        raise SystemExit("bench-fleet: error: bad size %r (e.g. 64M, 1G)" % s)
+    mult = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}[m.group(2).upper()]
+    return int(m.group(1)) * mult
+
+
+def parse_rate(s):
+    """tc rate (100mbit, 20mbit, 1gbit, 12mbps) -> bytes per second."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([kmg]?)(bit|bps)", s.strip().lower())
+    if not m:
+        raise SystemExit("bench-fleet: error: bad rate %r (e.g. 100mbit)" % s)
+    mult = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[m.group(2)]
+    v = float(m.group(1)) * mult
+    return v / 8 if m.group(3) == "bit" else v
+
+
+def spawn(host, argv, logpath, env=None, cwd=None):
+    """Start argv inside host's namespace in its own process group."""
+    full = ["ip", "netns", "exec", ns(host)] + [str(a) for a in argv]
+    lf = open(logpath, "ab")
+    lf.write(("$ %s\n" % " ".join(full)).encode())
+    lf.flush()
+    e = dict(os.environ)
+    if env:
+        e.update(env)
+    p = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=lf, stderr=subprocess.STDOUT,
+                         env=e, cwd=cwd, start_new_session=True)
+    p._logfile = lf
+    p._host = host
+    LIVE.append(p)
+    return p
+
+
+def spawn_capture(host, argv, out_path, logpath, env=None):
+    """Like spawn, but stdout goes to out_path (for --json reports) and stderr to the log."""
+    full = ["ip", "netns", "exec", ns(host)] + [str(a) for a in argv]
+    lf = open(logpath, "ab")
+    lf.write(("$ %s\n" % " ".join(full)).encode())
+    lf.flush()
+    of = open(out_path, "wb")
+    e = dict(os.environ)
+    if env:
+        e.update(env)
+    p = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=of, stderr=lf, env=e, start_new_session=True)
+    p._logfile = lf
+    p._outfile = of
+    p._host = host
+    LIVE.append(p)
+    return p
+
+
+def stop(procs, grace=5.0):
+    """SIGTERM each process group, wait up to grace seconds, then SIGKILL what is left."""
+    for p in procs:
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + grace
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    for p in procs:
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait()
+        for f in ("_logfile", "_outfile"):
+            if hasattr(p, f):
+                getattr(p, f).close()
+        if p in LIVE:
+            LIVE.remove(p)
+
+
+def run_in(host, argv, timeout=60):
+    return subprocess.run(["ip", "netns", "exec", ns(host)] + [str(a) for a in argv],
+                          stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+
+
+def origin_tx():
+    out = run_in(0, ["cat", "/sys/class/net/eth0/statistics/tx_bytes"]).stdout
+    return int(out.strip())
+
+
+def sha1_file(path):
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(1 << 22)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def wait_port(host, ip, port, proc, timeout=30):
+    """Wait until something accepts TCP connections on ip:port inside host."""
+    deadline = time.monotonic() + timeout
+    probe = ("import socket,sys\ns=socket.socket()\ns.settimeout(1)\n"
+             "sys.exit(0 if s.connect_ex((%r,%d))==0 else 1)" % (ip, port))
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
+        if run_in(host, [PY, "-c", probe]).returncode == 0:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def bdecode(data):
+    """Minimal bencode decoder for tracker scrape answers (trusted: our own testbed tracker)."""
+    def dec(i):
+        c = data[i:i + 1]
+        if c == b"i":
+            j = data.index(b"e", i)
+            return int(data[i + 1:j]), j + 1
+        if c == b"l":
+            i += 1
+            out = []
+            while data[i:i + 1] != b"e":
+                v, i = dec(i)
+                out.append(v)
+            return out, i + 1
+        if c == b"d":
+            i += 1
+            out = {}
+            while data[i:i + 1] != b"e":
+                k, i = dec(i)
+                v, i = dec(i)
+                out[k] = v
+            return out, i + 1
+        j = data.index(b":", i)
+        n = int(data[i:j])
+        return data[j + 1:j + 1 + n], j + 1 + n
+    return dec(0)[0]
+
+
+def scrape(info_hash_hex):
+    """(complete, incomplete) as the origin's tracker sees it, or None."""
+    ih = "".join("%%%s" % info_hash_hex[k:k + 2] for k in range(0, 40, 2))
+    url = "http://%s:%d/scrape?info_hash=%s" % (addr(0), TRACKER_PORT, ih)
+    try:
+        r = run_in(0, ["curl", "-s", "--max-time", "3", url], timeout=10)
+        d = bdecode(r.stdout)
+        files = d.get(b"files", {})
+        for v in files.values():
+            return v.get(b"complete", 0), v.get(b"incomplete", 0)
+        return (0, 0)
+    except Exception:
+        return None
+
+
+class Bench:
+    def __init__(self, a):
+        self.a = a
+        self.n = a.hosts
+        self.size = parse_size(a.size)
+        self.rate_bps = parse_rate(a.rate)
+        self.fb = self.size / self.rate_bps
+        self.bin = a.bin_dir
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        self.out = os.path.abspath(a.out or os.path.join(REPO, "results", "fleet-" + stamp))
+        os.makedirs(self.out, exist_ok=True)
+        self.logs = os.path.join(self.out, "logs")
+        os.makedirs(self.logs, exist_ok=True)
+        self.work = a.work or "/tmp/shoal-fleet-%d" % os.getpid()
+        os.makedirs(self.work, exist_ok=True)
+        self.name = "fleet-%s.bin" % a.size
+        self.origin_dir = os.path.join(self.work, "origin")
+        self.origin_file = os.path.join(self.origin_dir, self.name)
+        self.torrent = os.path.join(self.work, self.name + ".torrent")
+        self.results = []
+
+    # ---------------------------------------------------------------- setup
+    def have_tool(self, name):
+        """Our binary exists and is not a stub (stubs exit 2 on --help)."""
+        path = os.path.join(self.bin, name)
+        if not os.path.exists(path):
+            return False
+        try:
+            r = subprocess.run([path, "--help"], capture_output=True, timeout=10)
+        except Exception:
+            return False
+        return r.returncode == 0
+
+    def setup(self):
+        a = self.a
+        log("testbed: %d hosts + origin, %s links" % (self.n, a.rate))
+        subprocess.run([TESTBED, "up", str(self.n), "--rate", a.rate], check=True)
+        os.makedirs(self.origin_dir, exist_ok=True)
+        log("writing %d random bytes to %s" % (self.size, self.origin_file))
+        with open(self.origin_file, "wb") as f:
+            left = self.size
+            while left:
+                n = min(left, 1 << 22)
+                f.write(os.urandom(n))
+                left -= n
+        self.sha1 = sha1_file(self.origin_file)
+        mk = os.path.join(self.bin, "mktorrent")
+        r = subprocess.run([mk, "-q", "-f", "--json", "-a", "http://%s:%d/announce" % (addr(0), TRACKER_PORT),
+                            "-o", self.torrent, self.origin_file], capture_output=True, check=True)
+        info = json.loads(r.stdout)
+        self.info_hash = info.get("info_hash") or info.get("infohash")
+        self.piece_length = info.get("piece_length")
+        log("torrent %s info_hash %s piece length %s" % (self.torrent, self.info_hash, self.piece_length))
+        self.shoal_tools = all(self.have_tool(t) for t in ("btrack", "bseed", "bfetch"))
+        self.btrack_ok = self.have_tool("btrack")
+        self.tracker_name = "btrack" if self.btrack_ok else "opentracker"
+        if not self.btrack_ok:
+            log("btrack is not usable yet: swarms announce to opentracker instead (marked in the table)")
+
+    # ---------------------------------------------------------------- tracker
+    def start_tracker(self, tag):
+        d = os.path.join(self.work, "tracker-" + tag)
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d)
+        lp = os.path.join(self.logs, "%s-tracker.log" % tag)
+        if self.btrack_ok:
+            p = spawn(0, [os.path.join(self.bin, "btrack"), "--listen", "%s:%d" % (addr(0), TRACKER_PORT),
+                          "--data-dir", d, "--open"], lp)
+        else:
+            with open(os.path.join(d, "whitelist"), "w") as f:
+                f.write(self.info_hash + "\n")
+            with open(os.path.join(d, "opentracker.conf"), "w") as f:
+                # opentracker chroots into rootdir and drops to `nobody` before reading the whitelist.
+                f.write("access.whitelist /whitelist\ntracker.rootdir %s\ntracker.user nobody\n" % d)
+            os.chmod(d, 0o755)
+            p = spawn(0, ["opentracker", "-i", addr(0), "-p", TRACKER_PORT, "-P", TRACKER_PORT,
+                          "-f", os.path.join(d, "opentracker.conf")], lp)
+        if not wait_port(0, addr(0), TRACKER_PORT, p, timeout=30):
+            stop([p])
+            raise RuntimeError("%s did not start (see %s)" % (self.tracker_name, lp))
+        if self.btrack_ok:
+            # Register the torrent too (harmless with --open; needed without it).
+            run_in(0, ["curl", "-s", "--max-time", "10", "-X", "POST", "--data-binary", "@" + self.torrent,
+                       "-H", "Content-Type: application/x-bittorrent",
+                       "http://%s:%d/api/torrents" % (addr(0), TRACKER_PORT)], timeout=20)
+        return p
+
+    def wait_seeded(self, seed_proc, timeout):
+        """Wait until the tracker lists a complete peer (the origin's seed has checked its data)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if seed_proc.poll() is not None:
+                return "origin seed exited with %s" % seed_proc.returncode
+            s = scrape(self.info_hash)
+            if s and s[0] >= 1:
+                return None
+            time.sleep(0.3)
+        return "origin seed not registered as complete with the tracker after %ds" % timeout
+
+    # ---------------------------------------------------------------- one method
+    def host_dir(self, method, i):
+        return os.path.join(self.work, method, "h%d" % i)
+
+    def timeout_for(self, method):
+        if self.a.timeout:
+            return self.a.timeout
+        if method in ("seq", "parallel"):
+            return max(120.0, 2.0 * self.n * self.fb + 60)
+        return max(120.0, 10.0 * self.fb + 60)
+
+    def run_method(self, method):
+        log("=== %s ===" % method)
+        res = {"method": method, "label": LABELS[method], "status": "ok", "notes": [],
+               "times": {}, "tracker": None}
+        for i in range(1, self.n + 1):
+            d = self.host_dir(method, i)
+            shutil.rmtree(d, ignore_errors=True)
+            os.makedirs(d)
+        procs = []
+        try:
+            fn = getattr(self, "m_" + method)
+            fn(res, procs)
+        except Exception as e:  # a method that breaks is reported, never hidden
+            res["status"] = "failed"
+            res["notes"].append("error: %s" % e)
+        finally:
+            stop(procs)
+        if res["status"] == "ok" or res["times"]:
+            self.check_copies(method, res)
+        n_done = len(res["times"])
+        if n_done < self.n and res["status"] == "ok":
+            res["status"] = "failed"
+        if res["times"]:
+            ts = sorted(res["times"].values())
+            res["last"] = ts[-1] if n_done == self.n else None
+            res["median"] = statistics.median(ts) if n_done == self.n else None
+        res["done_hosts"] = n_done
+        if res.get("origin_tx") is not None:
+            res["origin_x"] = res["origin_tx"] / self.size
+        if res.get("last"):
+            res["vs_limit"] = res["last"] / self.fb
+        for i in range(1, self.n + 1):
+            shutil.rmtree(self.host_dir(method, i), ignore_errors=True)
+        shutil.rmtree(os.path.join(self.work, method), ignore_errors=True)
+        self.results.append(res)
+        self.print_row(res)
+        self.save()
+
+    def check_copies(self, method, res):
+        bad = []
+        for i in sorted(res["times"]):
+            f = os.path.join(self.host_dir(method, i), self.name)
+            if not os.path.exists(f) or os.path.getsize(f) != self.size or sha1_file(f) != self.sha1:
+                bad.append(i)
+                continue
+            if method == "shoal":
+                r = subprocess.run([os.path.join(self.bin, "bverify"), self.torrent, f], capture_output=True)
+                if r.returncode != 0:
+                    bad.append(i)
+        if bad:
+            res["status"] = "failed"
+            res["notes"].append("copy missing or wrong on host(s) %s" % ",".join(map(str, bad)))
+            for i in bad:
+                res["times"].pop(i, None)
+        else:
+            res["notes"].append("%d/%d copies byte-identical%s" % (
+                len(res["times"]), self.n, " (bverify ok)" if method == "shoal" else ""))
+
+    def watch(self, res, procs_by_host, done_fn, t0, timeout, what):
+        """Poll until every host is done (done_fn(i) -> wall time or None), a host fails, or timeout."""
+        deadline = time.monotonic() + timeout
+        pending = set(range(1, self.n + 1))
+        while pending and time.monotonic() < deadline:
+            for i in sorted(pending):
+                t = done_fn(i)
+                if t is not None:
+                    res["times"][i] = max(0.0, t - t0)
+                    pending.discard(i)
+                    continue
+                p = procs_by_host.get(i)
+                if p is not None and p.poll() is not None:
+                    t = done_fn(i)  # it may have finished just before exiting
+                    if t is not None:
+                        res["times"][i] = max(0.0, t - t0)
+                    else:
+                        res["notes"].append("host %d: %s exited with %s before completing" % (i, what, p.returncode))
+                        res["status"] = "failed"
+                    pending.discard(i)
+            time.sleep(0.1)
+        if pending:
+            res["status"] = "failed"
+            res["notes"].append("timeout after %ds: %d/%d hosts done" % (timeout, self.n - len(pending), self.n))
+
+    # ---------------------------------------------------------------- rsync
+    def start_rsyncd(self, procs, tag):
+        conf = os.path.join(self.work, "rsyncd.conf")
+        with open(conf, "w") as f:
+            f.write("address = %s\nport = 873\nuse chroot = no\nuid = root\ngid = root\nmax connections = 0\n"
+                    "[data]\n    path = %s\n    read only = yes\n" % (addr(0), self.origin_dir))
+        p = spawn(0, ["rsync", "--daemon", "--no-detach", "--config=" + conf], os.path.join(self.logs, tag + "-rsyncd.log"))
+        procs.append(p)
+        if not wait_port(0, addr(0), 873, p):
+            raise RuntimeError("rsync daemon did not start")
+
+    def rsync_argv(self, i):
+        return ["rsync", "--whole-file", "rsync://%s/data/%s" % (addr(0), self.name), self.host_dir_cur(i) + "/"]
+
+    def m_seq(self, res, procs):
+        self.cur = "seq"
+        self.start_rsyncd(procs, "seq")
+        res["tracker"] = "-"
+        tx0 = origin_tx()
+        t0 = time.time()
+        deadline = time.monotonic() + self.timeout_for("seq")
+        for i in range(1, self.n + 1):
+            p = spawn(i, self.rsync_argv(i), os.path.join(self.logs, "seq-h%d.log" % i))
+            procs.append(p)
+            try:
+                rc = p.wait(timeout=max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                res["status"] = "failed"
+                res["notes"].append("timeout after %ds: %d/%d hosts done" % (self.timeout_for("seq"), i - 1, self.n))
+                break
+            if rc == 0:
+                res["times"][i] = time.time() - t0
+            else:
+                res["status"] = "failed"
+                res["notes"].append("host %d: rsync exited with %d" % (i, rc))
+        res["origin_tx"] = origin_tx() - tx0
+
+    def host_dir_cur(self, i):
+        return self.host_dir(self.cur, i)
+
+    def m_parallel(self, res, procs):
+        self.cur = "parallel"
+        self.start_rsyncd(procs, "parallel")
+        res["tracker"] = "-"
+        tx0 = origin_tx()
+        t0 = time.time()
+        by_host = {}
+        ends = {}
+        for i in range(1, self.n + 1):
+            p = spawn(i, self.rsync_argv(i), os.path.join(self.logs, "parallel-h%d.log" % i))
+            procs.append(p)
+            by_host[i] = p
+
+        def done(i):
+            p = by_host[i]
+            if p.poll() == 0:
+                ends.setdefault(i, time.time())
+                return ends[i]
+            return None
+        self.watch(res, by_host, done, t0, self.timeout_for("parallel"), "rsync")
+        res["origin_tx"] = origin_tx() - tx0
+
+    # ---------------------------------------------------------------- swarms
+    def swarm(self, res, procs, method, seed_argv, host_argv, done_fn, env_fn=None, seed_env=None,
+              after=None):
+        """Common shape of every swarm: tracker, origin seed, then every host at once."""
+        res["tracker"] = self.tracker_name if method != "shoal" or self.btrack_ok else "opentracker"
+        if not self.btrack_ok:
+            res["notes"].append("tracker: opentracker (btrack not available yet)")
+        procs.append(self.start_tracker(method))
+        seed = spawn(0, seed_argv, os.path.join(self.logs, "%s-origin.log" % method), env=seed_env)
+        procs.append(seed)
+        err = self.wait_seeded(seed, timeout=max(120, self.size / 50e6 * 4))
+        if err:
+            raise RuntimeError(err)
+        tx0 = origin_tx()
+        t0 = time.time()
+        by_host = {}
+        for i in range(1, self.n + 1):
+            env = env_fn(i) if env_fn else None
+            argv = host_argv(i)
+            if isinstance(argv, tuple):  # (argv, stdout path)
+                p = spawn_capture(i, argv[0], argv[1], os.path.join(self.logs, "%s-h%d.log" % (method, i)), env=env)
+            else:
+                p = spawn(i, argv, os.path.join(self.logs, "%s-h%d.log" % (method, i)), env=env)
+            procs.append(p)
+            by_host[i] = p
+        self.watch(res, by_host, done_fn, t0, self.timeout_for(method), method)
+        if after:
+            after(res, by_host, t0)
+        res["origin_tx"] = origin_tx() - tx0
+
+    def marker(self, method, i):
+        return os.path.join(self.work, method, "done-h%d" % i)
+
+    def marker_time(self, path):
+        try:
+            with open(path) as f:
+                return float(f.read().strip())
+        except (OSError, ValueError):
+            return None
+
+    def appeared(self, method, i, seen={}):
+        """Wall time at which DIR/<name> (the final, verified name) was first seen."""
+        key = (method, i)
+        if key in seen:
+            return seen[key]
+        if os.path.exists(os.path.join(self.host_dir(method, i), self.name)):
+            seen[key] = time.time()
+            return seen[key]
+        return None
+
+    def m_shoal(self, res, procs):
+        if not self.shoal_tools:
+            res["status"] = "n/a"
+            res["notes"].append("btrack/bseed/bfetch not implemented yet")
+            return
+        b = lambda t: os.path.join(self.bin, t)
+        reports = {i: os.path.join(self.work, "shoal", "report-h%d.json" % i) for i in range(1, self.n + 1)}
+        seed_argv = [b("bseed"), self.torrent, self.origin_file, "--port", PORT, "--super-seed"]
+
+        def host_argv(i):
+            return ([b("bfetch"), self.torrent, "-o", self.host_dir("shoal", i), "--port", PORT,
+                     "--seed-until-done", "--json", "--timeout", "%ds" % int(self.timeout_for("shoal"))],
+                    reports[i])
+
+        def after(res, by_host, t0):
+            # --seed-until-done: every bfetch should now leave on its own, exit 0, once the swarm is done.
+            deadline = time.monotonic() + 60 + self.fb
+            for p in by_host.values():
+                try:
+                    p.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    pass
+            exited = [i for i, p in by_host.items() if p.poll() == 0]
+            res["notes"].append("bfetch exited 0 by itself on %d/%d hosts" % (len(exited), self.n))
+            res["exit_times"] = {i: None for i in by_host}
+            up = {}
+            for i in by_host:
+                by_host[i]._outfile.flush()
+                try:
+                    with open(reports[i]) as f:
+                        rep = json.load(f)
+                    up[i] = rep.get("uploaded")
+                except (OSError, ValueError):
+                    up[i] = None
+            res["host_uploaded"] = up
+            helped = [i for i, u in up.items() if u]
+            res["notes"].append("%d/%d hosts uploaded to others" % (len(helped), self.n))
+
+        self.swarm(res, procs, "shoal", seed_argv, host_argv, lambda i: self.appeared("shoal", i), after=after)
+
+    def m_libtorrent(self, res, procs):
+        s = os.path.join(HERE, "lt_swarm.py")
+        os.makedirs(os.path.join(self.work, "libtorrent"), exist_ok=True)
+        seed_argv = [PY, s, "seed", self.torrent, self.origin_dir, "--port", PORT]
+        if self.a.lt_super_seed:
+            seed_argv.append("--super-seed")
+            res["notes"].append("origin super-seeding")
+        self.swarm(res, procs, "libtorrent", seed_argv,
+                   lambda i: [PY, s, "fetch", self.torrent, self.host_dir("libtorrent", i), "--port", PORT,
+                              "--done-file", self.marker("libtorrent", i)],
+                   lambda i: self.marker_time(self.marker("libtorrent", i)))
+
+    def tr_config(self, d):
+        os.makedirs(d, exist_ok=True)
+        settings = {
+            "dht-enabled": False, "lpd-enabled": False, "port-forwarding-enabled": False,
+            "pex-enabled": True, "utp-enabled": True, "encryption": 0,
+            "peer-limit-global": 500, "peer-limit-per-torrent": 200,
+            "ratio-limit-enabled": False, "idle-seeding-limit-enabled": False,
+            "speed-limit-up-enabled": False, "speed-limit-down-enabled": False,
+            "rename-partial-files": True, "incomplete-dir-enabled": False,
+            "message-level": 1, "peer-port": PORT, "peer-port-random-on-start": False,
+            "blocklist-enabled": False, "start-added-torrents": True,
+        }
+        with open(os.path.join(d, "settings.json"), "w") as f:
+            json.dump(settings, f)
+        return d
+
+    def m_transmission(self, res, procs):
+        base = os.path.join(self.work, "transmission")
+        os.makedirs(base, exist_ok=True)
+        common = ["-p", PORT, "-et", "-M", "-U", "-D"]
+        seed_argv = ["transmission-cli", "-g", self.tr_config(os.path.join(base, "cfg-h0")), "-w", self.origin_dir] + common + [self.torrent]
+        hook = os.path.join(HERE, "mark-done.sh")
+
+        def host_argv(i):
+            return ["transmission-cli", "-g", self.tr_config(os.path.join(base, "cfg-h%d" % i)),
+                    "-w", self.host_dir("transmission", i), "-f", hook] + common + [self.torrent]
+
+        def done(i):
+            return self.marker_time(self.marker("transmission", i)) or self.appeared("transmission", i)
+        self.swarm(res, procs, "transmission", seed_argv, host_argv, done,
+                   env_fn=lambda i: {"SHOAL_DONE_FILE": self.marker("transmission", i)})
+
+    def m_aria2(self, res, procs):
+        os.makedirs(os.path.join(self.work, "aria2"), exist_ok=True)
+        common = ["--enable-dht=false", "--enable-dht6=false", "--bt-enable-lpd=false", "--disable-ipv6=true",
+                  "--listen-port=%d" % PORT, "--seed-ratio=0.0", "--summary-interval=0", "--console-log-level=warn",
+                  "--file-allocation=falloc", "--bt-max-peers=0", "--check-certificate=false",
+                  "--follow-torrent=false", "--allow-overwrite=true", "--auto-save-interval=0"]
+        seed_argv = ["aria2c", "-d", self.origin_dir, "--check-integrity=true", "--bt-seed-unverified=false"] + common + [self.torrent]
+        hook = os.path.join(HERE, "mark-done.sh")
+        self.swarm(res, procs, "aria2", seed_argv,
+                   lambda i: ["aria2c", "-d", self.host_dir("aria2", i), "--on-bt-download-complete=" + hook] + common + [self.torrent],
+                   lambda i: self.marker_time(self.marker("aria2", i)),
+                   env_fn=lambda i: {"SHOAL_DONE_FILE": self.marker("aria2", i)})
+
+    # ---------------------------------------------------------------- output
+    def fmt_row(self, r):
+        def f(v, fmt):
+            return fmt % v if v is not None else "-"
+        status = r["status"]
+        if status == "failed":
+            status = "FAILED (%d/%d)" % (r.get("done_hosts", 0), self.n)
+        return "| %-36s | %-11s | %-14s | %8s | %8s | %7s | %9s |" % (
+            r["label"], r.get("tracker") or "-", status, f(r.get("last"), "%.1f"), f(r.get("median"), "%.1f"),
+            f(r.get("vs_limit"), "%.2f"), f(r.get("origin_x"), "%.2f"))
+
+    def header(self):
+        return ("| %-36s | %-11s | %-14s | %8s | %8s | %7s | %9s |\n|%s|%s|%s|%s|%s|%s|%s|" % (
+            "method", "tracker", "result", "last (s)", "median", "last/FB", "origin ×F",
+            "-" * 38, "-" * 13, "-" * 16, "-" * 10, "-" * 10, "-" * 9, "-" * 11))
+
+    def print_row(self, r):
+        print(self.fmt_row(r), flush=True)
+        for n in r["notes"]:
+            log("  %s: %s" % (r["method"], n))
+
+    def table(self):
+        lines = ["Fleet benchmark: %d hosts + origin, file %s (%d bytes), links %s both ways (B = %.2f MB/s)"
+                 % (self.n, self.a.size, self.size, self.a.rate, self.rate_bps / 1e6),
+                 "physical limit F/B = %.1f s; times are from the start of the transfers to a complete, "
+                 "checked copy" % self.fb, "", self.header()]
+        lines += [self.fmt_row(r) for r in self.results]
+        lines.append("")
+        for r in self.results:
+            if r["notes"]:
+                lines.append("- %s: %s" % (r["method"], "; ".join(r["notes"])))
+        return "\n".join(lines) + "\n"
+
+    def save(self):
+        meta = {"hosts": self.n, "size": self.size, "size_arg": self.a.size, "rate": self.a.rate,
+                "rate_bytes_per_s": self.rate_bps, "f_over_b": self.fb, "info_hash": getattr(self, "info_hash", None),
+                "piece_length": getattr(self, "piece_length", None),
+                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "commit": subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True,
+                                         text=True).stdout.strip(),
+                "command": " ".join(sys.argv[1:]), "results": self.results}
+        with open(os.path.join(self.out, "results.json"), "w") as f:
+            json.dump(meta, f, indent=1, default=str)
+        with open(os.path.join(self.out, "table.md"), "w") as f:
+            f.write(self.table())
+
+    def plot(self):
+        try:
+            import matplotlib
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+            import matplotlib.ticker
+        except ImportError:
+            log("python3-matplotlib missing: no plot")
+            return
+        fig, ax = plt.subplots(figsize=(9, 5.5))
+        for r in self.results:
+            ts = sorted(r["times"].values())
+            if not ts:
+                continue
+            xs = [0.0] + ts
+            ys = list(range(0, len(ts) + 1))
+            ax.step(xs, ys, where="post", label="%s%s" % (r["label"], "" if r["status"] == "ok" else " (%s)" % r["status"]),
+                    linewidth=2)
+            ax.plot(ts, ys[1:], "o", markersize=3, color=ax.lines[-1].get_color())
+        ax.axvline(self.fb, color="grey", linestyle="--", linewidth=1)
+        ax.text(self.fb, self.n + 0.3, " F/B = %.1f s" % self.fb, color="grey", fontsize=8)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.set_xlabel("seconds since the start (log scale)")
+        ax.set_ylabel("hosts with a complete, checked copy")
+        ax.set_ylim(0, self.n + 1)
+        ax.set_title("%d hosts, %s file, %s links" % (self.n, self.a.size, self.a.rate))
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+        fig.tight_layout()
+        p = os.path.join(self.out, "completion.png")
+        fig.savefig(p, dpi=110)
+        log("plot: %s" % p)
+
+    def run(self):
+        self.setup()
+        only = [m.strip() for m in self.a.only.split(",")] if self.a.only else METHODS
+        for m in only:
+            if m not in METHODS:
+                raise SystemExit("bench-fleet: error: unknown method %r (known: %s)" % (m, ",".join(METHODS)))
+        print("\n" + self.header(), flush=True)
+        for m in only:
+            self.run_method(m)
+        self.save()
+        self.plot()
+        print()
+        sys.stdout.write(self.table())
+        log("results: %s" % self.out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description="fleet benchmark (see scripts/bench-fleet.sh)")
+    ap.add_argument("--hosts", type=int, default=16)
+    ap.add_argument("--size", default="256M")
+    ap.add_argument("--rate", default="100mbit")
+    ap.add_argument("--only", help="comma-separated methods: " + ",".join(METHODS))
+    ap.add_argument("--out")
+    ap.add_argument("--work", help="scratch directory (default /tmp/shoal-fleet-PID)")
+    ap.add_argument("--bin-dir", required=True)
+    ap.add_argument("--timeout", type=float, help="per-method timeout in seconds (default: scaled to F/B)")
+    ap.add_argument("--lt-super-seed", action="store_true", help="libtorrent origin super-seeds")
+    a = ap.parse_args()
+    if a.hosts < 1 or a.hosts > 250:
+        raise SystemExit("bench-fleet: error: --hosts must be 1..250")
+    b = Bench(a)
+
+    def on_signal(sig, _frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        b.run()
+    except KeyboardInterrupt:
+        log("interrupted")
+        return 130
+    finally:
+        stop(list(LIVE), grace=3)
+        if not a.work:
+            shutil.rmtree(b.work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
