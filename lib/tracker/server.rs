@@ -1,0 +1,1 @@
+//! btrack tracker server (filled in next).

@@ -1,0 +1,1 @@
+//! btrack peer store (filled in next).
