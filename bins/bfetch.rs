@@ -1,5 +1,138 @@
-//! bfetch: not written yet.
+//! bfetch: download a torrent's content from the swarm, verifying every piece, uploading to
+//! other peers meanwhile.
+//! Exit: 0 complete and verified, 1 could not finish (timeout, no peers), 2 usage error or
+//! bad torrent, 3 disk or I/O error.
+
+use argh::FromArgs;
+use shoal::cli::{self, Failure};
+use shoal::metainfo::Metainfo;
+use shoal::session::{self, Config, Setup};
+use shoal::storage::Storage;
+use shoal::{hashing, units};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Download a torrent's content into DIR/NAME, verifying every piece.
+/// Exit status: 0 complete and verified, 1 could not finish (timeout, no peers),
+/// 2 usage error or bad torrent, 3 disk or I/O error.
+#[derive(FromArgs)]
+struct Args {
+    /// directory to download into (default: the current directory)
+    #[argh(option, short = 'o', default = "PathBuf::from(\".\")")]
+    output: PathBuf,
+    /// TCP port to listen on for peers (default 6881; 0 picks a free one)
+    #[argh(option, default = "6881")]
+    port: u16,
+    /// a peer to connect to, HOST:PORT; may be repeated (no tracker needed)
+    #[argh(option)]
+    peer: Vec<String>,
+    /// cap on download rate in bytes per second, K/M/G suffix allowed (default: none)
+    #[argh(option)]
+    max_download_rate: Option<String>,
+    /// cap on upload rate in bytes per second, K/M/G suffix allowed (default: none)
+    #[argh(option)]
+    max_upload_rate: Option<String>,
+    /// after completing, keep seeding this long, e.g. 90s, 5m (default 0)
+    #[argh(option)]
+    seed_time: Option<String>,
+    /// after completing, keep seeding while the tracker reports peers still downloading (capped by --seed-time if given)
+    #[argh(switch)]
+    seed_until_done: bool,
+    /// give up (exit 1) when not complete after this long, e.g. 30m
+    #[argh(option)]
+    timeout: Option<String>,
+    /// give up (exit 1) after this long without any peer (default 5m)
+    #[argh(option, default = "String::from(\"5m\")")]
+    stall_timeout: String,
+    /// most peers connected at once (default 50)
+    #[argh(option, default = "50")]
+    max_peers: usize,
+    /// peers uploaded to at once (default 8)
+    #[argh(option, default = "8")]
+    upload_slots: usize,
+    /// print a JSON report (bytes from and to each peer, duration) on standard output
+    #[argh(switch)]
+    json: bool,
+    /// no progress or log messages
+    #[argh(switch, short = 'q')]
+    quiet: bool,
+    /// the .torrent file
+    #[argh(positional)]
+    torrent: PathBuf,
+}
+
 fn main() {
-    eprintln!("bfetch: error: not implemented yet");
-    std::process::exit(2);
+    let args: Args = cli::parse_args();
+    cli::main("bfetch", || run(args))
+}
+
+/// Resolves HOST:PORT arguments.
+pub fn parse_peers(list: &[String]) -> Result<Vec<SocketAddr>, Failure> {
+    let mut out = Vec::new();
+    for p in list {
+        let addrs = p.to_socket_addrs().map_err(|e| format!("--peer {p}: {e}"))?;
+        out.extend(addrs.take(1));
+    }
+    Ok(out)
+}
+
+fn rate(s: &Option<String>) -> Result<u64, Failure> {
+    Ok(s.as_deref().map(units::parse_size).transpose()?.unwrap_or(0))
+}
+
+fn run(args: Args) -> Result<i32, Failure> {
+    let meta = Metainfo::read(&args.torrent)?;
+    let peers = parse_peers(&args.peer)?;
+    let seed_time = args.seed_time.as_deref().map(units::parse_duration).transpose()?.unwrap_or(Duration::ZERO);
+    let timeout = args.timeout.as_deref().map(units::parse_duration).transpose()?;
+    let stall = units::parse_duration(&args.stall_timeout)?;
+    let config = Config {
+        prog: "bfetch",
+        port: args.port,
+        peers,
+        trackers: meta.trackers(),
+        max_peers: args.max_peers.max(1),
+        upload_slots: args.upload_slots.max(1),
+        max_upload_rate: rate(&args.max_upload_rate)?,
+        max_download_rate: rate(&args.max_download_rate)?,
+        seed_forever: false,
+        seed_time,
+        seed_until_done: args.seed_until_done,
+        timeout,
+        stall_timeout: if stall.is_zero() { None } else { Some(stall) },
+        super_seed: false,
+        quiet: args.quiet,
+        threads: hashing::default_threads(),
+    };
+    if config.peers.is_empty() && config.trackers.is_empty() {
+        return Err("the torrent names no tracker and no --peer was given: nobody to fetch from".into());
+    }
+    let threads = hashing::default_threads();
+    let info = Arc::new(meta.info.clone());
+    let prepared = Storage::prepare_download(info, meta.info_hash, &args.output, threads)
+        .map_err(|e| Failure::new(3, e.to_string()))?;
+    if !args.quiet {
+        eprintln!("bfetch: {}: {}", meta.info.name, prepared.note);
+    }
+    let shutdown = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, shutdown.clone()).map_err(|e| e.to_string())?;
+    }
+    let setup = Setup { meta, storage: prepared.storage, have: prepared.have, config, shutdown };
+    let report = session::run(setup).map_err(|e| match e {
+        session::Error::Unfinished(_) => Failure::new(1, e.to_string()),
+        session::Error::Disk(_) => Failure::new(3, e.to_string()),
+        session::Error::Listen(..) => Failure::new(2, e.to_string()),
+    })?;
+    if args.json {
+        let j = serde_json::to_string(&report).map_err(|e| e.to_string())?;
+        cli::write_stdout(format!("{j}\n").as_bytes())?;
+    }
+    if !report.complete {
+        return Err(Failure::new(1, "interrupted before the download completed"));
+    }
+    Ok(0)
 }

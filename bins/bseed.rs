@@ -1,5 +1,130 @@
-//! bseed: not written yet.
+//! bseed: seed a torrent's content to the swarm until stopped by SIGINT or SIGTERM.
+//! Exit: 0 after a clean shutdown, 1 the content does not match the torrent, 2 usage error
+//! or bad torrent, 3 disk or I/O error.
+
+use argh::FromArgs;
+use shoal::cli::{self, Failure};
+use shoal::metainfo::Metainfo;
+use shoal::session::{self, Config, Setup};
+use shoal::storage::Storage;
+use shoal::{hashing, units, verify};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Seed a torrent's content until stopped (SIGINT or SIGTERM), then report what was sent to whom.
+/// Exit status: 0 clean shutdown, 1 content does not match the torrent, 2 usage error or
+/// bad torrent, 3 disk or I/O error.
+#[derive(FromArgs)]
+struct Args {
+    /// TCP port to listen on for peers (default 6881; 0 picks a free one)
+    #[argh(option, default = "6881")]
+    port: u16,
+    /// cap on upload rate in bytes per second, K/M/G suffix allowed (default: none)
+    #[argh(option)]
+    max_upload_rate: Option<String>,
+    /// most peers connected at once (default 100)
+    #[argh(option, default = "100")]
+    max_peers: usize,
+    /// peers uploaded to at once (default 16)
+    #[argh(option, default = "16")]
+    upload_slots: usize,
+    /// reveal pieces one peer at a time so each byte leaves this host about once (BEP 16 style)
+    #[argh(switch)]
+    super_seed: bool,
+    /// trust PATH without re-hashing it
+    #[argh(switch)]
+    no_verify: bool,
+    /// a peer to connect to, HOST:PORT; may be repeated
+    #[argh(option)]
+    peer: Vec<String>,
+    /// print a JSON report (bytes sent to each peer) on standard output at exit
+    #[argh(switch)]
+    json: bool,
+    /// no progress or log messages
+    #[argh(switch, short = 'q')]
+    quiet: bool,
+    /// the .torrent file
+    #[argh(positional)]
+    torrent: PathBuf,
+    /// the content: the file of a single-file torrent, the top directory of a multi-file one (default: ./NAME)
+    #[argh(positional)]
+    path: Option<PathBuf>,
+}
+
 fn main() {
-    eprintln!("bseed: error: not implemented yet");
-    std::process::exit(2);
+    let args: Args = cli::parse_args();
+    cli::main("bseed", || run(args))
+}
+
+fn run(args: Args) -> Result<i32, Failure> {
+    let meta = Metainfo::read(&args.torrent)?;
+    let root = verify::content_path(&meta.info, args.path.as_deref());
+    let threads = hashing::default_threads();
+    if !args.no_verify {
+        let report = verify::verify(&meta.info, &root, threads, &mut |_| {}).map_err(|e| Failure::new(3, e.to_string()))?;
+        if !report.complete() {
+            return Err(Failure::new(
+                1,
+                format!(
+                    "{}: does not match the torrent ({} of {} pieces bad); run bverify for details",
+                    root.display(),
+                    report.bad_pieces.len(),
+                    report.pieces_total
+                ),
+            ));
+        }
+    }
+    let mut peers: Vec<SocketAddr> = Vec::new();
+    for p in &args.peer {
+        peers.extend(p.to_socket_addrs().map_err(|e| format!("--peer {p}: {e}"))?.take(1));
+    }
+    let storage = Storage::open_seed(Arc::new(meta.info.clone()), meta.info_hash, &root).map_err(|e| Failure::new(3, e.to_string()))?;
+    let config = Config {
+        prog: "bseed",
+        port: args.port,
+        peers,
+        trackers: meta.trackers(),
+        max_peers: args.max_peers.max(1),
+        upload_slots: args.upload_slots.max(1),
+        max_upload_rate: args.max_upload_rate.as_deref().map(units::parse_size).transpose()?.unwrap_or(0),
+        max_download_rate: 0,
+        seed_forever: true,
+        seed_time: Duration::ZERO,
+        seed_until_done: false,
+        timeout: None,
+        stall_timeout: None,
+        super_seed: args.super_seed,
+        quiet: args.quiet,
+        threads,
+    };
+    let shutdown = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, shutdown.clone()).map_err(|e| e.to_string())?;
+    }
+    let n = meta.info.num_pieces();
+    let have = vec![true; n];
+    let total = meta.info.total_length;
+    let report = session::run(Setup { meta, storage, have, config, shutdown }).map_err(|e| match e {
+        session::Error::Disk(_) => Failure::new(3, e.to_string()),
+        _ => Failure::new(2, e.to_string()),
+    })?;
+    if !args.quiet {
+        eprintln!(
+            "bseed: sent {} ({:.2} × the content) to {} peers",
+            units::human_bytes(report.uploaded),
+            report.uploaded as f64 / total.max(1) as f64,
+            report.peers.len()
+        );
+        for p in &report.peers {
+            eprintln!("bseed:   {} ({}): sent {}", p.addr, p.client, units::human_bytes(p.uploaded));
+        }
+    }
+    if args.json {
+        let j = serde_json::to_string(&report).map_err(|e| e.to_string())?;
+        cli::write_stdout(format!("{j}\n").as_bytes())?;
+    }
+    Ok(0)
 }

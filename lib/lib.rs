@@ -8,6 +8,7 @@
 //!   checks content against one;
 //! - [`units`], [`progress`], [`cli`]: what the binaries share.
 
+pub mod announce;
 pub mod bencode;
 pub mod cli;
 pub mod create;
@@ -18,4 +19,8 @@ pub mod progress;
 pub mod units;
 pub mod verify;
 pub mod peer;
+pub mod picker;
+pub mod rate;
+pub mod session;
+pub mod storage;
 pub mod tracker;

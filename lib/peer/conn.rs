@@ -1,0 +1,315 @@
+//! One peer connection: a thread that does the handshake and then reads, and a writer
+//! thread that owns the sending half.
+//!
+//! Design: blocking sockets with timeouts, two threads per connection. The reader decodes
+//! messages (bounded: see `wire::MAX_MESSAGE`) and forwards them to the session thread over a
+//! bounded crossbeam channel (so a flooding peer is slowed by TCP back-pressure, not by
+//! our memory); the one exception is `request`, which it hands straight to its own writer,
+//! so serving uploads costs the session nothing. The writer receives [`Cmd`]s, serves
+//! requests from storage (positional reads; the page cache does the caching) through the
+//! session's upload token bucket, and flushes when its queue is empty. State the two
+//! threads share with the session lives in [`PeerShared`] atomics.
+
+use super::wire::{self, Handshake, Message};
+use crate::rate::Bucket;
+use crate::storage::Storage;
+use crossbeam::channel::{Receiver, Sender};
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub type PeerKey = u64;
+
+/// Requests a peer may queue with us before it is dropped as a flood.
+const MAX_QUEUED_REQUESTS: usize = 2048;
+/// A peer that says nothing (not even keep-alive) for this long is dropped.
+const READ_TIMEOUT: Duration = Duration::from_secs(150);
+const KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// What the session tells a connection's writer.
+pub enum Cmd {
+    Send(Message),
+    /// Serve a block the peer requested (queued by the reader).
+    Serve { index: u32, begin: u32, length: u32 },
+    Close,
+}
+
+/// Counters and flags shared by a connection's threads and the session.
+#[derive(Default)]
+pub struct PeerShared {
+    /// We are choking the peer: its requests are ignored.
+    pub am_choking: AtomicBool,
+    /// Payload bytes sent to the peer.
+    pub uploaded: AtomicU64,
+    /// Blocks we requested and have not received yet.
+    pub outstanding: AtomicUsize,
+    queued: AtomicUsize,
+    closed: AtomicBool,
+}
+
+/// What a connection reports to the session.
+pub enum Event {
+    Connected {
+        key: PeerKey,
+        addr: SocketAddr,
+        handshake: Handshake,
+        outgoing: bool,
+        cmd: Sender<Cmd>,
+        shared: Arc<PeerShared>,
+        /// The pieces announced in our bitfield to this peer.
+        sent_have: Vec<bool>,
+    },
+    Message { key: PeerKey, msg: Message },
+    Block { key: PeerKey, index: u32, begin: u32, data: Vec<u8> },
+    Closed { key: PeerKey, addr: SocketAddr, reason: String },
+    ConnectFailed { addr: SocketAddr, reason: String },
+}
+
+/// What every connection of a session needs.
+pub struct Context {
+    pub info_hash: [u8; 20],
+    pub peer_id: [u8; 20],
+    pub num_pieces: usize,
+    pub storage: Arc<Storage>,
+    /// Verified pieces, kept current by the session.
+    pub have: Arc<Vec<AtomicBool>>,
+    pub events: Sender<Event>,
+    pub upload: Arc<Bucket>,
+    pub download: Arc<Bucket>,
+    pub listen_port: u16,
+    /// Super-seeding: announce no bitfield; the session reveals pieces one at a time.
+    pub hide_bitfield: bool,
+}
+
+/// Runs a connection to completion (call on its own thread).
+pub fn run(ctx: Arc<Context>, key: PeerKey, mut stream: TcpStream, addr: SocketAddr, outgoing: bool) {
+    let shared = Arc::new(PeerShared { am_choking: AtomicBool::new(true), ..Default::default() });
+    let reason = match connect(&ctx, key, &mut stream, addr, outgoing, &shared) {
+        Ok(()) => "closed".to_string(),
+        Err(e) => e,
+    };
+    shared.closed.store(true, Ordering::SeqCst);
+    let _ = stream.shutdown(Shutdown::Both);
+    let _ = ctx.events.send(Event::Closed { key, addr, reason });
+}
+
+fn connect(
+    ctx: &Arc<Context>,
+    key: PeerKey,
+    stream: &mut TcpStream,
+    addr: SocketAddr,
+    outgoing: bool,
+    shared: &Arc<PeerShared>,
+) -> Result<(), String> {
+    stream.set_nodelay(true).ok();
+    stream.set_read_timeout(Some(Duration::from_secs(20))).ok();
+    stream.set_write_timeout(Some(Duration::from_secs(60))).ok();
+    let ours = Handshake::new(ctx.info_hash, ctx.peer_id);
+    let ioerr = |what: &str, e: std::io::Error| format!("{what}: {e}");
+    if outgoing {
+        stream.write_all(&ours.encode()).map_err(|e| ioerr("sending handshake", e))?;
+    }
+    let mut hs = [0u8; wire::HANDSHAKE_LEN];
+    stream.read_exact(&mut hs).map_err(|e| ioerr("reading handshake", e))?;
+    let theirs = Handshake::decode(&hs).map_err(|e| e.to_string())?;
+    if theirs.info_hash != ctx.info_hash {
+        return Err("handshake for another torrent".into());
+    }
+    if !outgoing {
+        stream.write_all(&ours.encode()).map_err(|e| ioerr("sending handshake", e))?;
+    }
+    if theirs.peer_id == ctx.peer_id {
+        return Err("connected to ourselves".into());
+    }
+
+    // First messages: extension handshake, then what we have.
+    let mut first = Vec::new();
+    if theirs.supports_extensions() {
+        let ext = crate::bencode::dict([
+            ("m", crate::bencode::Owned::Dict(Default::default())),
+            ("p", crate::bencode::Owned::Int(ctx.listen_port as i64)),
+            ("reqq", crate::bencode::Owned::Int(MAX_QUEUED_REQUESTS as i64 / 2)),
+            ("v", crate::bencode::Owned::str(concat!("shoal ", env!("CARGO_PKG_VERSION")))),
+        ]);
+        wire::encode(&Message::Extended { id: 0, payload: ext.encode() }, &mut first);
+    }
+    let sent_have: Vec<bool> = if ctx.hide_bitfield {
+        vec![false; ctx.num_pieces]
+    } else {
+        ctx.have.iter().map(|h| h.load(Ordering::SeqCst)).collect()
+    };
+    if sent_have.iter().any(|h| *h) {
+        wire::encode(&Message::Bitfield(wire::bitfield_bytes(&sent_have)), &mut first);
+    }
+    stream.write_all(&first).map_err(|e| ioerr("sending bitfield", e))?;
+
+    let (cmd_tx, cmd_rx) = crossbeam::channel::unbounded();
+    let writer_stream = stream.try_clone().map_err(|e| ioerr("cloning socket", e))?;
+    {
+        let ctx = ctx.clone();
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name(format!("peer-w-{key}"))
+            .spawn(move || writer(ctx, writer_stream, cmd_rx, shared))
+            .map_err(|e| ioerr("starting writer", e))?;
+    }
+    ctx.events
+        .send(Event::Connected {
+            key,
+            addr,
+            handshake: theirs,
+            outgoing,
+            cmd: cmd_tx.clone(),
+            shared: shared.clone(),
+            sent_have,
+        })
+        .map_err(|_| "session ended".to_string())?;
+    let r = reader(ctx, key, stream, &cmd_tx, shared);
+    let _ = cmd_tx.send(Cmd::Close);
+    r
+}
+
+fn reader(
+    ctx: &Context,
+    key: PeerKey,
+    stream: &mut TcpStream,
+    cmd: &Sender<Cmd>,
+    shared: &PeerShared,
+) -> Result<(), String> {
+    stream.set_read_timeout(Some(READ_TIMEOUT)).ok();
+    let mut buf = vec![0u8; 1 << 19];
+    let (mut start, mut end) = (0usize, 0usize);
+    let mut unrequested = 0u32;
+    loop {
+        // Decode everything buffered.
+        loop {
+            match wire::decode(&buf[start..end]) {
+                Ok(Some((msg, used))) => {
+                    start += used;
+                    handle(ctx, key, msg, cmd, shared, &mut unrequested)?;
+                }
+                Ok(None) => break,
+                Err(e) => return Err(format!("protocol violation: {e}")),
+            }
+        }
+        if shared.closed.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        // Make room and read more.
+        if start == end {
+            start = 0;
+            end = 0;
+        } else if buf.len() - end < 1 << 16 {
+            buf.copy_within(start..end, 0);
+            end -= start;
+            start = 0;
+        }
+        match stream.read(&mut buf[end..]) {
+            Ok(0) => return Err("connection closed by peer".into()),
+            Ok(n) => end += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return Err("peer silent for too long".into())
+            }
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    }
+}
+
+fn handle(
+    ctx: &Context,
+    key: PeerKey,
+    msg: Message,
+    cmd: &Sender<Cmd>,
+    shared: &PeerShared,
+    unrequested: &mut u32,
+) -> Result<(), String> {
+    let gone = |_| "session ended".to_string();
+    match msg {
+        Message::KeepAlive => Ok(()),
+        Message::Request { index, begin, length } => {
+            let ok = (index as usize) < ctx.num_pieces
+                && length > 0
+                && length <= wire::MAX_BLOCK
+                && begin as u64 + length as u64 <= ctx.storage.info().piece_size(index as usize);
+            if !ok {
+                return Err(format!("invalid request: piece {index} offset {begin} length {length}"));
+            }
+            if shared.am_choking.load(Ordering::SeqCst) {
+                return Ok(()); // choked peers' requests are dropped (BEP 3)
+            }
+            if shared.queued.fetch_add(1, Ordering::SeqCst) >= MAX_QUEUED_REQUESTS {
+                return Err("request flood".into());
+            }
+            cmd.send(Cmd::Serve { index, begin, length }).map_err(|_| "writer ended".to_string())
+        }
+        Message::Piece { index, begin, data } => {
+            let n = shared.outstanding.load(Ordering::SeqCst);
+            if n == 0 {
+                *unrequested += 1;
+                if *unrequested > 64 {
+                    return Err("sends blocks nobody asked for".into());
+                }
+                return Ok(());
+            }
+            shared.outstanding.store(n - 1, Ordering::SeqCst);
+            ctx.download.take(data.len());
+            ctx.events.send(Event::Block { key, index, begin, data }).map_err(gone)
+        }
+        Message::Cancel { .. } => Ok(()), // served or skipped by the writer; nothing to undo
+        msg => ctx.events.send(Event::Message { key, msg }).map_err(gone),
+    }
+}
+
+fn writer(ctx: Arc<Context>, stream: TcpStream, cmds: Receiver<Cmd>, shared: Arc<PeerShared>) {
+    let mut out = std::io::BufWriter::with_capacity(1 << 18, stream);
+    let mut buf = Vec::with_capacity(wire::MAX_BLOCK as usize + 13);
+    let mut block = Vec::new();
+    loop {
+        let c = match cmds.recv_timeout(KEEPALIVE) {
+            Ok(c) => c,
+            Err(crossbeam::channel::RecvTimeoutError::Timeout) => Cmd::Send(Message::KeepAlive),
+            Err(_) => break,
+        };
+        buf.clear();
+        match c {
+            Cmd::Close => break,
+            Cmd::Send(m) => wire::encode(&m, &mut buf),
+            Cmd::Serve { index, begin, length } => {
+                shared.queued.fetch_sub(1, Ordering::SeqCst);
+                if shared.am_choking.load(Ordering::SeqCst) || !ctx.have[index as usize].load(Ordering::SeqCst) {
+                    continue;
+                }
+                ctx.upload.take(length as usize);
+                block.resize(length as usize, 0);
+                if ctx.storage.read(index as usize, begin as u64, &mut block).is_err() {
+                    break;
+                }
+                wire::encode_piece_header(index, begin, length, &mut buf);
+                buf.extend_from_slice(&block);
+                shared.uploaded.fetch_add(length as u64, Ordering::SeqCst);
+            }
+        }
+        if out.write_all(&buf).is_err() {
+            break;
+        }
+        if cmds.is_empty() && out.flush().is_err() {
+            break;
+        }
+    }
+    let _ = out.flush();
+    shared.closed.store(true, Ordering::SeqCst);
+    let _ = out.get_ref().shutdown(Shutdown::Both);
+}
+
+/// Opens an outgoing connection and runs it (call on its own thread).
+pub fn dial(ctx: Arc<Context>, key: PeerKey, addr: SocketAddr) {
+    match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+        Ok(s) => run(ctx, key, s, addr, true),
+        Err(e) => {
+            let _ = ctx.events.send(Event::ConnectFailed { addr, reason: e.to_string() });
+        }
+    }
+}

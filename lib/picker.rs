@@ -1,0 +1,386 @@
+//! Which blocks to request from whom: finish started pieces first, otherwise rarest first
+//! with random tie-breaks, endgame duplicates for the last blocks.
+//!
+//! Invariants: a piece is in exactly one of the states missing (not started), partial
+//! (some blocks requested or received), hashing (every block written, waiting for SHA-1)
+//! and have (verified). A block of a partial piece is missing, requested by one or more
+//! peers (more than one only in endgame), or received from one peer. A piece that fails
+//! its hash goes back to missing and [`Picker::hashed`] names the peers that sent it.
+//! The picker is plain data owned by the session thread; it does no I/O.
+
+use crate::peer::wire::BLOCK;
+use std::collections::BTreeMap;
+
+/// Identifies a peer connection within one session.
+pub type PeerKey = u64;
+
+/// Most peers asked for the same block in endgame.
+const ENDGAME_DUPLICATES: usize = 2;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BlockRef {
+    pub index: u32,
+    pub begin: u32,
+    pub length: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Block {
+    Missing,
+    Requested(Vec<PeerKey>),
+    Received(PeerKey),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Missing,
+    Partial,
+    Hashing,
+    Have,
+}
+
+struct Partial {
+    blocks: Vec<Block>,
+    written: usize,
+}
+
+/// What became of a block that arrived.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Arrival {
+    /// Write it; the listed peers had also been asked for it (send them a cancel).
+    Accept { cancel: Vec<PeerKey> },
+    /// Already received from someone else, or never asked of anyone: drop it.
+    Drop,
+}
+
+pub struct Picker {
+    piece_length: u64,
+    total: u64,
+    state: Vec<State>,
+    availability: Vec<u32>,
+    partial: BTreeMap<u32, Partial>,
+    have_count: usize,
+    rng: u64,
+}
+
+impl Picker {
+    pub fn new(piece_length: u64, total: u64, have: &[bool], seed: u64) -> Picker {
+        let state: Vec<State> = have.iter().map(|h| if *h { State::Have } else { State::Missing }).collect();
+        Picker {
+            piece_length,
+            total,
+            availability: vec![0; state.len()],
+            have_count: have.iter().filter(|h| **h).count(),
+            state,
+            partial: BTreeMap::new(),
+            rng: seed | 1,
+        }
+    }
+
+    pub fn num_pieces(&self) -> usize {
+        self.state.len()
+    }
+
+    pub fn have(&self, i: usize) -> bool {
+        self.state[i] == State::Have
+    }
+
+    pub fn have_count(&self) -> usize {
+        self.have_count
+    }
+
+    pub fn complete(&self) -> bool {
+        self.have_count == self.state.len()
+    }
+
+    /// Bytes of verified pieces.
+    pub fn have_bytes(&self) -> u64 {
+        (0..self.state.len()).filter(|i| self.state[*i] == State::Have).map(|i| self.piece_size(i)).sum()
+    }
+
+    pub fn have_vec(&self) -> Vec<bool> {
+        self.state.iter().map(|s| *s == State::Have).collect()
+    }
+
+    fn piece_size(&self, i: usize) -> u64 {
+        (self.total - i as u64 * self.piece_length).min(self.piece_length)
+    }
+
+    fn blocks_in(&self, i: usize) -> usize {
+        self.piece_size(i).div_ceil(BLOCK as u64) as usize
+    }
+
+    fn block_ref(&self, i: usize, b: usize) -> BlockRef {
+        let begin = b as u64 * BLOCK as u64;
+        let length = (self.piece_size(i) - begin).min(BLOCK as u64) as u32;
+        BlockRef { index: i as u32, begin: begin as u32, length }
+    }
+
+    /// True if a peer with `has` has a piece we still need.
+    pub fn interesting(&self, has: &[bool]) -> bool {
+        has.iter().zip(&self.state).any(|(h, s)| *h && *s != State::Have)
+    }
+
+    pub fn add_availability(&mut self, has: &[bool]) {
+        for (a, h) in self.availability.iter_mut().zip(has) {
+            *a += *h as u32;
+        }
+    }
+
+    pub fn remove_availability(&mut self, has: &[bool]) {
+        for (a, h) in self.availability.iter_mut().zip(has) {
+            *a = a.saturating_sub(*h as u32);
+        }
+    }
+
+    pub fn add_have(&mut self, i: usize) {
+        self.availability[i] += 1;
+    }
+
+    fn rand(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+
+    /// Picks up to `max` blocks to request from `peer`, which has pieces `has`.
+    pub fn pick(&mut self, peer: PeerKey, has: &[bool], max: usize) -> Vec<BlockRef> {
+        let mut out = Vec::new();
+        // 1. Blocks nobody has been asked for, in pieces already started.
+        let keys: Vec<u32> = self.partial.keys().copied().filter(|i| has[*i as usize]).collect();
+        for i in keys {
+            self.take_missing(i as usize, peer, max, &mut out);
+            if out.len() >= max {
+                break;
+            }
+        }
+        // 2. New pieces, rarest first, random among equals.
+        while out.len() < max && !self.all_started() {
+            let mut best: Option<(u32, usize)> = None;
+            let mut ties = 0u64;
+            for i in 0..self.state.len() {
+                if self.state[i] != State::Missing || !has[i] {
+                    continue;
+                }
+                let a = self.availability[i];
+                match best {
+                    Some((ba, _)) if a > ba => {}
+                    Some((ba, _)) if a == ba => {
+                        ties += 1;
+                        if self.rand() % ties == 0 {
+                            best = Some((a, i));
+                        }
+                    }
+                    _ => {
+                        best = Some((a, i));
+                        ties = 1;
+                    }
+                }
+            }
+            let Some((_, i)) = best else { break };
+            let n = self.blocks_in(i);
+            self.state[i] = State::Partial;
+            self.partial.insert(i as u32, Partial { blocks: vec![Block::Missing; n], written: 0 });
+            self.take_missing(i, peer, max, &mut out);
+        }
+        // 3. Endgame: nothing left unrequested; ask for blocks others are slow to deliver.
+        if out.len() < max && self.all_requested() {
+            let keys: Vec<u32> = self.partial.keys().copied().filter(|i| has[*i as usize]).collect();
+            'outer: for i in keys {
+                let p = self.partial.get_mut(&i).unwrap();
+                for (b, blk) in p.blocks.iter_mut().enumerate() {
+                    if let Block::Requested(by) = blk {
+                        if by.len() < ENDGAME_DUPLICATES && !by.contains(&peer) {
+                            by.push(peer);
+                            out.push((i, b));
+                            if out.len() >= max {
+                                break 'outer;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out.into_iter().map(|(i, b)| self.block_ref(i as usize, b)).collect()
+    }
+
+    fn take_missing(&mut self, i: usize, peer: PeerKey, max: usize, out: &mut Vec<(u32, usize)>) {
+        let p = self.partial.get_mut(&(i as u32)).unwrap();
+        for (b, blk) in p.blocks.iter_mut().enumerate() {
+            if out.len() >= max {
+                return;
+            }
+            if *blk == Block::Missing {
+                *blk = Block::Requested(vec![peer]);
+                out.push((i as u32, b));
+            }
+        }
+    }
+
+    fn all_started(&self) -> bool {
+        self.partial.len() + self.have_count + self.hashing_count() >= self.state.len()
+    }
+
+    fn hashing_count(&self) -> usize {
+        self.state.iter().filter(|s| **s == State::Hashing).count()
+    }
+
+    fn all_requested(&self) -> bool {
+        self.state.iter().all(|s| *s != State::Missing)
+            && self.partial.values().all(|p| p.blocks.iter().all(|b| *b != Block::Missing))
+    }
+
+    /// Is this block one we asked `peer` for (and still want)?
+    fn locate(&self, r: &BlockRef) -> Option<(u32, usize)> {
+        if r.begin % BLOCK != 0 {
+            return None;
+        }
+        let b = (r.begin / BLOCK) as usize;
+        let p = self.partial.get(&r.index)?;
+        if b >= p.blocks.len() || self.block_ref(r.index as usize, b).length != r.length {
+            return None;
+        }
+        Some((r.index, b))
+    }
+
+    /// A block arrived from `peer`.
+    pub fn received(&mut self, peer: PeerKey, r: &BlockRef) -> Arrival {
+        let Some((i, b)) = self.locate(r) else { return Arrival::Drop };
+        let blk = &mut self.partial.get_mut(&i).unwrap().blocks[b];
+        match blk {
+            Block::Requested(by) if by.contains(&peer) => {
+                let cancel = by.iter().copied().filter(|p| *p != peer).collect();
+                *blk = Block::Received(peer);
+                Arrival::Accept { cancel }
+            }
+            _ => Arrival::Drop,
+        }
+    }
+
+    /// A received block reached the disk; answers true when its piece is ready to hash.
+    pub fn written(&mut self, index: u32) -> bool {
+        let Some(p) = self.partial.get_mut(&index) else { return false };
+        p.written += 1;
+        if p.written == p.blocks.len() {
+            self.state[index as usize] = State::Hashing;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// A block write failed: ask for the block again.
+    pub fn write_failed(&mut self, r: &BlockRef) {
+        if let Some((i, b)) = self.locate(r) {
+            self.partial.get_mut(&i).unwrap().blocks[b] = Block::Missing;
+        }
+    }
+
+    /// The hash check of a piece finished. Answers the peers that sent its blocks.
+    pub fn hashed(&mut self, index: u32, ok: bool) -> Vec<PeerKey> {
+        let Some(p) = self.partial.remove(&index) else { return Vec::new() };
+        let mut senders: Vec<PeerKey> = p
+            .blocks
+            .iter()
+            .filter_map(|b| if let Block::Received(k) = b { Some(*k) } else { None })
+            .collect();
+        senders.sort_unstable();
+        senders.dedup();
+        if ok {
+            self.state[index as usize] = State::Have;
+            self.have_count += 1;
+        } else {
+            self.state[index as usize] = State::Missing;
+        }
+        senders
+    }
+
+    /// `peer` will not deliver these blocks (choked us, disconnected, timed out).
+    pub fn forget(&mut self, peer: PeerKey, blocks: &[BlockRef]) {
+        for r in blocks {
+            let Some((i, b)) = self.locate(r) else { continue };
+            let blk = &mut self.partial.get_mut(&i).unwrap().blocks[b];
+            if let Block::Requested(by) = blk {
+                by.retain(|p| *p != peer);
+                if by.is_empty() {
+                    *blk = Block::Missing;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: u64 = 4 * BLOCK as u64;
+
+    #[test]
+    fn rarest_first_and_finish_started() {
+        let mut pk = Picker::new(P, 4 * P, &[false; 4], 7);
+        pk.add_availability(&[true, true, true, true]);
+        pk.add_availability(&[true, false, true, true]);
+        pk.add_availability(&[false, false, true, true]);
+        // Piece 1 is the rarest (1 peer).
+        let got = pk.pick(1, &[true; 4], 2);
+        assert_eq!(got.iter().map(|b| b.index).collect::<Vec<_>>(), vec![1, 1]);
+        // The same piece is finished before a new one starts.
+        let got = pk.pick(2, &[true; 4], 3);
+        assert_eq!(got.iter().map(|b| b.index).collect::<Vec<_>>(), vec![1, 1, 0]);
+    }
+
+    #[test]
+    fn blocks_flow_to_verified_and_failed_pieces_return() {
+        let mut pk = Picker::new(P, P + 100, &[false, false], 1);
+        let all = [true, true];
+        let got = pk.pick(9, &all, 100);
+        assert_eq!(got.len(), 5);
+        assert_eq!(got[4], BlockRef { index: 1, begin: 0, length: 100 });
+        for r in &got[..4] {
+            assert_eq!(pk.received(9, r), Arrival::Accept { cancel: vec![] });
+        }
+        assert_eq!(pk.received(9, &got[0]), Arrival::Drop, "duplicate");
+        assert_eq!(pk.received(8, &got[4]), Arrival::Drop, "not asked of peer 8");
+        assert!(!pk.written(0));
+        assert!(!pk.written(0));
+        assert!(!pk.written(0));
+        assert!(pk.written(0));
+        assert_eq!(pk.hashed(0, false), vec![9]);
+        assert!(!pk.have(0));
+        // Piece 0 is wanted again.
+        let again = pk.pick(3, &all, 100);
+        assert_eq!(again.iter().filter(|b| b.index == 0).count(), 4);
+        for r in &again {
+            assert!(matches!(pk.received(3, r), Arrival::Accept { .. }) || r.index == 1);
+        }
+        for _ in 0..4 {
+            pk.written(0);
+        }
+        assert_eq!(pk.hashed(0, true), vec![3]);
+        assert!(pk.have(0));
+        assert_eq!(pk.have_count(), 1);
+    }
+
+    #[test]
+    fn endgame_duplicates_and_cancels() {
+        let mut pk = Picker::new(P, P, &[false], 1);
+        let a = pk.pick(1, &[true], 100);
+        assert_eq!(a.len(), 4);
+        let b = pk.pick(2, &[true], 100);
+        assert_eq!(b.len(), 4, "endgame asks a second peer");
+        assert!(pk.pick(3, &[true], 100).is_empty(), "at most two peers per block");
+        assert_eq!(pk.received(2, &a[0]), Arrival::Accept { cancel: vec![1] });
+        assert_eq!(pk.received(1, &a[0]), Arrival::Drop);
+    }
+
+    #[test]
+    fn forgotten_requests_are_picked_again() {
+        let mut pk = Picker::new(P, 2 * P, &[false, false], 1);
+        let a = pk.pick(1, &[true, true], 4);
+        pk.forget(1, &a);
+        let b = pk.pick(2, &[true, true], 4);
+        assert_eq!(a, b);
+    }
+}

@@ -1,0 +1,118 @@
+//! Rates: a token bucket that caps a direction of traffic (shared by every connection of a
+//! session) and a meter that measures a recent rate.
+//!
+//! The bucket holds at most a quarter second of tokens (and at least a few blocks), so a
+//! capped link stays busy without bursting far above the cap.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// A token bucket; a rate of 0 means unlimited.
+pub struct Bucket {
+    rate: u64,
+    state: Mutex<(f64, Instant)>,
+    capacity: f64,
+}
+
+impl Bucket {
+    pub fn new(rate: u64) -> Bucket {
+        let capacity = (rate as f64 / 4.0).max(4.0 * 16384.0);
+        Bucket { rate, state: Mutex::new((capacity.min(rate as f64), Instant::now())), capacity }
+    }
+
+    pub fn unlimited(&self) -> bool {
+        self.rate == 0
+    }
+
+    /// Blocks until `n` bytes may pass.
+    pub fn take(&self, n: usize) {
+        if self.rate == 0 {
+            return;
+        }
+        loop {
+            let wait = {
+                let mut s = self.state.lock().unwrap();
+                let now = Instant::now();
+                let refill = now.duration_since(s.1).as_secs_f64() * self.rate as f64;
+                s.0 = (s.0 + refill).min(self.capacity);
+                s.1 = now;
+                if s.0 >= n as f64 || s.0 >= self.capacity {
+                    s.0 -= n as f64;
+                    return;
+                }
+                (n as f64 - s.0) / self.rate as f64
+            };
+            std::thread::sleep(Duration::from_secs_f64(wait.clamp(0.001, 0.25)));
+        }
+    }
+}
+
+/// Measures a rate over a sliding window of about `window`.
+pub struct Meter {
+    window: Duration,
+    samples: std::collections::VecDeque<(Instant, u64)>,
+    total: u64,
+}
+
+impl Meter {
+    pub fn new(window: Duration) -> Meter {
+        Meter { window, samples: Default::default(), total: 0 }
+    }
+
+    pub fn add(&mut self, n: u64) {
+        let now = Instant::now();
+        self.total += n;
+        match self.samples.back_mut() {
+            Some((t, v)) if now.duration_since(*t) < Duration::from_millis(100) => *v += n,
+            _ => self.samples.push_back((now, n)),
+        }
+        self.trim(now);
+    }
+
+    fn trim(&mut self, now: Instant) {
+        while let Some((t, _)) = self.samples.front() {
+            if now.duration_since(*t) > self.window {
+                self.samples.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// Bytes per second over the window.
+    pub fn rate(&mut self) -> f64 {
+        let now = Instant::now();
+        self.trim(now);
+        let sum: u64 = self.samples.iter().map(|s| s.1).sum();
+        sum as f64 / self.window.as_secs_f64()
+    }
+
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_caps_the_rate() {
+        let b = Bucket::new(1 << 20);
+        let start = Instant::now();
+        for _ in 0..64 {
+            b.take(16384);
+        }
+        // 1 MiB at 1 MiB/s with a 256 KiB head start: at least ~0.7 s.
+        assert!(start.elapsed() >= Duration::from_millis(650), "{:?}", start.elapsed());
+    }
+
+    #[test]
+    fn meter_measures() {
+        let mut m = Meter::new(Duration::from_secs(1));
+        m.add(1000);
+        m.add(1000);
+        assert_eq!(m.rate(), 2000.0);
+        assert_eq!(m.total(), 2000);
+    }
+}
