@@ -14,6 +14,7 @@ pub mod cli;
 pub mod create;
 pub mod hashing;
 pub mod hex;
+pub mod manager;
 pub mod metainfo;
 pub mod progress;
 pub mod units;

@@ -1,1 +1,435 @@
-//! btrack tracker server (filled in next).
+//! btrack's tracker logic: HTTP announce/scrape answers (bencoded bodies) and the BEP 15
+//! UDP loop, over the sharded [`Store`].
+//!
+//! Invariants:
+//! - every request gets a bencoded `failure reason` (HTTP) or an error packet (UDP, when the
+//!   packet carries a transaction id) or is dropped; nothing a client sends can panic a
+//!   worker or grow memory beyond the store's caps;
+//! - UDP connection ids are the first 8 bytes of SHA-1(server secret ‖ client address ‖
+//!   minute): they cannot be forged without the secret and expire after one to two minutes;
+//!   the server keeps no per-connection state;
+//! - in closed mode only registered torrents are tracked (`unregistered torrent`); with a
+//!   token, announces must come to `/announce/<token>` (UDP: BEP 41 URL data).
+
+use super::client::{Event, ScrapeStats};
+use super::http::{self, PeerOut};
+use super::store::{self, Refusal, Store};
+use super::udp;
+use crate::hashing::sha1;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How the tracker behaves.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Track any info-hash, not only registered ones.
+    pub open: bool,
+    /// Announces must come to `/announce/<token>`.
+    pub token: Option<String>,
+    /// Seconds between announces that clients are told to keep.
+    pub interval: u32,
+    pub min_interval: u32,
+    /// Peers returned when the client does not say.
+    pub default_numwant: u32,
+    pub max_torrents: usize,
+    pub max_peers_per_torrent: usize,
+    /// UDP packets accepted per second from one address (0: no limit).
+    pub udp_rate_limit: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            open: false,
+            token: None,
+            interval: 300,
+            min_interval: 30,
+            default_numwant: 50,
+            max_torrents: 100_000,
+            max_peers_per_torrent: 10_000,
+            udp_rate_limit: 0,
+        }
+    }
+}
+
+/// Counters for `/metrics`.
+#[derive(Default)]
+pub struct Metrics {
+    /// Indexed by [proto: 0 http, 1 udp][event: none, started, completed, stopped].
+    pub announces: [[AtomicU64; 4]; 2],
+    pub scrapes: [AtomicU64; 2],
+    pub udp_connects: AtomicU64,
+    pub unregistered: [AtomicU64; 2],
+    pub bad_token: [AtomicU64; 2],
+    pub bad_requests: [AtomicU64; 2],
+    pub udp_rate_limited: AtomicU64,
+    pub udp_bad_connection_id: AtomicU64,
+    pub http_requests: AtomicU64,
+    pub http_connections_refused: AtomicU64,
+    pub upload_bytes: AtomicU64,
+    pub uploads_ok: AtomicU64,
+    pub uploads_failed: AtomicU64,
+}
+
+fn inc(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+fn event_index(e: Event) -> usize {
+    match e {
+        Event::None => 0,
+        Event::Started => 1,
+        Event::Completed => 2,
+        Event::Stopped => 3,
+    }
+}
+
+pub struct Tracker {
+    pub cfg: Config,
+    pub store: Store,
+    pub metrics: Metrics,
+    secret: [u8; 20],
+    rate: Vec<AtomicU64>,
+}
+
+const RATE_SLOTS: usize = 4096;
+
+/// An IPv4-mapped IPv6 address as IPv4.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Constant-time equality (token checks).
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Tracker {
+    pub fn new(cfg: Config) -> Tracker {
+        let mut seed = Vec::new();
+        for _ in 0..8 {
+            seed.extend_from_slice(&super::client::random_u32().to_le_bytes());
+        }
+        let ttl = Duration::from_secs(cfg.interval as u64 * 2 + 60);
+        Tracker {
+            store: Store::new(cfg.open, cfg.max_torrents, cfg.max_peers_per_torrent, ttl),
+            cfg,
+            metrics: Metrics::default(),
+            secret: sha1(&seed),
+            rate: (0..RATE_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Checks the token part of an announce/scrape path (`None`: no token in the path).
+    pub fn token_ok(&self, given: Option<&[u8]>) -> bool {
+        match (&self.cfg.token, given) {
+            (None, None) => true,
+            (None, Some(_)) => false,
+            (Some(_), None) => false,
+            (Some(t), Some(g)) => ct_eq(t.as_bytes(), g),
+        }
+    }
+
+    fn store_announce(&self, a: &store::Announce, proto: usize) -> Result<store::AnnounceOutcome, String> {
+        self.store.announce(a).map_err(|r| match r {
+            Refusal::Unregistered => {
+                inc(&self.metrics.unregistered[proto]);
+                "unregistered torrent".to_string()
+            }
+            Refusal::TooManyTorrents => "tracker is full (too many torrents)".to_string(),
+        })
+    }
+
+    /// Answers `GET /announce[/<token>]?query` from `remote`: a bencoded body.
+    pub fn http_announce(&self, token: Option<&[u8]>, query: &[u8], remote: IpAddr) -> Vec<u8> {
+        if !self.token_ok(token) {
+            inc(&self.metrics.bad_token[0]);
+            return http::encode_failure(if token.is_none() { "this tracker needs a token: announce to /announce/<token>" } else { "invalid token" });
+        }
+        let q = match http::parse_announce(query) {
+            Ok(q) => q,
+            Err(e) => {
+                inc(&self.metrics.bad_requests[0]);
+                return http::encode_failure(&e.to_string());
+            }
+        };
+        inc(&self.metrics.announces[0][event_index(q.event)]);
+        let ip = canonical_ip(q.ip.unwrap_or(remote));
+        let a = store::Announce {
+            info_hash: q.info_hash,
+            peer_id: q.peer_id,
+            addr: SocketAddr::new(ip, q.port),
+            uploaded: q.uploaded,
+            downloaded: q.downloaded,
+            left: q.left,
+            event: q.event,
+            numwant: q.numwant.unwrap_or(self.cfg.default_numwant),
+            key: q.key,
+        };
+        match self.store_announce(&a, 0) {
+            Ok(o) => {
+                let peers: Vec<PeerOut> = o.peers.iter().map(|(addr, id)| PeerOut { addr: *addr, peer_id: *id }).collect();
+                http::encode_announce(self.cfg.interval, self.cfg.min_interval, o.seeders, o.leechers, &peers, q.compact, q.no_peer_id)
+            }
+            Err(reason) => http::encode_failure(&reason),
+        }
+    }
+
+    /// Answers `GET /scrape[/<token>]?info_hash=…`.
+    pub fn http_scrape(&self, token: Option<&[u8]>, query: &[u8]) -> Vec<u8> {
+        if !self.token_ok(token) {
+            inc(&self.metrics.bad_token[0]);
+            return http::encode_failure("invalid token");
+        }
+        let mut hashes = match http::parse_scrape(query) {
+            Ok(h) => h,
+            Err(e) => {
+                inc(&self.metrics.bad_requests[0]);
+                return http::encode_failure(&e.to_string());
+            }
+        };
+        if hashes.is_empty() {
+            inc(&self.metrics.bad_requests[0]);
+            return http::encode_failure("scrape needs at least one info_hash (full scrapes are not served)");
+        }
+        inc(&self.metrics.scrapes[0]);
+        hashes.sort();
+        hashes.dedup();
+        let files: Vec<([u8; 20], ScrapeStats)> = hashes.iter().filter_map(|h| self.store.scrape(h).map(|s| (*h, s))).collect();
+        http::encode_scrape(&files)
+    }
+
+    /// The connection id for `addr` in minute `bucket`.
+    fn connection_id(&self, addr: &SocketAddr, bucket: u64) -> u64 {
+        let mut m = Vec::with_capacity(64);
+        m.extend_from_slice(&self.secret);
+        match canonical_ip(addr.ip()) {
+            IpAddr::V4(v4) => m.extend_from_slice(&v4.octets()),
+            IpAddr::V6(v6) => m.extend_from_slice(&v6.octets()),
+        }
+        m.extend_from_slice(&addr.port().to_be_bytes());
+        m.extend_from_slice(&bucket.to_be_bytes());
+        let h = sha1(&m);
+        u64::from_be_bytes(h[..8].try_into().unwrap())
+    }
+
+    fn connection_ok(&self, addr: &SocketAddr, id: u64) -> bool {
+        let bucket = unix_now() / 60;
+        id == self.connection_id(addr, bucket) || id == self.connection_id(addr, bucket.wrapping_sub(1))
+    }
+
+    /// Per-address flood limit: `false` when `ip` sent more than the limit this second.
+    fn rate_ok(&self, ip: IpAddr) -> bool {
+        let limit = self.cfg.udp_rate_limit;
+        if limit == 0 {
+            return true;
+        }
+        let h = match ip {
+            IpAddr::V4(v4) => u32::from(v4) as u64,
+            IpAddr::V6(v6) => (u128::from(v6) ^ (u128::from(v6) >> 64)) as u64,
+        };
+        let slot = &self.rate[(h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52) as usize % RATE_SLOTS];
+        let now = (unix_now() & 0xffff_ffff) << 32;
+        let cur = slot.load(Ordering::Relaxed);
+        if cur & !0xffff_ffff != now {
+            slot.store(now | 1, Ordering::Relaxed);
+            return true;
+        }
+        let n = slot.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff;
+        n < limit as u64
+    }
+
+    /// Handles one UDP datagram; answers the packet to send back, if any.
+    pub fn udp_packet(&self, pkt: &[u8], from: SocketAddr) -> Option<Vec<u8>> {
+        let v6 = canonical_ip(from.ip()).is_ipv6();
+        if !self.rate_ok(from.ip()) {
+            inc(&self.metrics.udp_rate_limited);
+            return None;
+        }
+        let err = |tid: u32, message: &str| Some(udp::encode_response(&udp::Response::Error { transaction_id: tid, message: message.into() }, v6));
+        let req = match udp::parse_request(pkt) {
+            Ok(r) => r,
+            Err(e) => {
+                inc(&self.metrics.bad_requests[1]);
+                return match udp::transaction_id(pkt) {
+                    Some(tid) => err(tid, &e.to_string()),
+                    None => None,
+                };
+            }
+        };
+        match req {
+            udp::Request::Connect { transaction_id } => {
+                inc(&self.metrics.udp_connects);
+                let connection_id = self.connection_id(&from, unix_now() / 60);
+                Some(udp::encode_response(&udp::Response::Connect { transaction_id, connection_id }, v6))
+            }
+            udp::Request::Announce(a) => {
+                if !self.connection_ok(&from, a.connection_id) {
+                    inc(&self.metrics.udp_bad_connection_id);
+                    return err(a.transaction_id, "invalid or expired connection id");
+                }
+                if !self.token_ok(udp_token(&a.url_data)) {
+                    inc(&self.metrics.bad_token[1]);
+                    return err(a.transaction_id, "invalid token");
+                }
+                if a.port == 0 {
+                    inc(&self.metrics.bad_requests[1]);
+                    return err(a.transaction_id, "invalid port");
+                }
+                inc(&self.metrics.announces[1][event_index(a.event)]);
+                let ip = if a.ip != 0 && !v6 { IpAddr::V4(a.ip.into()) } else { canonical_ip(from.ip()) };
+                let numwant = if a.num_want < 0 { self.cfg.default_numwant } else { (a.num_want as u32).min(http::MAX_NUMWANT) };
+                let sa = store::Announce {
+                    info_hash: a.info_hash,
+                    peer_id: a.peer_id,
+                    addr: SocketAddr::new(ip, a.port),
+                    uploaded: a.uploaded,
+                    downloaded: a.downloaded,
+                    left: a.left,
+                    event: a.event,
+                    numwant,
+                    key: Some(a.key),
+                };
+                match self.store_announce(&sa, 1) {
+                    Ok(o) => Some(udp::encode_response(
+                        &udp::Response::Announce {
+                            transaction_id: a.transaction_id,
+                            interval: self.cfg.interval,
+                            leechers: o.leechers,
+                            seeders: o.seeders,
+                            peers: o.peers.into_iter().map(|(addr, _)| addr).collect(),
+                        },
+                        v6,
+                    )),
+                    Err(reason) => err(a.transaction_id, &reason),
+                }
+            }
+            udp::Request::Scrape { connection_id, transaction_id, info_hashes } => {
+                if !self.connection_ok(&from, connection_id) {
+                    inc(&self.metrics.udp_bad_connection_id);
+                    return err(transaction_id, "invalid or expired connection id");
+                }
+                inc(&self.metrics.scrapes[1]);
+                let stats = info_hashes.iter().map(|h| self.store.scrape(h).unwrap_or_default()).collect();
+                Some(udp::encode_response(&udp::Response::Scrape { transaction_id, stats }, v6))
+            }
+        }
+    }
+
+    /// Serves UDP on `sock` until `stop` is set (checked every 500 ms).
+    pub fn serve_udp(&self, sock: &UdpSocket, stop: &AtomicBool) {
+        let _ = sock.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut buf = vec![0u8; 2048];
+        while !stop.load(Ordering::Relaxed) {
+            let (n, from) = match sock.recv_from(&mut buf) {
+                Ok(x) => x,
+                Err(_) => continue,
+            };
+            if n == buf.len() {
+                // Truncated: larger than any valid request.
+                inc(&self.metrics.bad_requests[1]);
+                continue;
+            }
+            if let Some(reply) = self.udp_packet(&buf[..n], from) {
+                let _ = sock.send_to(&reply, from);
+            }
+        }
+    }
+
+    /// Expires silent peers every 30 s until `stop` is set.
+    pub fn sweeper(self: Arc<Self>, stop: Arc<AtomicBool>) {
+        let mut ticks = 0;
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(500));
+            ticks += 1;
+            if ticks % 60 == 0 {
+                self.store.sweep();
+            }
+        }
+    }
+}
+
+/// The token in BEP 41 URL data `/announce/<token>[?…]`; `None` for `/announce` or nothing.
+fn udp_token(url_data: &[u8]) -> Option<&[u8]> {
+    let path = match url_data.iter().position(|&b| b == b'?') {
+        Some(i) => &url_data[..i],
+        None => url_data,
+    };
+    let rest = path.strip_prefix(b"/announce")?;
+    match rest {
+        [] | [b'/'] => None,
+        [b'/', t @ ..] => Some(t),
+        _ => Some(rest), // e.g. "/announcefoo": a wrong token, refused when checked
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(ih: [u8; 20]) -> String {
+        http::announce_query(&super::super::client::AnnounceRequest {
+            info_hash: ih,
+            peer_id: [3; 20],
+            port: 7000,
+            uploaded: 0,
+            downloaded: 0,
+            left: 0,
+            event: Event::Started,
+            numwant: None,
+            key: 5,
+        })
+    }
+
+    fn failure(body: &[u8]) -> Option<String> {
+        match http::decode_announce_response(body) {
+            Err(http::ResponseError::Failure(r)) => Some(r),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn closed_token_and_open() {
+        let t = Tracker::new(Config { token: Some("s3".into()), ..Config::default() });
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(failure(&t.http_announce(Some(b"s3"), q([1; 20]).as_bytes(), ip)).as_deref(), Some("unregistered torrent"));
+        t.store.register([1; 20]);
+        assert_eq!(failure(&t.http_announce(Some(b"s3"), q([1; 20]).as_bytes(), ip)), None);
+        assert_eq!(failure(&t.http_announce(Some(b"s4"), q([1; 20]).as_bytes(), ip)).as_deref(), Some("invalid token"));
+        assert!(failure(&t.http_announce(None, q([1; 20]).as_bytes(), ip)).unwrap().contains("token"));
+        let open = Tracker::new(Config { open: true, ..Config::default() });
+        assert_eq!(failure(&open.http_announce(None, q([9; 20]).as_bytes(), ip)), None);
+        assert_eq!(failure(&open.http_announce(Some(b"x"), q([9; 20]).as_bytes(), ip)).as_deref(), Some("invalid token"));
+    }
+
+    #[test]
+    fn udp_connection_ids_are_bound_to_address_and_time() {
+        let t = Tracker::new(Config { open: true, ..Config::default() });
+        let a: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:5001".parse().unwrap();
+        let bucket = unix_now() / 60;
+        let id = t.connection_id(&a, bucket);
+        assert!(t.connection_ok(&a, id));
+        assert!(!t.connection_ok(&b, id));
+        assert!(!t.connection_ok(&a, t.connection_id(&a, bucket - 2)));
+        let other = Tracker::new(Config::default());
+        assert_ne!(other.connection_id(&a, bucket), id, "ids depend on the secret");
+    }
+
+    #[test]
+    fn udp_tokens() {
+        assert_eq!(udp_token(b""), None);
+        assert_eq!(udp_token(b"/announce"), None);
+        assert_eq!(udp_token(b"/announce/abc?x=1"), Some(&b"abc"[..]));
+        assert_eq!(udp_token(b"/other"), None);
+    }
+}

@@ -1,1 +1,389 @@
-//! btrack peer store (filled in next).
+//! btrack's peer store: swarms keyed by info-hash, sharded behind mutexes.
+//!
+//! Invariants:
+//! - an info-hash lives in shard `hash[0] ^ hash[19]` mod [`SHARDS`]; one announce locks
+//!   one shard for a few microseconds, so workers rarely contend;
+//! - memory is bounded: at most `max_torrents` swarms and `max_peers` peers per swarm; a
+//!   new peer beyond the cap still gets an answer but is not stored;
+//! - peers are soft state: a peer that has not announced for `ttl` is dropped (lazily when
+//!   peers are picked, and by [`Store::sweep`], which the server runs periodically);
+//! - in closed mode only registered info-hashes have swarms; [`Store::register`] makes one.
+
+use super::client::{Event, ScrapeStats};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub const SHARDS: usize = 64;
+
+/// One peer as the tracker sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub peer_id: [u8; 20],
+    pub uploaded: u64,
+    pub downloaded: u64,
+    pub left: u64,
+    pub key: Option<u32>,
+    /// Seconds since the store was created, at the last announce.
+    pub last: u32,
+    /// Seconds since the store was created, at the first announce.
+    pub first: u32,
+}
+
+#[derive(Default)]
+struct Swarm {
+    peers: Vec<Peer>,
+    index: HashMap<[u8; 20], u32>,
+    seeders: u32,
+    completed: u32,
+    registered: bool,
+}
+
+impl Swarm {
+    fn remove_at(&mut self, i: usize) {
+        let p = self.peers.swap_remove(i);
+        self.index.remove(&p.peer_id);
+        if p.left == 0 {
+            self.seeders -= 1;
+        }
+        if i < self.peers.len() {
+            let moved = self.peers[i].peer_id;
+            self.index.insert(moved, i as u32);
+        }
+    }
+}
+
+/// Why an announce was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    Unregistered,
+    TooManyTorrents,
+}
+
+/// The counts an announce answer carries and the chosen peers.
+pub struct AnnounceOutcome {
+    pub seeders: u32,
+    pub leechers: u32,
+    pub peers: Vec<(SocketAddr, [u8; 20])>,
+}
+
+/// The announce fields the store keeps.
+pub struct Announce {
+    pub info_hash: [u8; 20],
+    pub peer_id: [u8; 20],
+    pub addr: SocketAddr,
+    pub uploaded: u64,
+    pub downloaded: u64,
+    pub left: u64,
+    pub event: Event,
+    pub numwant: u32,
+    pub key: Option<u32>,
+}
+
+/// A swarm's state for the manager pages.
+#[derive(Debug, Clone)]
+pub struct SwarmView {
+    pub seeders: u32,
+    pub leechers: u32,
+    pub completed: u32,
+    pub peers: Vec<Peer>,
+    /// Seconds since the store was created, now (to age `Peer::last`).
+    pub now: u32,
+}
+
+pub struct Store {
+    shards: Vec<Mutex<HashMap<[u8; 20], Swarm>>>,
+    open: bool,
+    max_torrents: usize,
+    max_peers: usize,
+    ttl: u32,
+    start: Instant,
+    torrents: AtomicU64,
+    peers: AtomicU64,
+    rng: AtomicU64,
+}
+
+fn shard_of(ih: &[u8; 20]) -> usize {
+    (ih[0] ^ ih[19]) as usize % SHARDS
+}
+
+impl Store {
+    pub fn new(open: bool, max_torrents: usize, max_peers: usize, ttl: Duration) -> Store {
+        Store {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            open,
+            max_torrents,
+            max_peers,
+            ttl: ttl.as_secs().clamp(1, u32::MAX as u64) as u32,
+            start: Instant::now(),
+            torrents: AtomicU64::new(0),
+            peers: AtomicU64::new(0),
+            rng: AtomicU64::new(0x9E37_79B9_7F4A_7C15 ^ crate::tracker::client::random_u32() as u64),
+        }
+    }
+
+    pub fn now(&self) -> u32 {
+        self.start.elapsed().as_secs() as u32
+    }
+
+    fn random(&self) -> u64 {
+        // splitmix64 over a shared counter: good enough to spread peer picks.
+        let mut z = self.rng.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
+    /// Makes `ih` a known torrent (closed mode answers only for these).
+    pub fn register(&self, ih: [u8; 20]) {
+        let mut shard = self.shards[shard_of(&ih)].lock().unwrap();
+        let s = shard.entry(ih).or_insert_with(|| {
+            self.torrents.fetch_add(1, Ordering::Relaxed);
+            Swarm::default()
+        });
+        s.registered = true;
+    }
+
+    /// Forgets a torrent and its peers.
+    pub fn unregister(&self, ih: &[u8; 20]) {
+        let mut shard = self.shards[shard_of(ih)].lock().unwrap();
+        if let Some(s) = shard.remove(ih) {
+            self.torrents.fetch_sub(1, Ordering::Relaxed);
+            self.peers.fetch_sub(s.peers.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    pub fn is_registered(&self, ih: &[u8; 20]) -> bool {
+        self.shards[shard_of(ih)].lock().unwrap().get(ih).map(|s| s.registered).unwrap_or(false)
+    }
+
+    pub fn torrent_count(&self) -> u64 {
+        self.torrents.load(Ordering::Relaxed)
+    }
+
+    pub fn peer_count(&self) -> u64 {
+        self.peers.load(Ordering::Relaxed)
+    }
+
+    /// Records an announce and picks up to `numwant` other live peers.
+    pub fn announce(&self, a: &Announce) -> Result<AnnounceOutcome, Refusal> {
+        let now = self.now();
+        let mut shard = self.shards[shard_of(&a.info_hash)].lock().unwrap();
+        let swarm = match shard.get_mut(&a.info_hash) {
+            Some(s) => s,
+            None if !self.open => return Err(Refusal::Unregistered),
+            None => {
+                if self.torrents.load(Ordering::Relaxed) as usize >= self.max_torrents {
+                    return Err(Refusal::TooManyTorrents);
+                }
+                if a.event == Event::Stopped {
+                    return Ok(AnnounceOutcome { seeders: 0, leechers: 0, peers: Vec::new() });
+                }
+                self.torrents.fetch_add(1, Ordering::Relaxed);
+                shard.entry(a.info_hash).or_default()
+            }
+        };
+        let existing = swarm.index.get(&a.peer_id).map(|&i| i as usize);
+        if a.event == Event::Stopped {
+            if let Some(i) = existing {
+                swarm.remove_at(i);
+                self.peers.fetch_sub(1, Ordering::Relaxed);
+            }
+        } else {
+            match existing {
+                Some(i) => {
+                    let p = &mut swarm.peers[i];
+                    if p.left == 0 && a.left != 0 {
+                        swarm.seeders -= 1;
+                    } else if p.left != 0 && a.left == 0 {
+                        swarm.seeders += 1;
+                    }
+                    // A key mismatch means someone else claims this peer id: keep the address.
+                    if p.key.is_none() || p.key == a.key {
+                        p.addr = a.addr;
+                    }
+                    p.uploaded = a.uploaded;
+                    p.downloaded = a.downloaded;
+                    p.left = a.left;
+                    p.last = now;
+                }
+                None if swarm.peers.len() < self.max_peers => {
+                    swarm.index.insert(a.peer_id, swarm.peers.len() as u32);
+                    swarm.peers.push(Peer {
+                        addr: a.addr,
+                        peer_id: a.peer_id,
+                        uploaded: a.uploaded,
+                        downloaded: a.downloaded,
+                        left: a.left,
+                        key: a.key,
+                        last: now,
+                        first: now,
+                    });
+                    if a.left == 0 {
+                        swarm.seeders += 1;
+                    }
+                    self.peers.fetch_add(1, Ordering::Relaxed);
+                }
+                None => {} // full: answered, not stored
+            }
+            if a.event == Event::Completed {
+                swarm.completed = swarm.completed.saturating_add(1);
+            }
+        }
+        // Pick peers: a random window over the list, skipping the asker and stale peers.
+        let n = swarm.peers.len();
+        let want = (a.numwant as usize).min(n);
+        let mut peers = Vec::with_capacity(want);
+        if want > 0 && a.event != Event::Stopped {
+            let start = (self.random() % n as u64) as usize;
+            let seeding = a.left == 0;
+            for k in 0..n {
+                if peers.len() >= want {
+                    break;
+                }
+                let p = &swarm.peers[(start + k) % n];
+                if p.peer_id == a.peer_id || now.saturating_sub(p.last) > self.ttl || (seeding && p.left == 0) {
+                    continue;
+                }
+                peers.push((p.addr, p.peer_id));
+            }
+        }
+        let seeders = swarm.seeders;
+        Ok(AnnounceOutcome { seeders, leechers: n as u32 - seeders, peers })
+    }
+
+    /// Scrape counts for one torrent (`None`: not tracked).
+    pub fn scrape(&self, ih: &[u8; 20]) -> Option<ScrapeStats> {
+        let shard = self.shards[shard_of(ih)].lock().unwrap();
+        shard.get(ih).map(|s| ScrapeStats {
+            complete: s.seeders,
+            incomplete: s.peers.len() as u32 - s.seeders,
+            downloaded: s.completed,
+        })
+    }
+
+    /// A copy of one swarm for the manager.
+    pub fn view(&self, ih: &[u8; 20]) -> Option<SwarmView> {
+        let now = self.now();
+        let shard = self.shards[shard_of(ih)].lock().unwrap();
+        shard.get(ih).map(|s| SwarmView {
+            seeders: s.seeders,
+            leechers: s.peers.len() as u32 - s.seeders,
+            completed: s.completed,
+            peers: s.peers.clone(),
+            now,
+        })
+    }
+
+    /// Drops peers silent for longer than the TTL, and empty unregistered swarms.
+    pub fn sweep(&self) {
+        let now = self.now();
+        for shard in &self.shards {
+            let mut shard = shard.lock().unwrap();
+            let mut dropped_swarms = 0;
+            shard.retain(|_, s| {
+                let mut i = 0;
+                while i < s.peers.len() {
+                    if now.saturating_sub(s.peers[i].last) > self.ttl {
+                        s.remove_at(i);
+                        self.peers.fetch_sub(1, Ordering::Relaxed);
+                    } else {
+                        i += 1;
+                    }
+                }
+                let keep = s.registered || !s.peers.is_empty();
+                if !keep {
+                    dropped_swarms += 1;
+                }
+                keep
+            });
+            self.torrents.fetch_sub(dropped_swarms, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ann(ih: u8, pid: u8, left: u64, event: Event) -> Announce {
+        Announce {
+            info_hash: [ih; 20],
+            peer_id: [pid; 20],
+            addr: SocketAddr::from(([127, 0, 0, 1], 1000 + pid as u16)),
+            uploaded: 0,
+            downloaded: 0,
+            left,
+            event,
+            numwant: 50,
+            key: None,
+        }
+    }
+
+    #[test]
+    fn closed_mode_refuses_unknown() {
+        let s = Store::new(false, 10, 10, Duration::from_secs(60));
+        assert_eq!(s.announce(&ann(1, 1, 5, Event::Started)).err(), Some(Refusal::Unregistered));
+        s.register([1; 20]);
+        assert!(s.announce(&ann(1, 1, 5, Event::Started)).is_ok());
+        s.unregister(&[1; 20]);
+        assert_eq!(s.announce(&ann(1, 1, 5, Event::None)).err(), Some(Refusal::Unregistered));
+        assert_eq!(s.peer_count(), 0);
+    }
+
+    #[test]
+    fn counts_peers_and_completion() {
+        let s = Store::new(true, 10, 3, Duration::from_secs(60));
+        let a = s.announce(&ann(1, 1, 0, Event::Started)).unwrap();
+        assert!(a.peers.is_empty());
+        let b = s.announce(&ann(1, 2, 9, Event::Started)).unwrap();
+        assert_eq!((b.seeders, b.leechers), (1, 1));
+        assert_eq!(b.peers.len(), 1);
+        let c = s.announce(&ann(1, 2, 0, Event::Completed)).unwrap();
+        assert_eq!((c.seeders, c.leechers), (2, 0));
+        assert!(c.peers.is_empty(), "seeders are not given seeders");
+        assert_eq!(s.scrape(&[1; 20]).unwrap(), ScrapeStats { complete: 2, incomplete: 0, downloaded: 1 });
+        // Cap: the fourth peer is answered but not stored.
+        s.announce(&ann(1, 3, 9, Event::Started)).unwrap();
+        s.announce(&ann(1, 4, 9, Event::Started)).unwrap();
+        assert_eq!(s.view(&[1; 20]).unwrap().peers.len(), 3);
+        s.announce(&ann(1, 1, 0, Event::Stopped)).unwrap();
+        assert_eq!(s.view(&[1; 20]).unwrap().peers.len(), 2);
+        assert_eq!(s.peer_count(), 2);
+        // Torrent cap.
+        let s = Store::new(true, 1, 3, Duration::from_secs(60));
+        s.announce(&ann(1, 1, 0, Event::Started)).unwrap();
+        assert_eq!(s.announce(&ann(2, 1, 0, Event::Started)).err(), Some(Refusal::TooManyTorrents));
+    }
+
+    #[test]
+    fn expiry() {
+        let s = Store::new(true, 10, 10, Duration::from_secs(30));
+        s.announce(&ann(1, 1, 0, Event::Started)).unwrap();
+        s.announce(&ann(1, 2, 5, Event::Started)).unwrap();
+        s.sweep();
+        assert_eq!(s.peer_count(), 2);
+        // Simulate time passing by moving the peers' clocks back.
+        for shard in &s.shards {
+            for sw in shard.lock().unwrap().values_mut() {
+                for p in &mut sw.peers {
+                    p.last = 0;
+                }
+            }
+        }
+        let mut s = s;
+        s.start -= Duration::from_secs(100);
+        let r = s.announce(&ann(1, 3, 5, Event::Started)).unwrap();
+        assert!(r.peers.is_empty(), "stale peers are not handed out");
+        s.sweep();
+        assert_eq!(s.peer_count(), 1);
+        assert_eq!(s.torrent_count(), 1);
+    }
+}
