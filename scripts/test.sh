@@ -50,7 +50,10 @@ read -r passed failed ignored < <(awk '/^test result:/ {
             if ($(i+1) ~ /^ignored/) g += $i
         }
     } END { print p+0, f+0, g+0 }' "$log")
-failures=$(awk '/^failures:$/ {on=1; next} /^test result:/ {on=0} on && /^    [^ ]/ {print "  " $1}' "$log" | sort -u)
+# Failed test names: the last "failures:" block before each "test result:" line.
+failures=$(awk '/^failures:$/ {on=1; buf=""; next}
+    /^test result:/ {if (on) printf "%s", buf; on=0}
+    on && /^    [^ ]/ {buf = buf "  " $1 "\n"}' "$log" | sort -u)
 secs=$(( $(date +%s) - start ))
 echo
 echo "==== test.sh summary: $passed passed, $failed failed, $ignored ignored in ${secs}s ===="
