@@ -671,10 +671,9 @@ impl Session {
             return;
         }
         p.shared.outstanding.fetch_add(blocks.len(), Ordering::SeqCst);
-        for b in blocks {
-            p.send(Message::Request { index: b.index, begin: b.begin, length: b.length });
-            p.inflight.push_back(b);
-        }
+        let msgs = blocks.iter().map(|b| Message::Request { index: b.index, begin: b.begin, length: b.length }).collect();
+        p.inflight.extend(blocks);
+        let _ = p.cmd.send(Cmd::SendAll(msgs));
     }
 
     // ---- disk ---------------------------------------------------------------------------

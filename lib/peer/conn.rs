@@ -31,6 +31,8 @@ const KEEPALIVE: Duration = Duration::from_secs(60);
 /// What the session tells a connection's writer.
 pub enum Cmd {
     Send(Message),
+    /// Several messages written together (a batch of requests).
+    SendAll(Vec<Message>),
     /// Serve a block the peer requested (queued by the reader).
     Serve { index: u32, begin: u32, length: u32 },
     Close,
@@ -246,15 +248,15 @@ fn handle(
             cmd.send(Cmd::Serve { index, begin, length }).map_err(|_| "writer ended".to_string())
         }
         Message::Piece { index, begin, data } => {
-            let n = shared.outstanding.load(Ordering::SeqCst);
-            if n == 0 {
+            // Only as many blocks as we asked for get past here (bounding what a hostile peer
+            // can make us buffer); the session checks which ones.
+            if shared.outstanding.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_err() {
                 *unrequested += 1;
                 if *unrequested > 64 {
                     return Err("sends blocks nobody asked for".into());
                 }
                 return Ok(());
             }
-            shared.outstanding.store(n - 1, Ordering::SeqCst);
             ctx.download.take(data.len());
             ctx.events.send(Event::Block { key, index, begin, data }).map_err(gone)
         }
@@ -277,6 +279,7 @@ fn writer(ctx: Arc<Context>, stream: TcpStream, cmds: Receiver<Cmd>, shared: Arc
         match c {
             Cmd::Close => break,
             Cmd::Send(m) => wire::encode(&m, &mut buf),
+            Cmd::SendAll(ms) => ms.iter().for_each(|m| wire::encode(m, &mut buf)),
             Cmd::Serve { index, begin, length } => {
                 shared.queued.fetch_sub(1, Ordering::SeqCst);
                 if shared.am_choking.load(Ordering::SeqCst) || !ctx.have[index as usize].load(Ordering::SeqCst) {
