@@ -395,6 +395,7 @@ fn serve_connection(stream: TcpStream, sh: &Shared) {
             Head::Closed => return,
             Head::Bad(status, why) => {
                 let _ = write_response(&mut writer, &Response::text(status, why), false, false);
+                linger(&writer, &mut reader);
                 return;
             }
         };
@@ -406,6 +407,7 @@ fn serve_connection(stream: TcpStream, sh: &Shared) {
                 Ok(n) if !chunked => Some(n),
                 _ => {
                     let _ = write_response(&mut writer, &Response::text(400, "bad Content-Length"), false, false);
+                    linger(&writer, &mut reader);
                     return;
                 }
             },
@@ -453,8 +455,29 @@ fn serve_connection(stream: TcpStream, sh: &Shared) {
                 keep_alive = false;
             }
         }
-        if write_response(&mut writer, &resp, keep_alive, head_only).is_err() || !keep_alive {
+        if write_response(&mut writer, &resp, keep_alive, head_only).is_err() {
             return;
+        }
+        if !keep_alive {
+            linger(&writer, &mut reader);
+            return;
+        }
+    }
+}
+
+/// Closes gracefully after an answer sent before the request was read in full: stop
+/// writing, then read and discard (at most 1 MiB, 2 s) so the client sees our answer
+/// instead of a reset.
+fn linger(writer: &TcpStream, reader: &mut BufReader<TcpStream>) {
+    let _ = writer.shutdown(std::net::Shutdown::Write);
+    let _ = writer.set_read_timeout(Some(Duration::from_millis(500)));
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut sink = [0u8; 16 << 10];
+    let mut total = 0usize;
+    while Instant::now() < deadline && total < 1 << 20 {
+        match reader.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => total += n,
         }
     }
 }

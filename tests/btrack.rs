@@ -1,0 +1,715 @@
+//! End-to-end tests of btrack (issue 3): the tracker over HTTP and UDP with our client and
+//! with clients nobody here wrote (libtorrent, Transmission, aria2), the manager's upload,
+//! API, pages and data directory, a real browser driving the upload form, and a table of
+//! malformed requests that must each get the right error while the server keeps serving.
+mod common;
+
+use common::*;
+use shoal::tracker::client::{self, AnnounceRequest, Event};
+use shoal::tracker::udp;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(10);
+
+/// A running btrack, killed on drop.
+struct Btrack {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Btrack {
+    fn start(data: &Path, extra: &[&str]) -> Btrack {
+        for _ in 0..5 {
+            let port = free_port();
+            let log = data.with_extension(format!("log{port}"));
+            let mut c = cmd("btrack");
+            c.arg("--listen").arg(format!("127.0.0.1:{port}")).arg("--data-dir").arg(data).args(["--interval", "2s"]).args(extra);
+            c.stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
+            let child = c.spawn().expect("start btrack");
+            let mut b = Btrack { child, port, log };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = b.child.try_wait() {
+                    break; // port taken meanwhile: try another
+                }
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return b;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = b.child.kill();
+        }
+        panic!("btrack did not start");
+    }
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+    fn udp_url(&self, path: &str) -> String {
+        format!("udp://127.0.0.1:{}{path}", self.port)
+    }
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Btrack {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A child process killed on drop.
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(60))).build().into()
+}
+
+/// (status, headers as text, body)
+fn http(method: &str, url: &str, body: Option<&[u8]>, headers: &[(&str, &str)]) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let a = agent();
+    let mut resp = match body {
+        Some(b) => {
+            let mut r = match method {
+                "PUT" => a.put(url),
+                "POST" => a.post(url),
+                _ => panic!("{method}"),
+            };
+            for (k, v) in headers {
+                r = r.header(*k, *v);
+            }
+            r.send(b).unwrap()
+        }
+        None => {
+            let mut r = match method {
+                "GET" => a.get(url),
+                "DELETE" => a.delete(url),
+                _ => panic!("{method}"),
+            };
+            for (k, v) in headers {
+                r = r.header(*k, *v);
+            }
+            r.call().unwrap()
+        }
+    };
+    let status = resp.status().as_u16();
+    let hs = resp.headers().iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string())).collect();
+    let body = resp.body_mut().with_config().limit(64 << 20).read_to_vec().unwrap();
+    (status, hs, body)
+}
+
+fn get_json(url: &str) -> serde_json::Value {
+    let (s, _, b) = http("GET", url, None, &[]);
+    assert_eq!(s, 200, "{url}: {}", String::from_utf8_lossy(&b));
+    serde_json::from_slice(&b).unwrap()
+}
+
+fn upload(b: &Btrack, name: &str, data: &[u8], extra: &[(&str, &str)]) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    http("PUT", &b.url(&format!("/api/upload?name={name}")), Some(data), extra)
+}
+
+fn info_hash_of(torrent: &[u8]) -> String {
+    shoal::metainfo::Metainfo::parse(torrent).unwrap().info_hash.hex()
+}
+
+fn req(ih: [u8; 20], pid: u8, port: u16, left: u64) -> AnnounceRequest {
+    let mut peer_id = *b"-SH0100-000000000000";
+    peer_id[19] = pid;
+    AnnounceRequest { info_hash: ih, peer_id, port, uploaded: 0, downloaded: 0, left, event: Event::Started, numwant: None, key: pid as u32 }
+}
+
+fn ih_bytes(hex: &str) -> [u8; 20] {
+    shoal::metainfo::InfoHash::from_hex(hex).unwrap().0
+}
+
+fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+// ---- tracker with our client ------------------------------------------------------------------
+
+#[test]
+fn upload_register_announce_restart_delete() {
+    let d = Dir::new("btrack-reg");
+    let data_dir = d.join("data");
+    let payload = data(700_000, 1);
+    let ih;
+    {
+        let b = Btrack::start(&data_dir, &["--admin-token", "adm"]);
+        // Writes need the admin token.
+        let (s, _, _) = upload(&b, "a.bin", &payload, &[]);
+        assert_eq!(s, 401);
+        let (s, hs, torrent) = upload(&b, "a.bin", &payload, &[("X-Admin-Token", "adm")]);
+        assert_eq!(s, 200, "{}", String::from_utf8_lossy(&torrent));
+        ih = info_hash_of(&torrent);
+        assert!(hs.iter().any(|(k, v)| k.eq_ignore_ascii_case("x-info-hash") && *v == ih));
+        let cmd = hs.iter().find(|(k, _)| k.eq_ignore_ascii_case("x-bseed-command")).unwrap().1.clone();
+        let content = std::fs::canonicalize(&data_dir).unwrap().join("content/a.bin");
+        assert!(cmd.starts_with("bseed ") && cmd.ends_with(&content.display().to_string()), "{cmd}");
+        assert_eq!(std::fs::read(&content).unwrap(), payload);
+        assert!(b.log().contains(&cmd), "btrack prints the bseed command: {}", b.log());
+        // Same info-hash as mktorrent for the same file.
+        std::fs::write(d.join("a.bin"), &payload).unwrap();
+        let o = run(&mut cmd_mk(&d.join("a.bin"), &d.join("a.torrent")));
+        assert_exit(&o, 0);
+        assert_eq!(info_hash_of(&std::fs::read(d.join("a.torrent")).unwrap()), ih);
+        // The uploaded torrent announces to this tracker.
+        let m = shoal::metainfo::Metainfo::parse(&torrent).unwrap();
+        assert_eq!(m.announce.as_deref(), Some(b.url("/announce").as_str()));
+
+        // Announce: HTTP and UDP, peers see each other.
+        let seed = client::announce(&b.url("/announce"), &req(ih_bytes(&ih), 1, 7001, 0), T).unwrap();
+        assert!(seed.peers.is_empty());
+        let leech = client::announce(&b.udp_url("/announce"), &req(ih_bytes(&ih), 2, 7002, 100), T).unwrap();
+        assert_eq!(leech.peers, vec!["127.0.0.1:7001".parse::<SocketAddr>().unwrap()]);
+        assert_eq!((leech.complete, leech.incomplete), (Some(1), Some(1)));
+        let s = client::scrape(&b.url("/announce"), &ih_bytes(&ih), T).unwrap();
+        assert_eq!((s.complete, s.incomplete), (1, 1));
+        let s = client::scrape(&b.udp_url("/announce"), &ih_bytes(&ih), T).unwrap();
+        assert_eq!((s.complete, s.incomplete), (1, 1));
+        // Unregistered torrents are refused on both protocols.
+        for url in [b.url("/announce"), b.udp_url("/announce")] {
+            match client::announce(&url, &req([9; 20], 3, 7003, 5), T) {
+                Err(client::Error::Failure { reason, .. }) => assert_eq!(reason, "unregistered torrent"),
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+        // The API shows the peers and the page lists the torrent.
+        let j = get_json(&b.url(&format!("/api/torrents/{ih}")));
+        assert_eq!(j["seeders"], 1);
+        assert_eq!(j["leechers"], 1);
+        let ports: Vec<String> = j["peers"].as_array().unwrap().iter().map(|p| p["address"].as_str().unwrap().to_string()).collect();
+        assert!(ports.contains(&"127.0.0.1:7001".to_string()) && ports.contains(&"127.0.0.1:7002".to_string()), "{ports:?}");
+        let (s, _, page) = http("GET", &b.url("/"), None, &[]);
+        assert_eq!(s, 200);
+        let page = String::from_utf8(page).unwrap();
+        assert!(page.contains(&ih) && page.contains("a.bin"));
+        let (s, _, page) = http("GET", &b.url(&format!("/t/{ih}")), None, &[]);
+        assert_eq!(s, 200);
+        let page = String::from_utf8(page).unwrap();
+        assert!(page.contains("127.0.0.1:7002") && page.contains("origin"), "{page}");
+        let (_, _, metrics) = http("GET", &b.url("/metrics"), None, &[]);
+        let metrics = String::from_utf8(metrics).unwrap();
+        assert!(metrics.contains("btrack_announces_total{proto=\"udp\",event=\"started\"} "), "{metrics}");
+        assert!(metrics.contains("btrack_registered_torrents 1"));
+        assert!(metrics.contains(&format!("btrack_upload_bytes_total {}", payload.len())));
+    }
+    // Restart: the registration survives, peers are soft state.
+    let b = Btrack::start(&data_dir, &["--admin-token", "adm"]);
+    let l = get_json(&b.url("/api/torrents"));
+    assert_eq!(l.as_array().unwrap().len(), 1);
+    assert_eq!(l[0]["info_hash"], ih.as_str());
+    assert_eq!(l[0]["seeders"], 0);
+    let r = client::announce(&b.url("/announce"), &req(ih_bytes(&ih), 5, 7005, 0), T).unwrap();
+    assert!(r.peers.is_empty());
+    let (s, _, t) = http("GET", &b.url(&format!("/torrents/{ih}.torrent")), None, &[]);
+    assert_eq!(s, 200);
+    assert_eq!(info_hash_of(&t), ih);
+    // Register an existing torrent with POST, then delete both.
+    let other = d.join("b.bin");
+    write_data(&other, 50_000, 2);
+    assert_exit(&run(&mut cmd_mk(&other, &d.join("b.torrent"))), 0);
+    let tb = std::fs::read(d.join("b.torrent")).unwrap();
+    let (s, _, _) = http("POST", &b.url("/api/torrents"), Some(&tb), &[]);
+    assert_eq!(s, 401);
+    let (s, _, body) = http("POST", &b.url("/api/torrents"), Some(&tb), &[("Authorization", "Bearer adm")]);
+    assert_eq!(s, 201, "{}", String::from_utf8_lossy(&body));
+    let ihb = info_hash_of(&tb);
+    assert!(client::announce(&b.url("/announce"), &req(ih_bytes(&ihb), 1, 7001, 0), T).is_ok());
+    let (s, _, _) = http("POST", &b.url("/api/torrents"), Some(b"not a torrent"), &[("Authorization", "Bearer adm")]);
+    assert_eq!(s, 422);
+    let (s, _, _) = http("DELETE", &b.url(&format!("/api/torrents/{ih}")), None, &[]);
+    assert_eq!(s, 401);
+    let (s, _, _) = http("DELETE", &b.url(&format!("/api/torrents/{ih}?admin_token=adm")), None, &[]);
+    assert_eq!(s, 200);
+    assert!(matches!(client::announce(&b.url("/announce"), &req(ih_bytes(&ih), 1, 7001, 0), T), Err(client::Error::Failure { .. })));
+    assert!(!data_dir.join(format!("torrents/{ih}.torrent")).exists());
+    assert!(!data_dir.join("content/a.bin").exists());
+    drop(b);
+    let b = Btrack::start(&data_dir, &[]);
+    let l = get_json(&b.url("/api/torrents"));
+    assert_eq!(l.as_array().unwrap().len(), 1, "{l}");
+    assert_eq!(l[0]["info_hash"], ihb.as_str());
+}
+
+fn cmd_mk(path: &Path, out: &Path) -> Command {
+    let mut c = cmd("mktorrent");
+    c.arg("-q").arg("-o").arg(out).arg(path);
+    c
+}
+
+#[test]
+fn token_and_open_modes() {
+    let d = Dir::new("btrack-token");
+    let b = Btrack::start(&d.join("data"), &["--open", "--token", "s3cr3t"]);
+    let ih = [4u8; 20];
+    // Good token, HTTP and UDP (BEP 41 URL data).
+    client::announce(&b.url("/announce/s3cr3t"), &req(ih, 1, 7001, 0), T).unwrap();
+    let r = client::announce(&b.udp_url("/announce/s3cr3t"), &req(ih, 2, 7002, 9), T).unwrap();
+    assert_eq!(r.peers.len(), 1);
+    assert_eq!(client::scrape(&b.url("/announce/s3cr3t"), &ih, T).unwrap().complete, 1);
+    for url in [b.url("/announce/wrong"), b.url("/announce"), b.udp_url("/announce/wrong"), b.udp_url("/announce")] {
+        match client::announce(&url, &req(ih, 3, 7003, 9), T) {
+            Err(client::Error::Failure { reason, .. }) => assert!(reason.contains("token"), "{url}: {reason}"),
+            other => panic!("{url}: {other:?}"),
+        }
+    }
+    // The refused peer was not stored.
+    let s = client::scrape(&b.udp_url("/announce/s3cr3t"), &ih, T).unwrap();
+    assert_eq!((s.complete, s.incomplete), (1, 1));
+}
+
+#[test]
+fn interrupted_upload_leaves_nothing() {
+    let d = Dir::new("btrack-cut");
+    let b = Btrack::start(&d.join("data"), &["--max-upload", "1M"]);
+    // Claims 600 000 bytes, sends 100 000, hangs up.
+    let mut s = TcpStream::connect(b.addr()).unwrap();
+    write!(s, "PUT /api/upload?name=cut.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 600000\r\n\r\n").unwrap();
+    s.write_all(&data(100_000, 3)).unwrap();
+    drop(s);
+    poll("the failed upload to be counted", T, || {
+        let (_, _, m) = http("GET", &b.url("/metrics"), None, &[]);
+        String::from_utf8(m).unwrap().contains("btrack_uploads_total{result=\"failed\"} 1").then_some(())
+    });
+    let content: Vec<_> = std::fs::read_dir(d.join("data/content")).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(content.is_empty(), "{content:?}");
+    assert_eq!(std::fs::read_dir(d.join("data/torrents")).unwrap().count(), 0);
+    // Too large, and names that try to leave the directory.
+    let (s, _, _) = upload(&b, "big.bin", &data(1_100_000, 4), &[]);
+    assert_eq!(s, 413);
+    let (s, _, t) = upload(&b, "..%2F..%2Fescape.bin", &data(1000, 5), &[]);
+    assert_eq!(s, 200);
+    assert_eq!(shoal::metainfo::Metainfo::parse(&t).unwrap().info.name, "escape.bin");
+    assert!(d.join("data/content/escape.bin").exists());
+    assert!(!d.join("escape.bin").exists());
+    let (s, _, _) = upload(&b, "..", &data(1000, 5), &[]);
+    assert_eq!(s, 400);
+    let (s, _, _) = upload(&b, "escape.bin", &data(1000, 6), &[]);
+    assert_eq!(s, 409);
+}
+
+// ---- malformed requests ---------------------------------------------------------------------
+
+/// Sends raw bytes as one HTTP request; answers (status, body).
+fn raw_http(addr: SocketAddr, raw: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(raw).unwrap();
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn malformed_requests_get_the_right_error() {
+    let d = Dir::new("btrack-bad");
+    let b = Btrack::start(&d.join("data"), &[]);
+    let (s, _, t) = upload(&b, "ok.bin", &data(40_000, 7), &[]);
+    assert_eq!(s, 200);
+    let ih = ih_bytes(&info_hash_of(&t));
+    let ihq = shoal::metainfo::url_encode(&ih);
+    let good = format!("info_hash={ihq}&peer_id=-XX0001-abcdefghijkl&port=6881&uploaded=0&downloaded=0&left=10");
+    let ann = |q: &str| format!("GET /announce?{q} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").into_bytes();
+    let without = |k: &str| good.split('&').filter(|p| !p.starts_with(k)).collect::<Vec<_>>().join("&");
+    // (request, expected status, expected text in the body)
+    let cases: Vec<(Vec<u8>, u16, &str)> = vec![
+        (ann(&without("info_hash=")), 200, "missing info_hash"),
+        (ann(&without("peer_id=")), 200, "missing peer_id"),
+        (ann(&without("port=")), 200, "missing port"),
+        (ann(&without("left=")), 200, "missing left"),
+        (ann(&format!("{}&info_hash=short", without("info_hash="))), 200, "invalid info_hash"),
+        (ann(&format!("{}&info_hash={}", without("info_hash="), "%41".repeat(21))), 200, "invalid info_hash"),
+        (ann(&format!("{}&info_hash=%G1%zz", without("info_hash="))), 200, "percent-encoding"),
+        (ann(&format!("{}&peer_id=abc", without("peer_id="))), 200, "invalid peer_id"),
+        (ann(&format!("{good}&port=0")), 200, "invalid port"),
+        (ann(&format!("{good}&port=65536")), 200, "invalid port"),
+        (ann(&format!("{good}&port=-1")), 200, "invalid port"),
+        (ann(&format!("{good}&left=-5")), 200, "invalid left"),
+        (ann(&format!("{good}&uploaded=1e9")), 200, "invalid uploaded"),
+        (ann(&format!("{good}&downloaded=99999999999999999999999")), 200, "invalid downloaded"),
+        (ann(&format!("{good}&event=exploded")), 200, "invalid event"),
+        (ann(&format!("{good}&numwant=100000000")), 200, "invalid numwant"),
+        (ann(&format!("{good}&numwant=many")), 200, "invalid numwant"),
+        (ann(&format!("{}&info_hash={}", without("info_hash="), "%00".repeat(20))), 200, "unregistered torrent"),
+        (b"GET /announce/tok?x=1 HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), 200, "invalid token"),
+        (b"GET /scrape HTTP/1.1\r\nConnection: close\r\n\r\n".to_vec(), 200, "at least one info_hash"),
+        (format!("GET /scrape?{} HTTP/1.1\r\nConnection: close\r\n\r\n", vec!["info_hash=aaaaaaaaaaaaaaaaaaaa"; 80].join("&")).into_bytes(), 200, "too many info_hash"),
+        (b"POST /announce HTTP/1.1\r\nContent-Length: 0\r\n\r\n".to_vec(), 405, "GET"),
+        (b"GARBAGE\r\n\r\n".to_vec(), 400, "malformed request line"),
+        (b"get / HTTP/1.1\r\n\r\n".to_vec(), 400, "malformed method"),
+        (b"GET / HTTP/9.9\r\n\r\n".to_vec(), 505, "unsupported HTTP version"),
+        (b"GET http://evil/ HTTP/1.1\r\n\r\n".to_vec(), 400, "must be a path"),
+        (b"GET / HTTP/1.1\r\nno colon here\r\n\r\n".to_vec(), 400, "malformed header"),
+        (format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(20_000)).into_bytes(), 431, "too large"),
+        (format!("GET / HTTP/1.1\r\n{}\r\n", "X-A: b\r\n".repeat(150)).into_bytes(), 431, "too many headers"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec(), 400, "incomplete"),
+        (b"PUT /api/upload?name=x HTTP/1.1\r\nContent-Length: abc\r\n\r\n".to_vec(), 400, "Content-Length"),
+        (b"PUT /api/upload?name=x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_vec(), 411, "Content-Length"),
+        (b"PUT /api/upload HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc".to_vec(), 400, "missing ?name"),
+        (b"PUT /api/upload?name=x&piece_length=1000 HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc".to_vec(), 400, "piece length"),
+        (b"GET /api/torrents/xyz HTTP/1.1\r\n\r\n".to_vec(), 400, "not an info-hash"),
+        (b"GET /api/torrents/0000000000000000000000000000000000000000 HTTP/1.1\r\n\r\n".to_vec(), 404, "unknown torrent"),
+        (b"GET /torrents/zz.torrent HTTP/1.1\r\n\r\n".to_vec(), 404, "unknown torrent"),
+        (b"POST /api/torrents HTTP/1.1\r\nContent-Length: 4\r\n\r\nle\r\n".to_vec(), 422, "not a torrent"),
+        (b"GET /api/nothing HTTP/1.1\r\n\r\n".to_vec(), 404, "no such API"),
+    ];
+    assert!(cases.len() >= 20);
+    for (i, (raw, status, text)) in cases.iter().enumerate() {
+        let (s, body) = raw_http(b.addr(), raw);
+        assert_eq!(s, *status, "case {i}: {:?} -> {body}", String::from_utf8_lossy(&raw[..raw.len().min(120)]));
+        assert!(body.contains(text), "case {i}: expected {text:?} in {body:?}");
+        // Still serving: a good announce works after every bad request.
+        let r = client::announce(&b.url("/announce"), &req(ih, 1, 7001, 0), T);
+        assert!(r.is_ok(), "case {i}: server stopped serving: {r:?}");
+    }
+
+    // UDP: garbage gets an error packet when it carries a transaction id, else nothing.
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    sock.connect(b.addr()).unwrap();
+    let connect = |tid: u32| -> u64 {
+        sock.send(&udp::encode_request(&udp::Request::Connect { transaction_id: tid })).unwrap();
+        let mut buf = [0u8; 1500];
+        let n = sock.recv(&mut buf).unwrap();
+        match udp::parse_response(&buf[..n], false).unwrap() {
+            udp::Response::Connect { connection_id, transaction_id } if transaction_id == tid => connection_id,
+            o => panic!("{o:?}"),
+        }
+    };
+    let cid = connect(1);
+    let announce = |cid: u64, ih: [u8; 20], port: u16, event: u32, extra: &[u8]| {
+        let mut p = udp::encode_request(&udp::Request::Announce(udp::Announce {
+            connection_id: cid,
+            transaction_id: 77,
+            info_hash: ih,
+            peer_id: [1; 20],
+            downloaded: 0,
+            left: 0,
+            uploaded: 0,
+            event: Event::None,
+            ip: 0,
+            key: 1,
+            num_want: -1,
+            port,
+            url_data: Vec::new(),
+        }));
+        p[80..84].copy_from_slice(&event.to_be_bytes());
+        p.extend_from_slice(extra);
+        p
+    };
+    let mut scrape_many = udp::encode_request(&udp::Request::Scrape { connection_id: cid, transaction_id: 77, info_hashes: vec![ih; 80] });
+    scrape_many.truncate(16 + 20 * 80);
+    let mut bad_proto = udp::encode_request(&udp::Request::Connect { transaction_id: 77 });
+    bad_proto[0] = 0xff;
+    let mut bad_action = announce(cid, ih, 1, 0, &[]);
+    bad_action[8..12].copy_from_slice(&7u32.to_be_bytes());
+    // (packet, expected error text; None = no answer at all)
+    let udp_cases: Vec<(Vec<u8>, Option<&str>)> = vec![
+        (Vec::new(), None),
+        (b"hello".to_vec(), None),
+        (vec![0u8; 15], None),
+        (bad_proto, Some("protocol id")),
+        (bad_action, Some("unknown action 7")),
+        (announce(cid, ih, 1, 0, &[])[..60].to_vec(), Some("too short")),
+        (announce(cid ^ 1, ih, 1, 0, &[]), Some("connection id")),
+        (announce(0x0417_2710_1980, ih, 1, 0, &[]), Some("connection id")),
+        (announce(cid, ih, 1, 9, &[]), Some("unknown event")),
+        (announce(cid, ih, 0, 0, &[]), Some("invalid port")),
+        (announce(cid, [0; 20], 1, 0, &[]), Some("unregistered torrent")),
+        (announce(cid, ih, 1, 0, &[2, 200, b'x']), Some("options")),
+        (announce(cid, ih, 1, 0, &[9]), Some("options")),
+        (announce(cid, ih, 1, 0, &[2, 14, b'/', b'a', b'n', b'n', b'o', b'u', b'n', b'c', b'e', b'/', b't', b'o', b'k', b'!']), Some("invalid token")),
+        (scrape_many, Some("too many")),
+        (udp::encode_request(&udp::Request::Scrape { connection_id: cid, transaction_id: 77, info_hashes: vec![ih] })[..30].to_vec(), Some("wrong length")),
+        (vec![0xAB; 1400], Some("unknown action")),
+    ];
+    for (i, (pkt, want)) in udp_cases.iter().enumerate() {
+        sock.send(pkt).unwrap();
+        let mut buf = [0u8; 1500];
+        match (sock.recv(&mut buf), want) {
+            (Ok(n), Some(text)) => match udp::parse_response(&buf[..n], false).unwrap() {
+                udp::Response::Error { message, .. } => assert!(message.contains(text), "udp case {i}: {message:?} lacks {text:?}"),
+                o => panic!("udp case {i}: expected an error, got {o:?}"),
+            },
+            (Err(_), None) => {}
+            (Ok(n), None) => panic!("udp case {i}: unexpected answer {:?}", &buf[..n]),
+            (Err(e), Some(text)) => panic!("udp case {i}: no answer ({e}), expected {text:?}"),
+        }
+        // Still serving.
+        let r = client::announce(&b.udp_url("/announce"), &req(ih, 2, 7002, 5), T);
+        assert!(r.is_ok(), "udp case {i}: {r:?}");
+    }
+    assert!(b.log().lines().all(|l| !l.contains("panicked")), "{}", b.log());
+    let mut b = b;
+    assert!(b.alive());
+}
+
+#[test]
+fn slow_and_flooding_clients_are_bounded() {
+    let d = Dir::new("btrack-flood");
+    let mut b = Btrack::start(&d.join("data"), &["--open", "--max-connections", "8", "--udp-rate-limit", "100"]);
+    // Idle connections take every one of the eight workers (those beyond get 503); the
+    // next request gets 503, and once they are gone (idle timeout or close) service resumes.
+    let idle: Vec<TcpStream> = (0..12).map(|_| TcpStream::connect(b.addr()).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let (s, body) = raw_http(b.addr(), b"GET / HTTP/1.1\r\n\r\n");
+    assert_eq!(s, 503, "{body}");
+    drop(idle);
+    poll("service to resume", Duration::from_secs(30), || {
+        let (s, _) = raw_http(b.addr(), b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n");
+        (s == 200).then_some(())
+    });
+    // A UDP flood from one address is answered up to the limit and dropped beyond.
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.connect(b.addr()).unwrap();
+    for i in 0..20_000u32 {
+        let _ = sock.send(&udp::encode_request(&udp::Request::Connect { transaction_id: i }));
+    }
+    assert!(b.alive());
+    poll("UDP service after the flood", Duration::from_secs(30), || client::announce(&b.udp_url("/announce"), &req([1; 20], 1, 7001, 0), T).ok());
+    let (_, _, m) = http("GET", &b.url("/metrics"), None, &[]);
+    let m = String::from_utf8(m).unwrap();
+    let limited: u64 = m.lines().find(|l| l.contains("reason=\"rate_limited\"")).unwrap().rsplit(' ').next().unwrap().parse().unwrap();
+    let connects: u64 = m.lines().find(|l| l.starts_with("btrack_udp_connects_total ")).unwrap().rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(limited > 0, "the flood was not limited: {m}");
+    assert!(connects >= 1, "{m}");
+}
+
+// ---- real clients -----------------------------------------------------------------------------
+
+fn lt_pair(udp_tracker: bool) {
+    if !have(PYTHON) {
+        return;
+    }
+    let d = Dir::new(if udp_tracker { "btrack-lt-udp" } else { "btrack-lt-http" });
+    let b = Btrack::start(&d.join("data"), &[]);
+    let payload = data(8 << 20, 11);
+    let seed_dir = d.join("seed");
+    std::fs::create_dir_all(&seed_dir).unwrap();
+    std::fs::write(seed_dir.join("payload.bin"), &payload).unwrap();
+    let announce = if udp_tracker { b.udp_url("/announce") } else { b.url("/announce") };
+    let mut c = cmd("mktorrent");
+    c.arg("-q").arg("-a").arg(&announce).arg("-o").arg(d.join("p.torrent")).arg(seed_dir.join("payload.bin"));
+    assert_exit(&run(&mut c), 0);
+    let t = std::fs::read(d.join("p.torrent")).unwrap();
+    let (s, _, body) = http("POST", &b.url("/api/torrents"), Some(&t), &[]);
+    assert_eq!(s, 201, "{}", String::from_utf8_lossy(&body));
+    let ih = info_hash_of(&t);
+    let dl = d.join("dl");
+    std::fs::create_dir_all(&dl).unwrap();
+    let helper = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/helpers/tracker_lt_pair.py");
+    let o = run(Command::new(PYTHON).arg(helper).arg(d.join("p.torrent")).arg(&seed_dir).arg(&dl).arg("120"));
+    let out = stdout(&o);
+    assert_exit(&o, 0);
+    let j: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out} {}", stderr(&o)));
+    assert_eq!(j["done"], true, "{j}");
+    assert!(j["peers_from_tracker"].as_u64().unwrap() >= 1, "the fetcher got the seeder from btrack: {j}");
+    assert_eq!(std::fs::read(dl.join("payload.bin")).unwrap(), payload);
+    // btrack saw both libtorrent peers (client prefix -LT…) announce.
+    let api = get_json(&b.url(&format!("/api/torrents/{ih}")));
+    assert_eq!(api["completed"], 1, "the fetcher announced completion: {api}");
+    let (_, _, m) = http("GET", &b.url("/metrics"), None, &[]);
+    let m = String::from_utf8(m).unwrap();
+    let proto = if udp_tracker { "udp" } else { "http" };
+    let started: u64 = m.lines().find(|l| l.starts_with(&format!("btrack_announces_total{{proto=\"{proto}\",event=\"started\"}}"))).unwrap().rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(started >= 2, "both sessions announced over {proto}: {m}");
+}
+
+#[test]
+fn libtorrent_pair_through_http_tracker() {
+    lt_pair(false);
+}
+
+#[test]
+fn libtorrent_pair_through_udp_tracker() {
+    lt_pair(true);
+}
+
+/// Registers a torrent whose only "seeder" is a listening socket of ours, runs `client`,
+/// and checks that btrack saw it announce and that it then connected to our socket (so it
+/// received the peer list).
+fn third_party_announces(tool: &str, udp_tracker: bool, expect_prefix: &str) {
+    if !have(tool) {
+        return;
+    }
+    let d = Dir::new(&format!("btrack-{tool}-{udp_tracker}"));
+    let b = Btrack::start(&d.join("data"), &[]);
+    let file = d.join("src/thing.bin");
+    write_data(&file, 300_000, 21);
+    let announce = if udp_tracker { b.udp_url("/announce") } else { b.url("/announce") };
+    let mut c = cmd("mktorrent");
+    c.arg("-q").arg("-a").arg(&announce).arg("-o").arg(d.join("t.torrent")).arg(&file);
+    assert_exit(&run(&mut c), 0);
+    let t = std::fs::read(d.join("t.torrent")).unwrap();
+    assert_eq!(http("POST", &b.url("/api/torrents"), Some(&t), &[]).0, 201);
+    let ih = info_hash_of(&t);
+    // Our fake seeder: announced through btrack, accepts connections.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let fake_port = listener.local_addr().unwrap().port();
+    client::announce(&b.url("/announce"), &req(ih_bytes(&ih), 1, fake_port, 0), T).unwrap();
+    let port = free_port();
+    let out = d.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let mut c = match tool {
+        "transmission-cli" => {
+            let mut c = Command::new(tool);
+            c.arg("-g").arg(d.join("tr-config")).arg("-w").arg(&out).arg("-p").arg(port.to_string()).arg("--no-portmap").arg("-et").arg(d.join("t.torrent"));
+            c
+        }
+        _ => {
+            let mut c = Command::new(tool);
+            c.arg(format!("--dir={}", out.display()))
+                .arg(format!("--listen-port={port}"))
+                .args(["--enable-dht=false", "--bt-enable-lpd=false", "--enable-peer-exchange=false", "--seed-time=0", "--summary-interval=0"])
+                .arg(d.join("t.torrent"));
+            c
+        }
+    };
+    c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    let _p = Proc(c.spawn().unwrap());
+    // It announces: btrack lists a peer with its client prefix, nothing downloaded yet.
+    let peer = poll(&format!("{tool} to announce"), Duration::from_secs(60), || {
+        let j = get_json(&b.url(&format!("/api/torrents/{ih}")));
+        j["peers"].as_array().unwrap().iter().find(|p| p["client"].as_str().unwrap().starts_with(expect_prefix)).cloned()
+    });
+    assert_eq!(peer["left"], 300_000, "{peer}");
+    assert_eq!(peer["downloaded"], 0);
+    assert_eq!(peer["address"].as_str().unwrap(), format!("127.0.0.1:{port}"), "{peer}");
+    // It got our fake seeder from btrack and connects to it.
+    listener.set_nonblocking(true).unwrap();
+    poll(&format!("{tool} to connect to the peer btrack gave it"), Duration::from_secs(60), || match listener.accept() {
+        // Only btrack knows this port: a connection proves the peer list arrived.
+        Ok(_) => Some(()),
+        Err(_) => None,
+    });
+}
+
+#[test]
+fn transmission_announces_and_gets_peers_http() {
+    third_party_announces("transmission-cli", false, "-TR");
+}
+
+#[test]
+fn transmission_announces_and_gets_peers_udp() {
+    third_party_announces("transmission-cli", true, "-TR");
+}
+
+#[test]
+fn aria2_announces_and_gets_peers_http() {
+    third_party_announces("aria2c", false, "A2-");
+}
+
+#[test]
+fn aria2_announces_and_gets_peers_udp() {
+    third_party_announces("aria2c", true, "A2-");
+}
+
+// ---- the web page in a real browser -------------------------------------------------------------
+
+fn wd(method: &str, url: &str, body: serde_json::Value) -> serde_json::Value {
+    let a = agent();
+    let mut resp = match method {
+        "POST" => a.post(url).header("Content-Type", "application/json").send(body.to_string().as_bytes()).unwrap(),
+        "GET" => a.get(url).call().unwrap(),
+        "DELETE" => a.delete(url).call().unwrap(),
+        _ => unreachable!(),
+    };
+    let text = resp.body_mut().read_to_string().unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+#[test]
+fn chromium_uploads_through_the_form() {
+    if !have("chromedriver") || !have("/usr/bin/chromium") {
+        return;
+    }
+    let d = Dir::new("btrack-chromium");
+    let b = Btrack::start(&d.join("data"), &[]);
+    let file = d.join("upload/browser-file.iso");
+    write_data(&file, 3_000_000, 31);
+    let port = free_port();
+    let _driver = Proc(Command::new("chromedriver").arg(format!("--port={port}")).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+    let base = format!("http://127.0.0.1:{port}");
+    poll("chromedriver", Duration::from_secs(30), || TcpStream::connect(("127.0.0.1", port)).ok());
+    let profile = d.join("profile");
+    std::fs::create_dir_all(&profile).unwrap();
+    let caps = serde_json::json!({"capabilities": {"alwaysMatch": {"goog:chromeOptions": {
+        "binary": "/usr/bin/chromium",
+        "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", format!("--user-data-dir={}", profile.display())]
+    }}}});
+    let s = wd("POST", &format!("{base}/session"), caps);
+    let sid = s["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {s}")).to_string();
+    let sess = format!("{base}/session/{sid}");
+    struct End(String);
+    impl Drop for End {
+        fn drop(&mut self) {
+            let _ = agent().delete(&self.0).call();
+        }
+    }
+    let _end = End(sess.clone());
+    wd("POST", &format!("{sess}/url"), serde_json::json!({"url": b.url("/")}));
+    let find = |css: &str| -> String {
+        let r = wd("POST", &format!("{sess}/element"), serde_json::json!({"using": "css selector", "value": css}));
+        r["value"]["element-6066-11e4-a52e-4a5abfb9b4ec"].as_str().unwrap_or_else(|| panic!("{css}: {r}")).to_string()
+    };
+    let text = |el: &str| -> String { wd("GET", &format!("{sess}/element/{el}/text"), serde_json::Value::Null)["value"].as_str().unwrap_or("").to_string() };
+    let input = find("#file");
+    wd("POST", &format!("{sess}/element/{input}/value"), serde_json::json!({"text": file.display().to_string()}));
+    let go = find("#go");
+    wd("POST", &format!("{sess}/element/{go}/click"), serde_json::json!({}));
+    let ih_el = find("#result-ih");
+    let ih = poll("the page to show the new torrent", Duration::from_secs(60), || {
+        let t = text(&ih_el);
+        (t.len() == 40).then_some(t)
+    });
+    let status = text(&find("#status"));
+    assert!(status.contains("done"), "{status}");
+    // The torrent the page links to is mktorrent's torrent for the same file.
+    let href = wd("GET", &format!("{sess}/element/{}/attribute/href", find("#result-torrent")), serde_json::Value::Null)["value"].as_str().unwrap().to_string();
+    assert!(href.ends_with(&format!("/torrents/{ih}.torrent")), "{href}");
+    let (s, _, torrent) = http("GET", &href, None, &[]);
+    assert_eq!(s, 200);
+    assert_exit(&run(&mut cmd_mk(&file, &d.join("mk.torrent"))), 0);
+    assert_eq!(info_hash_of(&torrent), info_hash_of(&std::fs::read(d.join("mk.torrent")).unwrap()));
+    assert_eq!(info_hash_of(&torrent), ih);
+    assert_eq!(std::fs::read(d.join("data/content/browser-file.iso")).unwrap(), std::fs::read(&file).unwrap());
+    let cmd_text = text(&find("#result-cmd"));
+    assert!(cmd_text.starts_with("bseed ") && cmd_text.contains(&format!("{ih}.torrent")), "{cmd_text}");
+    // Reload: the torrent is listed on / (server-rendered and by the 5 s refresh).
+    wd("POST", &format!("{sess}/url"), serde_json::json!({"url": b.url("/")}));
+    let row = find(&format!("tr[data-ih='{ih}']"));
+    assert!(text(&row).contains("browser-file.iso"));
+}
