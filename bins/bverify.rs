@@ -87,7 +87,13 @@ fn text_report(r: &Report, m: &Metainfo) -> String {
         }
     }
     for &p in &r.bad_pieces {
-        let files: Vec<String> = m.info.piece_files(p).into_iter().map(|f| r.files[f].path.clone()).collect();
+        let files: Vec<String> = m
+            .info
+            .piece_files(p)
+            .into_iter()
+            .filter(|&f| !m.info.files[f].pad)
+            .map(|f| r.files[f].path.clone())
+            .collect();
         s += &format!("bad piece {p}: {}\n", files.join(", "));
     }
     s

@@ -70,7 +70,7 @@ pub fn list_files(path: &Path) -> Result<Vec<(Vec<String>, Source)>, Error> {
     let io = |err| Error::Io { path: path.to_path_buf(), err };
     let meta = std::fs::metadata(path).map_err(io)?;
     if meta.is_file() {
-        return Ok(vec![(Vec::new(), Source { path: path.to_path_buf(), length: meta.len() })]);
+        return Ok(vec![(Vec::new(), Source::file(path.to_path_buf(), meta.len()))]);
     }
     if !meta.is_dir() {
         return Err(Error::NotRegular(path.to_path_buf()));
@@ -92,7 +92,7 @@ fn walk(dir: &Path, prefix: &mut Vec<String>, out: &mut Vec<(Vec<String>, Source
         if meta.is_dir() {
             walk(&p, prefix, out)?;
         } else if meta.is_file() {
-            out.push((prefix.clone(), Source { path: p, length: meta.len() }));
+            out.push((prefix.clone(), Source::file(p, meta.len())));
         }
         prefix.pop();
     }

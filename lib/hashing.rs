@@ -30,6 +30,14 @@ pub fn sha1(data: &[u8]) -> [u8; 20] {
 pub struct Source {
     pub path: PathBuf,
     pub length: u64,
+    /// A BEP 47 padding file: `length` zero bytes, nothing is read from `path`.
+    pub pad: bool,
+}
+
+impl Source {
+    pub fn file(path: PathBuf, length: u64) -> Source {
+        Source { path, length, pad: false }
+    }
 }
 
 /// What to do when a file is missing or shorter than expected.
@@ -137,6 +145,11 @@ pub fn hash_files(
                     let src = &files[file_idx];
                     let in_file = pos + filled as u64 - file_start;
                     let n = ((src.length - in_file) as usize).min(len - filled);
+                    if src.pad {
+                        buf[filled..filled + n].fill(0);
+                        filled += n;
+                        continue;
+                    }
                     if open.as_ref().map(|(i, _)| *i) != Some(file_idx) {
                         let f = match File::open(&src.path) {
                             Ok(f) => Some(f),
@@ -275,7 +288,7 @@ mod tests {
         for (i, w) in cuts.windows(2).enumerate() {
             let p = d.join(format!("f{i}"));
             std::fs::write(&p, &all[w[0]..w[1]]).unwrap();
-            sources.push(Source { path: p, length: (w[1] - w[0]) as u64 });
+            sources.push(Source::file(p, (w[1] - w[0]) as u64));
         }
         for plen in [16384u64, 65536, 1 << 20, 16 << 20] {
             let got = hash_files(&sources, plen, 3, Missing::Error, &mut |_| {}).unwrap();
@@ -296,9 +309,9 @@ mod tests {
         std::fs::write(d.join("a"), data(100)).unwrap();
         std::fs::write(d.join("c"), data(50)).unwrap(); // expected 100
         let sources = vec![
-            Source { path: d.join("a"), length: 100 },
-            Source { path: d.join("b"), length: 100 },
-            Source { path: d.join("c"), length: 100 },
+            Source::file(d.join("a"), 100),
+            Source::file(d.join("b"), 100),
+            Source::file(d.join("c"), 100),
         ];
         let got = hash_files(&sources, 64, 2, Missing::MarkBad, &mut |_| {}).unwrap();
         let bad: Vec<usize> = got.iter().enumerate().filter(|(_, h)| h.is_none()).map(|(i, _)| i).collect();

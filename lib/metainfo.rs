@@ -56,6 +56,9 @@ pub struct FileEntry {
     pub length: u64,
     /// Byte offset of the file's first byte in the torrent's concatenated data.
     pub offset: u64,
+    /// A BEP 47 padding file (`attr` contains `p`, as libtorrent's hybrid torrents have):
+    /// zeros that are part of the piece data but never exist on disk.
+    pub pad: bool,
 }
 
 impl FileEntry {
@@ -273,7 +276,7 @@ fn parse_info(d: &Dict<'_>) -> Result<Info, Error> {
         }
         (Some(_), None) => {
             let length = get_uint(d, "length")?.unwrap_or(0);
-            (false, vec![FileEntry { path: Vec::new(), length, offset: 0 }])
+            (false, vec![FileEntry { path: Vec::new(), length, offset: 0, pad: false }])
         }
         (None, Some(v)) => {
             let list = v.as_list().ok_or(Error::WrongType { key: "files", expected: "a list" })?;
@@ -299,7 +302,8 @@ fn parse_info(d: &Dict<'_>) -> Result<Info, Error> {
                     check_component(c)?;
                     path.push(c.to_string());
                 }
-                files.push(FileEntry { path, length, offset });
+                let pad = matches!(f.get("attr"), Some(Value::Bytes(a)) if a.contains(&b'p'));
+                files.push(FileEntry { path, length, offset, pad });
                 offset = offset
                     .checked_add(length)
                     .ok_or(Error::Invalid { key: "files", why: "total length overflows".into() })?;
@@ -324,8 +328,10 @@ fn parse_info(d: &Dict<'_>) -> Result<Info, Error> {
 }
 
 /// Refuses two files with the same path, or a file that is also another file's directory.
+/// Padding files are left out: they never touch the disk, and libtorrent names them by size
+/// (`.pad/16384`), so several share a path.
 fn check_no_collisions(files: &[FileEntry]) -> Result<(), Error> {
-    let mut paths: Vec<&[String]> = files.iter().map(|f| f.path.as_slice()).collect();
+    let mut paths: Vec<&[String]> = files.iter().filter(|f| !f.pad).map(|f| f.path.as_slice()).collect();
     paths.sort();
     for w in paths.windows(2) {
         if w[1].starts_with(w[0]) {

@@ -68,7 +68,7 @@ pub fn content_path(info: &Info, path: Option<&Path>) -> PathBuf {
 /// Re-hashes the content at `root` against `info` on `threads` cores.
 pub fn verify(info: &Info, root: &Path, threads: usize, progress: &mut dyn FnMut(u64)) -> Result<Report, hashing::Error> {
     let sources: Vec<Source> = (0..info.files.len())
-        .map(|i| Source { path: info.file_path(root, i), length: info.files[i].length })
+        .map(|i| Source { path: info.file_path(root, i), length: info.files[i].length, pad: info.files[i].pad })
         .collect();
     let hashes = hashing::hash_files(&sources, info.piece_length, threads, Missing::MarkBad, progress)?;
     let bad_pieces: Vec<usize> = hashes
@@ -80,9 +80,18 @@ pub fn verify(info: &Info, root: &Path, threads: usize, progress: &mut dyn FnMut
         .collect();
     let mut files = Vec::with_capacity(info.files.len());
     for (i, f) in info.files.iter().enumerate() {
-        let actual = std::fs::metadata(&sources[i].path).ok().filter(|m| m.is_file()).map(|m| m.len());
+        // Padding files (BEP 47) are zeros by definition, never on disk.
+        let actual = if f.pad {
+            Some(f.length)
+        } else {
+            std::fs::metadata(&sources[i].path).ok().filter(|m| m.is_file()).map(|m| m.len())
+        };
         let range = info.file_pieces(i);
-        let bad: Vec<usize> = bad_pieces.iter().copied().filter(|p| range.contains(p)).collect();
+        let bad: Vec<usize> = if f.pad {
+            Vec::new()
+        } else {
+            bad_pieces.iter().copied().filter(|p| range.contains(p)).collect()
+        };
         let status = match actual {
             None => FileStatus::Missing,
             Some(n) if n != f.length => FileStatus::WrongSize,
