@@ -1,11 +1,12 @@
 //! Piece hashing: SHA-1 over the torrent's concatenated file data, on every core.
 //!
 //! Design (used by `mktorrent` and `bverify`): one reader thread does large sequential
-//! positional reads (a chunk of whole pieces, about 8 MiB, at a time) into buffers taken from
+//! positional reads (a chunk of whole pieces, about 2 MiB, at a time) into buffers taken from
 //! a fixed pool; hashing workers (one per core) take filled chunks from a bounded crossbeam
 //! channel, hash each piece, send the digests back and return the buffer to the pool. Memory
 //! is `pool size × chunk size` whatever the file size; the pool bounds read-ahead so the
-//! reader never runs far ahead of the hashers.
+//! reader never runs far ahead of the hashers. Buffers are page-aligned: the kernel copies
+//! into them about 4x faster than into malloc's 16-byte-offset blocks (see [`ALIGN`]).
 //!
 //! [`PieceHasher`] is the streaming variant for data that arrives as a byte stream (an HTTP
 //! upload): it hashes piece by piece as bytes pass, holding no data.
@@ -17,8 +18,15 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
-/// Target size of one read (and of one hashing job).
-const CHUNK_BYTES: u64 = 8 << 20;
+/// Target size of one read (and of one hashing job). 2 MiB used ~5 % less CPU than 8 MiB
+/// (the pool, 5 buffers on 2 cores, then stays in the shared cache between copy and hash).
+const CHUNK_BYTES: u64 = 2 << 20;
+
+/// Alignment of the read buffers. The kernel's copy from the page cache into a buffer that
+/// starts 16 bytes into a page (where malloc puts large blocks) runs about 4x slower on this
+/// x86-64 than into an aligned one (measured: 0.53 s against 0.13 s of system time per GiB),
+/// and that copy was 40 % of mktorrent's CPU time.
+const ALIGN: usize = 4096;
 
 /// SHA-1 of one buffer.
 pub fn sha1(data: &[u8]) -> [u8; 20] {
@@ -68,9 +76,19 @@ impl std::error::Error for Error {}
 
 struct Job {
     first_piece: usize,
+    /// The data is `buf[start..start + len]` (`start` makes it [`ALIGN`]ed).
     buf: Vec<u8>,
+    start: usize,
     len: usize,
     bad: Vec<bool>,
+}
+
+/// The offset of the first [`ALIGN`]ed byte of `buf`.
+fn aligned_start(buf: &[u8]) -> usize {
+    match buf.as_ptr().align_offset(ALIGN) {
+        o if o < ALIGN => o,
+        _ => 0,
+    }
 }
 
 /// Hashes the concatenation of `files` in pieces of `piece_length` bytes on `threads`
@@ -107,7 +125,7 @@ pub fn hash_files(
             let res_tx = res_tx.clone();
             s.spawn(move || {
                 for job in job_rx {
-                    let data = &job.buf[..job.len];
+                    let data = &job.buf[job.start..job.start + job.len];
                     let digests = data
                         .chunks(piece_length as usize)
                         .zip(&job.bad)
@@ -133,7 +151,11 @@ pub fn hash_files(
                     Ok(b) => b,
                     Err(_) => return Ok(()),
                 };
-                buf.resize(len, 0);
+                if buf.len() < chunk_bytes as usize + ALIGN {
+                    buf = vec![0; chunk_bytes as usize + ALIGN];
+                }
+                let start = aligned_start(&buf);
+                let data = &mut buf[start..start + len];
                 let n_pieces = (len as u64).div_ceil(piece_length) as usize;
                 let mut bad = vec![false; n_pieces];
                 let mut filled = 0usize;
@@ -146,7 +168,7 @@ pub fn hash_files(
                     let in_file = pos + filled as u64 - file_start;
                     let n = ((src.length - in_file) as usize).min(len - filled);
                     if src.pad {
-                        buf[filled..filled + n].fill(0);
+                        data[filled..filled + n].fill(0);
                         filled += n;
                         continue;
                     }
@@ -160,7 +182,7 @@ pub fn hash_files(
                     }
                     // Bytes actually read: fewer than `n` when the file is missing or short.
                     let got = match &open {
-                        Some((_, Some(f))) => match read_full_at(f, &mut buf[filled..filled + n], in_file) {
+                        Some((_, Some(f))) => match read_full_at(f, &mut data[filled..filled + n], in_file) {
                             Ok(k) if k == n => n,
                             Ok(_) if missing == Missing::Error => return Err(Error::Changed { path: src.path.clone() }),
                             Ok(k) => k,
@@ -178,7 +200,7 @@ pub fn hash_files(
                     }
                     filled += n;
                 }
-                if job_tx.send(Job { first_piece: piece, buf, len, bad }).is_err() {
+                if job_tx.send(Job { first_piece: piece, buf, start, len, bad }).is_err() {
                     return Ok(());
                 }
                 pos += len as u64;
