@@ -283,7 +283,8 @@ class Bench:
         self.info_hash = info.get("info_hash") or info.get("infohash")
         self.piece_length = info.get("piece_length")
         log("torrent %s info_hash %s piece length %s" % (self.torrent, self.info_hash, self.piece_length))
-        self.shoal_tools = all(self.have_tool(t) for t in ("btrack", "bseed", "bfetch"))
+        # The shoal row needs bseed and bfetch; it announces to opentracker (marked) while btrack cannot run.
+        self.shoal_tools = all(self.have_tool(t) for t in ("bseed", "bfetch"))
         self.btrack_ok = self.have_tool("btrack")
         self.tracker_name = "btrack" if self.btrack_ok else "opentracker"
         if not self.btrack_ok:
@@ -538,11 +539,16 @@ class Bench:
     def m_shoal(self, res, procs):
         if not self.shoal_tools:
             res["status"] = "n/a"
-            res["notes"].append("btrack/bseed/bfetch not implemented yet")
+            res["notes"].append("bseed/bfetch not implemented yet")
             return
         b = lambda t: os.path.join(self.bin, t)
         reports = {i: os.path.join(self.work, "shoal", "report-h%d.json" % i) for i in range(1, self.n + 1)}
-        seed_argv = [b("bseed"), self.torrent, self.origin_file, "--port", PORT, "--super-seed"]
+        seed_argv = [b("bseed"), self.torrent, self.origin_file, "--port", PORT]
+        if self.a.shoal_plain_seed:
+            res["notes"].append("origin without --super-seed")
+            res["label"] = "shoal (bseed, bfetch)"
+        else:
+            seed_argv.append("--super-seed")
 
         def host_argv(i):
             return ([b("bfetch"), self.torrent, "-o", self.host_dir("shoal", i), "--port", PORT,
@@ -739,6 +745,7 @@ def main():
     ap.add_argument("--bin-dir", required=True)
     ap.add_argument("--timeout", type=float, help="per-method timeout in seconds (default: scaled to F/B)")
     ap.add_argument("--lt-super-seed", action="store_true", help="libtorrent origin super-seeds")
+    ap.add_argument("--shoal-plain-seed", action="store_true", help="bseed without --super-seed (diagnosis)")
     a = ap.parse_args()
     if a.hosts < 1 or a.hosts > 250:
         raise SystemExit("bench-fleet: error: --hosts must be 1..250")
