@@ -20,24 +20,29 @@ struct Btrack {
     child: Child,
     port: u16,
     log: PathBuf,
+    host: String,
 }
 
 impl Btrack {
     fn start(data: &Path, extra: &[&str]) -> Btrack {
+        Btrack::start_on("127.0.0.1", data, extra)
+    }
+    fn start_on(host: &str, data: &Path, extra: &[&str]) -> Btrack {
         for _ in 0..5 {
             let port = free_port();
             let log = data.with_extension(format!("log{port}"));
             let mut c = cmd("btrack");
-            c.arg("--listen").arg(format!("127.0.0.1:{port}")).arg("--data-dir").arg(data).args(["--interval", "2s"]).args(extra);
+            c.arg("--listen").arg(format!("{host}:{port}")).arg("--data-dir").arg(data).args(["--interval", "2s"]).args(extra);
             c.stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
             let child = c.spawn().expect("start btrack");
-            let mut b = Btrack { child, port, log };
+            let mut b = Btrack { child, port, log, host: String::new() };
             let deadline = Instant::now() + Duration::from_secs(20);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = b.child.try_wait() {
                     break; // port taken meanwhile: try another
                 }
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                if TcpStream::connect((host, port)).is_ok() {
+                    b.host = host.to_string();
                     return b;
                 }
                 std::thread::sleep(Duration::from_millis(50));
@@ -47,13 +52,13 @@ impl Btrack {
         panic!("btrack did not start");
     }
     fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        format!("http://{}:{}{path}", self.host, self.port)
     }
     fn udp_url(&self, path: &str) -> String {
-        format!("udp://127.0.0.1:{}{path}", self.port)
+        format!("udp://{}:{}{path}", self.host, self.port)
     }
     fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
+        SocketAddr::new(self.host.parse().unwrap(), self.port)
     }
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -557,15 +562,55 @@ fn libtorrent_pair_through_udp_tracker() {
     lt_pair(true);
 }
 
-/// Registers a torrent whose only "seeder" is a listening socket of ours, runs `client`,
+/// A network namespace joined to ours by a veth pair: we are `10.213.K.1`, it is
+/// `10.213.K.2`. Transmission refuses peers on loopback (it treats 127/8 as martian), so
+/// it runs in here. Removed on drop.
+struct Netns {
+    name: String,
+    ours: String,
+    theirs: String,
+}
+
+impl Netns {
+    fn new() -> Netns {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let k = (std::process::id() * 7 + n * 13) % 250 + 1;
+        let name = format!("shoal-trk-{}-{n}", std::process::id());
+        let (va, vb) = (format!("stk{k}a{n}"), format!("stk{k}b{n}"));
+        let sh = |c: &str| {
+            let o = run(Command::new("sh").arg("-c").arg(c));
+            assert!(o.status.success(), "{c}: {}", stderr(&o));
+        };
+        let ns = Netns { name: name.clone(), ours: format!("10.213.{k}.1"), theirs: format!("10.213.{k}.2") };
+        sh(&format!("ip netns add {name}"));
+        sh(&format!("ip link add {va} type veth peer name {vb} && ip link set {vb} netns {name}"));
+        sh(&format!("ip addr add {}/24 dev {va} && ip link set {va} up", ns.ours));
+        sh(&format!("ip netns exec {name} sh -c 'ip addr add {}/24 dev {vb} && ip link set {vb} up && ip link set lo up'", ns.theirs));
+        ns
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+/// Registers a torrent whose only "seeder" is a listening socket of ours, runs `tool`,
 /// and checks that btrack saw it announce and that it then connected to our socket (so it
-/// received the peer list).
+/// received the peer list from btrack: nothing else knows that port).
 fn third_party_announces(tool: &str, udp_tracker: bool, expect_prefix: &str) {
     if !have(tool) {
         return;
     }
     let d = Dir::new(&format!("btrack-{tool}-{udp_tracker}"));
-    let b = Btrack::start(&d.join("data"), &[]);
+    let netns = (tool == "transmission-cli").then(Netns::new);
+    let b = match &netns {
+        Some(ns) => Btrack::start_on(&ns.ours, &d.join("data"), &[]),
+        None => Btrack::start(&d.join("data"), &[]),
+    };
+    let peer_ip = netns.as_ref().map(|n| n.theirs.clone()).unwrap_or_else(|| "127.0.0.1".into());
     let file = d.join("src/thing.bin");
     write_data(&file, 300_000, 21);
     let announce = if udp_tracker { b.udp_url("/announce") } else { b.url("/announce") };
@@ -576,24 +621,32 @@ fn third_party_announces(tool: &str, udp_tracker: bool, expect_prefix: &str) {
     assert_eq!(http("POST", &b.url("/api/torrents"), Some(&t), &[]).0, 201);
     let ih = info_hash_of(&t);
     // Our fake seeder: announced through btrack, accepts connections.
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let listener = TcpListener::bind((b.host.as_str(), 0)).unwrap();
     let fake_port = listener.local_addr().unwrap().port();
     client::announce(&b.url("/announce"), &req(ih_bytes(&ih), 1, fake_port, 0), T).unwrap();
     let port = free_port();
     let out = d.join("out");
     std::fs::create_dir_all(&out).unwrap();
-    let mut c = match tool {
-        "transmission-cli" => {
-            let mut c = Command::new(tool);
+    let mut c = match &netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", &ns.name, tool]);
             c.arg("-g").arg(d.join("tr-config")).arg("-w").arg(&out).arg("-p").arg(port.to_string()).arg("--no-portmap").arg("-et").arg(d.join("t.torrent"));
             c
         }
-        _ => {
+        None => {
             let mut c = Command::new(tool);
             c.arg(format!("--dir={}", out.display()))
                 .arg(format!("--listen-port={port}"))
-                .args(["--enable-dht=false", "--bt-enable-lpd=false", "--enable-peer-exchange=false", "--seed-time=0", "--summary-interval=0"])
-                .arg(d.join("t.torrent"));
+                .args(["--bt-enable-lpd=false", "--enable-peer-exchange=false", "--seed-time=0", "--summary-interval=0"]);
+            if udp_tracker {
+                // aria2 sends UDP tracker requests from its DHT socket; no bootstrap node is
+                // configured, so the DHT itself stays silent.
+                c.arg("--enable-dht=true").arg(format!("--dht-listen-port={}", free_port())).arg(format!("--dht-file-path={}", d.join("dht.dat").display()));
+            } else {
+                c.arg("--enable-dht=false");
+            }
+            c.arg(d.join("t.torrent"));
             c
         }
     };
@@ -606,13 +659,18 @@ fn third_party_announces(tool: &str, udp_tracker: bool, expect_prefix: &str) {
     });
     assert_eq!(peer["left"], 300_000, "{peer}");
     assert_eq!(peer["downloaded"], 0);
-    assert_eq!(peer["address"].as_str().unwrap(), format!("127.0.0.1:{port}"), "{peer}");
-    // It got our fake seeder from btrack and connects to it.
+    assert_eq!(peer["address"].as_str().unwrap(), format!("{peer_ip}:{port}"), "{peer}");
+    // It got our fake seeder from btrack and connects to it (over TCP, or uTP first as
+    // Transmission does: a datagram to the same port counts too).
     listener.set_nonblocking(true).unwrap();
-    poll(&format!("{tool} to connect to the peer btrack gave it"), Duration::from_secs(60), || match listener.accept() {
-        // Only btrack knows this port: a connection proves the peer list arrived.
-        Ok(_) => Some(()),
-        Err(_) => None,
+    let utp = UdpSocket::bind((b.host.as_str(), fake_port)).unwrap();
+    utp.set_nonblocking(true).unwrap();
+    poll(&format!("{tool} to connect to the peer btrack gave it"), Duration::from_secs(60), || {
+        if listener.accept().is_ok() || utp.recv_from(&mut [0u8; 2048]).is_ok() {
+            Some(())
+        } else {
+            None
+        }
     });
 }
 
@@ -683,7 +741,7 @@ fn chromium_uploads_through_the_form() {
     wd("POST", &format!("{sess}/url"), serde_json::json!({"url": b.url("/")}));
     let find = |css: &str| -> String {
         let r = wd("POST", &format!("{sess}/element"), serde_json::json!({"using": "css selector", "value": css}));
-        r["value"]["element-6066-11e4-a52e-4a5abfb9b4ec"].as_str().unwrap_or_else(|| panic!("{css}: {r}")).to_string()
+        r["value"]["element-6066-11e4-a52e-4f735466cecf"].as_str().unwrap_or_else(|| panic!("{css}: {r}")).to_string()
     };
     let text = |el: &str| -> String { wd("GET", &format!("{sess}/element/{el}/text"), serde_json::Value::Null)["value"].as_str().unwrap_or("").to_string() };
     let input = find("#file");
@@ -698,7 +756,7 @@ fn chromium_uploads_through_the_form() {
     let status = text(&find("#status"));
     assert!(status.contains("done"), "{status}");
     // The torrent the page links to is mktorrent's torrent for the same file.
-    let href = wd("GET", &format!("{sess}/element/{}/attribute/href", find("#result-torrent")), serde_json::Value::Null)["value"].as_str().unwrap().to_string();
+    let href = wd("GET", &format!("{sess}/element/{}/property/href", find("#result-torrent")), serde_json::Value::Null)["value"].as_str().unwrap().to_string();
     assert!(href.ends_with(&format!("/torrents/{ih}.torrent")), "{href}");
     let (s, _, torrent) = http("GET", &href, None, &[]);
     assert_eq!(s, 200);
