@@ -58,9 +58,9 @@ def main():
         time.sleep(0.5)
     if done:
         # Let the fetcher's 'completed' announce reach the tracker before exiting.
-        until = time.time() + 15
+        done_at = time.time()
         replied = False
-        while time.time() < until and not replied:
+        while time.time() < done_at + 15 and not (replied and time.time() > done_at + 3):
             for a in fetcher.pop_alerts():
                 if isinstance(a, lt.tracker_reply_alert):
                     replied = True
