@@ -42,6 +42,9 @@ enum State {
 struct Partial {
     blocks: Vec<Block>,
     written: usize,
+    /// For a piece that failed its hash check before: the one peer it is fetched from, so
+    /// a second failure names the culprit.
+    owner: Option<PeerKey>,
 }
 
 /// What became of a block that arrived.
@@ -59,6 +62,8 @@ pub struct Picker {
     state: Vec<State>,
     availability: Vec<u32>,
     partial: BTreeMap<u32, Partial>,
+    /// Pieces that failed a hash check: fetched again from a single peer.
+    failed: std::collections::HashSet<u32>,
     have_count: usize,
     rng: u64,
 }
@@ -73,6 +78,7 @@ impl Picker {
             have_count: have.iter().filter(|h| **h).count(),
             state,
             partial: BTreeMap::new(),
+            failed: Default::default(),
             rng: seed | 1,
         }
     }
@@ -148,7 +154,7 @@ impl Picker {
     pub fn pick(&mut self, peer: PeerKey, has: &[bool], max: usize) -> Vec<BlockRef> {
         let mut out = Vec::new();
         // 1. Blocks nobody has been asked for, in pieces already started.
-        let keys: Vec<u32> = self.partial.keys().copied().filter(|i| has[*i as usize]).collect();
+        let keys: Vec<u32> = self.partial_for(peer, has);
         for i in keys {
             self.take_missing(i as usize, peer, max, &mut out);
             if out.len() >= max {
@@ -181,12 +187,14 @@ impl Picker {
             let Some((_, i)) = best else { break };
             let n = self.blocks_in(i);
             self.state[i] = State::Partial;
-            self.partial.insert(i as u32, Partial { blocks: vec![Block::Missing; n], written: 0 });
+            let owner = self.failed.contains(&(i as u32)).then_some(peer);
+            self.partial.insert(i as u32, Partial { blocks: vec![Block::Missing; n], written: 0, owner });
             self.take_missing(i, peer, max, &mut out);
         }
         // 3. Endgame: nothing left unrequested; ask for blocks others are slow to deliver.
         if out.len() < max && self.all_requested() {
-            let keys: Vec<u32> = self.partial.keys().copied().filter(|i| has[*i as usize]).collect();
+            let keys: Vec<u32> =
+                self.partial_for(peer, has).into_iter().filter(|i| self.partial[i].owner.is_none()).collect();
             'outer: for i in keys {
                 let p = self.partial.get_mut(&i).unwrap();
                 for (b, blk) in p.blocks.iter_mut().enumerate() {
@@ -205,8 +213,20 @@ impl Picker {
         out.into_iter().map(|(i, b)| self.block_ref(i as usize, b)).collect()
     }
 
+    /// Started pieces `peer` may work on: it has them and they are not reserved for another peer.
+    fn partial_for(&self, peer: PeerKey, has: &[bool]) -> Vec<u32> {
+        self.partial
+            .iter()
+            .filter(|(i, p)| has[**i as usize] && p.owner.map(|o| o == peer).unwrap_or(true))
+            .map(|(i, _)| *i)
+            .collect()
+    }
+
     fn take_missing(&mut self, i: usize, peer: PeerKey, max: usize, out: &mut Vec<(u32, usize)>) {
         let p = self.partial.get_mut(&(i as u32)).unwrap();
+        if p.owner.is_none() && self.failed.contains(&(i as u32)) {
+            p.owner = Some(peer);
+        }
         for (b, blk) in p.blocks.iter_mut().enumerate() {
             if out.len() >= max {
                 return;
@@ -277,7 +297,9 @@ impl Picker {
         }
     }
 
-    /// The hash check of a piece finished. Answers the peers that sent its blocks.
+    /// The hash check of a piece finished. Answers the peers that sent its blocks. A piece
+    /// that failed is fetched again from one peer only, so if it fails again (answering a
+    /// single sender), that peer sent bad data.
     pub fn hashed(&mut self, index: u32, ok: bool) -> Vec<PeerKey> {
         let Some(p) = self.partial.remove(&index) else { return Vec::new() };
         let mut senders: Vec<PeerKey> = p
@@ -290,14 +312,21 @@ impl Picker {
         if ok {
             self.state[index as usize] = State::Have;
             self.have_count += 1;
+            self.failed.remove(&index);
         } else {
             self.state[index as usize] = State::Missing;
+            self.failed.insert(index);
         }
         senders
     }
 
     /// `peer` will not deliver these blocks (choked us, disconnected, timed out).
     pub fn forget(&mut self, peer: PeerKey, blocks: &[BlockRef]) {
+        for p in self.partial.values_mut() {
+            if p.owner == Some(peer) {
+                p.owner = None;
+            }
+        }
         for r in blocks {
             let Some((i, b)) = self.locate(r) else { continue };
             let blk = &mut self.partial.get_mut(&i).unwrap().blocks[b];
@@ -373,6 +402,26 @@ mod tests {
         assert!(pk.pick(3, &[true], 100).is_empty(), "at most two peers per block");
         assert_eq!(pk.received(2, &a[0]), Arrival::Accept { cancel: vec![1] });
         assert_eq!(pk.received(1, &a[0]), Arrival::Drop);
+    }
+
+    #[test]
+    fn a_failed_piece_is_refetched_from_one_peer() {
+        let mut pk = Picker::new(P, P, &[false], 1);
+        let a = pk.pick(1, &[true], 2);
+        let b = pk.pick(2, &[true], 2);
+        for r in &a {
+            pk.received(1, r);
+        }
+        for r in &b {
+            pk.received(2, r);
+        }
+        for _ in 0..4 {
+            pk.written(0);
+        }
+        assert_eq!(pk.hashed(0, false), vec![1, 2]);
+        assert_eq!(pk.pick(3, &[true], 2).len(), 2);
+        assert!(pk.pick(4, &[true], 4).is_empty(), "reserved for peer 3, no endgame sharing");
+        assert_eq!(pk.pick(3, &[true], 4).len(), 2);
     }
 
     #[test]

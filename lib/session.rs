@@ -35,8 +35,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A peer with requests outstanding that sends nothing for this long loses them.
-const SNUB_TIMEOUT: Duration = Duration::from_secs(20);
+/// A peer with requests outstanding that sends nothing for this long loses them...
+const SNUB_TIMEOUT: Duration = Duration::from_secs(10);
+/// ...and is asked for nothing more for this long.
+const SNUB_PENALTY: Duration = Duration::from_secs(30);
+/// Blocks a peer may send that we did not ask it for before it is dropped.
+const MAX_UNWANTED_BLOCKS: u32 = 64;
 /// Strikes (pieces that failed their hash check with data from a peer) before a ban.
 const MAX_STRIKES: u32 = 2;
 
@@ -115,7 +119,7 @@ impl std::error::Error for Error {}
 enum DiskJob {
     Write { r: BlockRef, data: Vec<u8> },
     Hash(u32),
-    SaveResume(Vec<bool>),
+    SaveResume { seq: u64, synced: Vec<bool>, have: Vec<bool>, sync: bool },
 }
 
 enum DiskDone {
@@ -146,6 +150,8 @@ struct Peer {
     unchoked_at: Option<Instant>,
     /// Super-seeding: the piece revealed to this peer and not yet seen back.
     revealed: Option<u32>,
+    snubbed_until: Option<Instant>,
+    unwanted: u32,
 }
 
 impl Peer {
@@ -212,6 +218,9 @@ struct Session {
     downloaded: u64,
     hash_failures: u32,
     resume_dirty: bool,
+    resume_seq: u64,
+    /// Pieces whose data an fsync has covered (recorded as such in the resume file).
+    synced: Vec<bool>,
     last_resume: Instant,
     last_choke: Instant,
     last_optimistic: Instant,
@@ -303,6 +312,8 @@ impl Session {
             downloaded: 0,
             hash_failures: 0,
             resume_dirty: false,
+            resume_seq: 0,
+            synced: have.clone(),
             last_resume: Instant::now(),
             last_choke: Instant::now() - Duration::from_secs(60),
             last_optimistic: Instant::now() - Duration::from_secs(60),
@@ -457,6 +468,8 @@ impl Session {
             last_block: Instant::now(),
             unchoked_at: None,
             revealed: None,
+            snubbed_until: None,
+            unwanted: 0,
         };
         self.log(&format!("peer {} connected ({}, {})", addr, peer.client, if outgoing { "outgoing" } else { "incoming" }));
         // Pieces verified after the bitfield was sent.
@@ -474,9 +487,14 @@ impl Session {
         }
     }
 
+    /// Drops a peer that broke the protocol; it is not dialled again.
     fn close(&mut self, key: PeerKey, why: &str) {
         if let Some(p) = self.peers.get(&key) {
             self.log(&format!("dropping peer {}: {why}", p.name()));
+            self.banned.insert(p.peer_id);
+            if let Some(l) = p.listen {
+                self.banned_addrs.insert(l);
+            }
             let _ = p.cmd.send(Cmd::Close);
             p.shared.am_choking.store(true, Ordering::SeqCst);
         }
@@ -488,6 +506,9 @@ impl Session {
         }
         let Some(mut p) = self.peers.remove(&key) else {
             if key < u64::MAX / 2 {
+                if misbehaved(reason) {
+                    self.banned_addrs.insert(addr);
+                }
                 self.backoff(addr);
             }
             return;
@@ -498,6 +519,12 @@ impl Session {
         self.record(&mut p);
         if reason == "connected to ourselves" {
             self.self_addrs.insert(addr);
+        }
+        if misbehaved(reason) {
+            self.banned.insert(p.peer_id);
+            if let Some(l) = p.listen {
+                self.banned_addrs.insert(l);
+            }
         }
         self.log(&format!("peer {} closed: {reason}", p.name()));
         if p.outgoing {
@@ -628,8 +655,17 @@ impl Session {
         p.downloaded += len;
         p.down.add(len);
         p.last_block = Instant::now();
-        if let Some(pos) = p.inflight.iter().position(|b| *b == r) {
-            p.inflight.remove(pos);
+        p.snubbed_until = None;
+        match p.inflight.iter().position(|b| *b == r) {
+            Some(pos) => {
+                p.inflight.remove(pos);
+            }
+            None => {
+                p.unwanted += 1;
+                if p.unwanted > MAX_UNWANTED_BLOCKS {
+                    return self.close(key, "sends blocks we did not ask for");
+                }
+            }
         }
         match self.picker.received(key, &r) {
             Arrival::Accept { cancel } => {
@@ -657,7 +693,7 @@ impl Session {
             return;
         }
         let Some(p) = self.peers.get_mut(&key) else { return };
-        if p.peer_choking || !p.am_interested {
+        if p.peer_choking || !p.am_interested || p.snubbed_until.map(|t| t > Instant::now()).unwrap_or(false) {
             return;
         }
         // About two seconds of data at the peer's recent rate, at least 32 blocks.
@@ -692,7 +728,10 @@ impl Session {
                 let senders = self.picker.hashed(i, false);
                 let names: Vec<String> = senders.iter().filter_map(|k| self.peers.get(k)).map(|p| p.name()).collect();
                 self.log(&format!("piece {i} failed its hash check (data from {}); fetching it again", names.join(", ")));
-                for k in senders {
+                // Only a piece that came from one peer alone names a culprit (the picker
+                // fetches a failed piece from a single peer next time).
+                let culprit = if senders.len() == 1 { senders } else { Vec::new() };
+                for k in culprit {
                     let Some(p) = self.peers.get(&k) else { continue };
                     let id = p.peer_id;
                     let s = self.strikes.entry(id).or_insert(0);
@@ -713,11 +752,29 @@ impl Session {
         Ok(())
     }
 
+    /// Queues a resume-file update; the data is fsynced along with it every few seconds.
+    fn save_resume(&mut self) {
+        let have = self.picker.have_vec();
+        let sync = self.last_resume.elapsed() > Duration::from_secs(5);
+        self.resume_seq += 1;
+        let job = DiskJob::SaveResume { seq: self.resume_seq, synced: self.synced.clone(), have: have.clone(), sync };
+        if self.disk_tx.try_send(job).is_ok() {
+            self.resume_dirty = false;
+            if sync {
+                self.last_resume = Instant::now();
+                self.synced = have;
+            }
+        }
+    }
+
     fn on_verified(&mut self, i: u32) -> Result<(), Error> {
         self.picker.hashed(i, true);
         self.ctx.have[i as usize].store(true, Ordering::SeqCst);
         self.stats.left.fetch_sub(self.meta.info.piece_size(i as usize), Ordering::SeqCst);
         self.resume_dirty = true;
+        if !self.picker.complete() {
+            self.save_resume();
+        }
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         for k in &keys {
             let p = &self.peers[k];
@@ -792,8 +849,12 @@ impl Session {
                 let inflight: Vec<BlockRef> = p.inflight.drain(..).collect();
                 p.shared.outstanding.store(0, Ordering::SeqCst);
                 p.last_block = now;
+                p.snubbed_until = Some(now + SNUB_PENALTY);
+                let name = p.name();
                 self.picker.forget(*k, &inflight);
+                self.log(&format!("peer {name} sent nothing for {}s: its {} requests go to others", SNUB_TIMEOUT.as_secs(), inflight.len()));
             }
+            let p = self.peers.get_mut(k).unwrap();
             let up = p.shared.uploaded.load(Ordering::SeqCst);
             p.up.add(up - p.up_seen.min(up));
             self.history_add_up(*k);
@@ -803,10 +864,8 @@ impl Session {
         }
         self.choke();
         self.connect_more();
-        if self.resume_dirty && now.duration_since(self.last_resume) > Duration::from_secs(2) && self.completed_at.is_none() {
-            self.resume_dirty = false;
-            self.last_resume = now;
-            let _ = self.disk_tx.try_send(DiskJob::SaveResume(self.picker.have_vec()));
+        if self.resume_dirty && self.completed_at.is_none() {
+            self.save_resume();
         }
         let uploaded = self.uploaded();
         self.stats.uploaded.store(uploaded, Ordering::Relaxed);
@@ -1035,8 +1094,9 @@ impl Session {
         }
         self.shutdown.store(true, Ordering::SeqCst);
         self.announcer.stop(Duration::from_secs(4));
-        if self.completed_at.is_none() && self.resume_dirty {
-            let _ = self.storage.save_resume(&self.picker.have_vec());
+        if self.completed_at.is_none() {
+            let have = self.picker.have_vec();
+            let _ = self.storage.save_resume(u64::MAX, &have, &have, true);
         }
     }
 
@@ -1057,13 +1117,20 @@ impl Session {
     }
 }
 
+/// Reasons a connection ended that mean the peer is broken or hostile (not worth redialling).
+fn misbehaved(reason: &str) -> bool {
+    ["protocol violation", "invalid request", "request flood", "sends blocks", "bad handshake", "another torrent"]
+        .iter()
+        .any(|r| reason.contains(r))
+}
+
 fn disk_worker(storage: Arc<Storage>, jobs: Receiver<DiskJob>, done: Sender<DiskDone>) {
     let mut buf = Vec::new();
     for job in jobs {
         let r = match job {
             DiskJob::Write { r, data } => DiskDone::Written(r, storage.write(r.index as usize, r.begin as u64, &data)),
             DiskJob::Hash(i) => DiskDone::Hashed(i, storage.check_piece(i as usize, &mut buf)),
-            DiskJob::SaveResume(have) => DiskDone::Saved(storage.save_resume(&have)),
+            DiskJob::SaveResume { seq, synced, have, sync } => DiskDone::Saved(storage.save_resume(seq, &synced, &have, sync)),
         };
         if done.send(r).is_err() {
             return;

@@ -7,9 +7,11 @@
 //!   a multi-file torrent); it is renamed to `<dir>/<name>` only by [`Storage::finalize`],
 //!   which the session calls once every piece is verified, after an fsync. A file with its
 //!   final name is therefore always complete and correct;
-//! - the resume file `<dir>/.<name>.shoal-resume` lists pieces verified so far; it is
-//!   written (atomically, after the data is synced) only with pieces that passed SHA-1, so on
-//!   restart those pieces are trusted and never fetched again;
+//! - the resume file `<dir>/.<name>.shoal-resume` lists pieces verified so far, in two sets:
+//!   those whose data was fsynced before the list was written, and all verified ones. It is
+//!   rewritten (atomically) after every verified piece, so a killed process loses nothing; on
+//!   restart synced pieces are trusted, verified-but-unsynced ones (a power cut may have lost
+//!   them) are re-hashed, and only the rest is fetched again;
 //! - every path is built from sanitised components (see `metainfo`), below `dir`.
 
 use crate::metainfo::{Info, InfoHash};
@@ -58,6 +60,8 @@ pub struct Storage {
     final_root: PathBuf,
     resume_path: Option<PathBuf>,
     info_hash: InfoHash,
+    /// Sequence number of the newest resume data written (older snapshots are skipped).
+    resume_seq: std::sync::Mutex<u64>,
 }
 
 /// What [`Storage::prepare_download`] found on disk.
@@ -77,7 +81,7 @@ impl Storage {
             let p = info.file_path(root, i);
             files.push(File::open(&p).map_err(io(&p))?);
         }
-        Ok(Storage { info, files, root: std::sync::Mutex::new(root.to_path_buf()), final_root: root.to_path_buf(), resume_path: None, info_hash })
+        Ok(Storage { info, files, root: std::sync::Mutex::new(root.to_path_buf()), final_root: root.to_path_buf(), resume_path: None, info_hash, resume_seq: Default::default() })
     }
 
     /// Gets `<dir>/<name>` ready to download into, re-using whatever verified data exists:
@@ -112,9 +116,25 @@ impl Storage {
             note = format!("re-using {} of {} pieces of the existing copy", have.iter().filter(|h| **h).count(), n);
         } else if part_root.symlink_metadata().is_ok() {
             match read_resume(&resume_path, &info_hash, n).filter(|_| sizes_match(&info, &part_root)) {
-                Some(bits) => {
+                Some((synced, verified)) => {
+                    // Trust what was synced; re-hash what was verified but maybe not on disk.
+                    let seed = Storage::open_seed(info.clone(), info_hash, &part_root)?;
+                    let mut buf = Vec::new();
+                    let mut bits = synced;
+                    let mut rechecked = 0;
+                    for i in 0..n {
+                        if verified[i] && !bits[i] {
+                            rechecked += 1;
+                            bits[i] = seed.check_piece(i, &mut buf)?;
+                        }
+                    }
                     have = bits;
-                    note = format!("resuming: {} of {} pieces verified before", have.iter().filter(|h| **h).count(), n);
+                    note = format!(
+                        "resuming: {} of {} pieces verified before ({} re-checked)",
+                        have.iter().filter(|h| **h).count(),
+                        n,
+                        rechecked
+                    );
                 }
                 None => {
                     let report = verify::verify(&info, &part_root, threads, &mut |_| {}).map_err(hash_err)?;
@@ -140,7 +160,7 @@ impl Storage {
         if have.iter().all(|h| *h) && n > 0 {
             note.push_str(" (all pieces present)");
         }
-        let storage = Storage { info, files, root: std::sync::Mutex::new(part_root), final_root, resume_path: Some(resume_path), info_hash };
+        let storage = Storage { info, files, root: std::sync::Mutex::new(part_root), final_root, resume_path: Some(resume_path), info_hash, resume_seq: Default::default() };
         if note.is_empty() {
             note = "ready".into();
         }
@@ -203,11 +223,26 @@ impl Storage {
         Ok(())
     }
 
-    /// Records verified pieces: syncs the data, then writes the resume file atomically.
-    pub fn save_resume(&self, have: &[bool]) -> Result<(), Error> {
+    /// Records verified pieces (snapshot number `seq`; older snapshots than one already
+    /// written are skipped). With `sync`, the data is fsynced first and `have` is recorded as
+    /// synced; otherwise `synced` says which pieces an earlier sync covered.
+    pub fn save_resume(&self, seq: u64, synced: &[bool], have: &[bool], sync: bool) -> Result<(), Error> {
         let Some(path) = &self.resume_path else { return Ok(()) };
-        self.sync()?;
-        let text = format!("shoal-resume 1\n{}\n{}\n", self.info_hash.hex(), hex::encode(&crate::peer::wire::bitfield_bytes(have)));
+        let mut last = self.resume_seq.lock().unwrap();
+        if seq < *last {
+            return Ok(());
+        }
+        *last = seq;
+        if sync {
+            self.sync()?;
+        }
+        let bits = |b: &[bool]| hex::encode(&crate::peer::wire::bitfield_bytes(b));
+        let text = format!(
+            "shoal-resume 2\n{}\n{}\n{}\n",
+            self.info_hash.hex(),
+            bits(if sync { have } else { synced }),
+            bits(have)
+        );
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, text).map_err(io(&tmp))?;
         std::fs::rename(&tmp, path).map_err(io(path))
@@ -254,14 +289,17 @@ fn sizes_match(info: &Info, root: &Path) -> bool {
     })
 }
 
-fn read_resume(path: &Path, ih: &InfoHash, n: usize) -> Option<Vec<bool>> {
+/// Reads a resume file: (pieces synced to disk, pieces verified).
+fn read_resume(path: &Path, ih: &InfoHash, n: usize) -> Option<(Vec<bool>, Vec<bool>)> {
     let text = std::fs::read_to_string(path).ok()?;
     let mut lines = text.lines();
-    if lines.next()? != "shoal-resume 1" || lines.next()? != ih.hex() {
+    if lines.next()? != "shoal-resume 2" || lines.next()? != ih.hex() {
         return None;
     }
-    let bytes = hex::decode(lines.next()?)?;
-    crate::peer::wire::parse_bitfield(&bytes, n)
+    let mut bits = || crate::peer::wire::parse_bitfield(&hex::decode(lines.next()?)?, n);
+    let synced = bits()?;
+    let verified = bits()?;
+    Some((synced, verified))
 }
 
 /// Reserves `len` bytes for `f` (so a full disk shows at the start, not half-way), falling
@@ -323,7 +361,7 @@ mod tests {
             assert!(p.storage.check_piece(i, &mut buf).unwrap());
             have[i] = true;
         }
-        p.storage.save_resume(&have).unwrap();
+        p.storage.save_resume(1, &have, &have, true).unwrap();
         assert!(out.join("top.part/sub/b").exists());
         drop(p);
         // Restart: the resume file is trusted.

@@ -248,6 +248,12 @@ fn handle(
             cmd.send(Cmd::Serve { index, begin, length }).map_err(|_| "writer ended".to_string())
         }
         Message::Piece { index, begin, data } => {
+            let fits = (index as usize) < ctx.num_pieces
+                && data.len() as u32 <= wire::MAX_BLOCK
+                && begin as u64 + data.len() as u64 <= ctx.storage.info().piece_size(index as usize);
+            if !fits {
+                return Err(format!("protocol violation: block of {} bytes at piece {index} offset {begin} does not fit", data.len()));
+            }
             // Only as many blocks as we asked for get past here (bounding what a hostile peer
             // can make us buffer); the session checks which ones.
             if shared.outstanding.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_err() {
