@@ -80,6 +80,11 @@ impl Registry {
             };
             match Metainfo::parse(&bytes) {
                 Ok(m) => {
+                    // Files an operator copied in under another name get the canonical one.
+                    let canonical = reg.torrent_path(&m.info_hash);
+                    if path != canonical && !canonical.exists() {
+                        let _ = std::fs::rename(&path, &canonical);
+                    }
                     let added = e.metadata().ok().and_then(|m| m.modified().ok()).map(secs).unwrap_or(0);
                     reg.entries.write().unwrap().insert(m.info_hash.0, entry(&m, bytes, added));
                 }
