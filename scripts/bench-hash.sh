@@ -9,8 +9,11 @@
 #   - libtorrent's `create_torrent` + `set_piece_hashes` (python3-libtorrent, timed inside
 #     python so interpreter start-up is not counted against it).
 # Each is run REPEAT times (default 3) and the best run counts (the machine is shared).
-# Prints GB/s (10^9 bytes/s) for each, the ratios, and the CPU limit: cores × the single-core
-# SHA-1 speed `openssl speed -evp sha1` measures at its largest block size.
+# Prints GB/s (10^9 bytes/s, wall clock) for each, the ratios, and the CPU limit: cores × the
+# single-core SHA-1 speed `openssl speed -evp sha1` measures at its largest block size.
+# Also prints the CPU time each used (user + system, all threads) and GB per CPU-second
+# against openssl's single-core speed: that efficiency does not depend on what else the
+# machine is running, where the wall-clock numbers do.
 # Checks that every tool produced the same piece hashes.
 #
 # Environment: CARGO_TARGET_DIR (where the release build goes), BENCH_DIR (parent of the
@@ -51,40 +54,42 @@ echo "bench-hash: warming the page cache" >&2
 cat "$FILE" > /dev/null
 cat "$FILE" > /dev/null
 
-now() { date +%s.%N; }
 # calc EXPR: floating-point arithmetic (awk, so no bc is needed).
 calc() { awk "BEGIN { printf \"%.6f\", $* }"; }
+lt() { awk "BEGIN { exit !($1 < $2) }"; }
 
-# best_of NAME CMD...: runs CMD REPEAT times, records the best wall time in SECS[NAME].
-declare -A SECS
+# best_of NAME CMD...: runs CMD REPEAT times; records the best wall time in SECS[NAME] and
+# the least CPU time (user + system of the command) in CPU[NAME].
+declare -A SECS CPU
 best_of() {
     local name=$1; shift
-    local best="" t0 t1 dt
+    local best="" cpu="" wall user sys
     for _ in $(seq "$REPEAT"); do
         rm -f "$TMP"/out-*.torrent
-        t0=$(now)
-        "$@" >/dev/null
-        t1=$(now)
-        dt=$(calc "$t1 - $t0")
-        if [ -z "$best" ] || awk "BEGIN { exit !($dt < $best) }"; then best=$dt; fi
+        read -r wall user sys < <(TIMEFORMAT='%3R %3U %3S'; { time "$@" >/dev/null 2>&1; } 2>&1)
+        if [ -z "$best" ] || lt "$wall" "$best"; then best=$wall; fi
+        c=$(calc "$user + $sys")
+        if [ -z "$cpu" ] || lt "$c" "$cpu"; then cpu=$c; fi
     done
     SECS[$name]=$best
+    CPU[$name]=$cpu
 }
 
 LT_SCRIPT='
 import os, sys, time, libtorrent as lt
 path, out, plen = sys.argv[1], sys.argv[2], int(sys.argv[3])
-best = None
+best = cpu = None
 for _ in range(int(sys.argv[4])):
     fs = lt.file_storage()
     lt.add_files(fs, path)
     ct = lt.create_torrent(fs, plen, lt.create_torrent.v1_only)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     lt.set_piece_hashes(ct, os.path.dirname(path))
-    dt = time.perf_counter() - t0
+    dt, dc = time.perf_counter() - t0, time.process_time() - c0
     best = dt if best is None else min(best, dt)
+    cpu = dc if cpu is None else min(cpu, dc)
 open(out, "wb").write(lt.bencode(ct.generate()))
-print(best)
+print(best, cpu)
 '
 
 echo "bench-hash: timing (best of $REPEAT, piece length $PIECE, $CORES cores)" >&2
@@ -93,7 +98,7 @@ best_of ours_mktorrent "$BIN/mktorrent" -q --no-date -l "$PIECE_EXP" -o "$TMP/ou
 best_of ours_bverify "$BIN/bverify" -q "$TMP/ours.torrent" "$FILE"
 best_of debian_mktorrent "$DEBIAN_MKTORRENT" -t "$CORES" -l "$PIECE_EXP" -a http://127.0.0.1:6969/announce -o "$TMP/out-debian.torrent" "$FILE"
 "$DEBIAN_MKTORRENT" -t "$CORES" -l "$PIECE_EXP" -a http://127.0.0.1:6969/announce -o "$TMP/debian.torrent" "$FILE" >/dev/null
-SECS[libtorrent]=$("$PYTHON" -c "$LT_SCRIPT" "$FILE" "$TMP/libtorrent.torrent" "$PIECE" "$REPEAT")
+read -r SECS[libtorrent] CPU[libtorrent] < <("$PYTHON" -c "$LT_SCRIPT" "$FILE" "$TMP/libtorrent.torrent" "$PIECE" "$REPEAT")
 
 # Every tool must have computed the same pieces.
 pieces() { "$BIN/bdecode" --compact "$1" | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["info"]["pieces"]["hex"])' | sha1sum | cut -c1-40; }
@@ -114,14 +119,19 @@ DEB=$(gbs debian_mktorrent)
 LT=$(gbs libtorrent)
 
 printf '\nHashing %s (%s bytes), piece length %s, %s cores, page cache warm, best of %s\n\n' "$SIZE" "$BYTES" "$PIECE" "$CORES" "$REPEAT"
-printf '| %-34s | %8s | %7s | %12s |\n' "tool" "seconds" "GB/s" "% CPU limit"
-printf '|%s|%s|%s|%s|\n' "------------------------------------" "----------" "---------" "--------------"
-row() { printf '| %-34s | %8.3f | %7.2f | %11.0f%% |\n' "$1" "${SECS[$2]}" "$3" "$(calc "$3 * 100 / $LIMIT")"; }
+printf '| %-34s | %8s | %7s | %12s | %7s | %11s | %10s |\n' "tool" "seconds" "GB/s" "% CPU limit" "CPU s" "GB per CPU-s" "% of sha1"
+printf '|%s|%s|%s|%s|%s|%s|%s|\n' "------------------------------------" "----------" "---------" "--------------" "---------" "--------------" "------------"
+row() {
+    local eff
+    eff=$(calc "$BYTES / ${CPU[$2]} / 1000000000")
+    printf '| %-34s | %8.3f | %7.2f | %11.0f%% | %7.2f | %12.2f | %9.0f%% |\n' "$1" "${SECS[$2]}" "$3" \
+        "$(calc "$3 * 100 / $LIMIT")" "${CPU[$2]}" "$eff" "$(calc "$eff * 100 / $SHA1_GBS")"
+}
 row "shoal mktorrent" ours_mktorrent "$OURS"
 row "shoal bverify" ours_bverify "$VERIFY"
 row "Debian mktorrent -t $CORES" debian_mktorrent "$DEB"
 row "libtorrent create_torrent" libtorrent "$LT"
-printf '| %-34s | %8s | %7.2f | %11s |\n' "CPU limit ($CORES × openssl sha1 $(printf '%.2f' "$SHA1_GBS"))" "" "$LIMIT" "100%"
+printf '| %-34s | %8s | %7.2f | %11s | %7s | %12.2f | %9s |\n' "CPU limit ($CORES × openssl sha1)" "" "$LIMIT" "100%" "" "$SHA1_GBS" "100%"
 printf '\nratios: shoal mktorrent / Debian mktorrent = %.2f, / libtorrent = %.2f; shoal bverify / Debian mktorrent = %.2f\n' \
     "$(calc "$OURS / $DEB")" "$(calc "$OURS / $LT")" "$(calc "$VERIFY / $DEB")"
 printf 'shoal mktorrent at %.0f%% of the CPU limit, bverify at %.0f%%\n' \
