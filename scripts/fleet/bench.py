@@ -162,6 +162,14 @@ def origin_tx():
     return int(out.strip())
 
 
+def cpu_times():
+    """(busy, total) jiffies over all CPUs, from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + (v[4] if len(v) > 4 else 0)
+    return sum(v) - idle, sum(v)
+
+
 def sha1_file(path):
     h = hashlib.sha1()
     with open(path, "rb") as f:
@@ -350,6 +358,7 @@ class Bench:
             shutil.rmtree(d, ignore_errors=True)
             os.makedirs(d)
         procs = []
+        cpu0 = cpu_times()
         try:
             fn = getattr(self, "m_" + method)
             fn(res, procs)
@@ -357,7 +366,13 @@ class Bench:
             res["status"] = "failed"
             res["notes"].append("error: %s" % e)
         finally:
+            cpu1 = cpu_times()
             stop(procs)
+        # How busy the whole machine was (every process, every core) while the method ran: near 100%
+        # means the numbers are CPU-bound, not network-bound.
+        if cpu1[1] > cpu0[1]:
+            res["cpu_busy"] = (cpu1[0] - cpu0[0]) / (cpu1[1] - cpu0[1])
+            res["notes"].append("machine CPU busy %.0f%% (%d cores)" % (100 * res["cpu_busy"], os.cpu_count()))
         if res["status"] == "ok" or res["times"]:
             self.check_copies(method, res)
         n_done = len(res["times"])
@@ -422,7 +437,7 @@ class Bench:
             time.sleep(0.1)
         if pending:
             res["status"] = "failed"
-            res["notes"].append("timeout after %ds: %d/%d hosts done" % (timeout, self.n - len(pending), self.n))
+            res["notes"].append("timeout after %ds: %d/%d hosts done" % (timeout, len(res["times"]), self.n))
 
     # ---------------------------------------------------------------- rsync
     def start_rsyncd(self, procs, tag):
@@ -706,7 +721,11 @@ class Bench:
         ax.axvline(self.fb, color="grey", linestyle="--", linewidth=1)
         ax.text(self.fb, self.n + 0.3, " F/B = %.1f s" % self.fb, color="grey", fontsize=8)
         ax.set_xscale("log")
+        hi = max([self.fb] + [t for r in self.results for t in r["times"].values()])
+        ticks = [t for t in (1, 2, 5, 10, 20, 30, 50, 100, 200, 300, 500, 1000, 2000, 5000) if t <= hi * 1.5]
+        ax.set_xticks(ticks)
         ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("seconds since the start (log scale)")
         ax.set_ylabel("hosts with a complete, checked copy")
         ax.set_ylim(0, self.n + 1)
