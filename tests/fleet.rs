@@ -49,9 +49,10 @@ struct Testbed {
 }
 
 impl Testbed {
-    fn up(hosts: usize, rate: &str) -> Testbed {
+    /// `tag`: 3 lowercase letters, distinct per test (tests of one binary share the pid).
+    fn up(tag: &str, hosts: usize, rate: &str) -> Testbed {
         // At most 8 characters: interface names are limited to 15.
-        let prefix = format!("sft{}", std::process::id() % 100_000);
+        let prefix = format!("{tag}{}", std::process::id() % 100_000);
         let tb = Testbed { prefix };
         let o = run(tb.script().args(["up", &hosts.to_string(), "--rate", rate]));
         assert_exit(&o, 0);
@@ -137,7 +138,7 @@ fn swarm_on_testbed() {
         }
     }
     let dir = Dir::new("fleet");
-    let tb = Testbed::up(HOSTS, RATE);
+    let tb = Testbed::up("sfs", HOSTS, RATE);
     let mut kids = Kids::default();
 
     // The file and its torrent, announcing to the origin's btrack.
@@ -239,17 +240,23 @@ fn swarm_on_testbed() {
     drop(tb);
 }
 
-#[test]
-fn ansible_playbook_syntax() {
-    // $SHOAL_ANSIBLE_PLAYBOOK, else the venv scripts/ansible/README.md installs, else PATH.
+/// $SHOAL_ANSIBLE_PLAYBOOK, else the venv scripts/ansible/README.md installs, else PATH; None
+/// (after printing SKIPPED) only when it is missing and SHOAL_ALLOW_MISSING_TOOLS is set.
+fn ansible_playbook() -> Option<String> {
     let venv = "/opt/shoal-ansible/bin/ansible-playbook";
     let ap = std::env::var("SHOAL_ANSIBLE_PLAYBOOK").unwrap_or_else(|_| {
         if Path::new(venv).exists() { venv.into() } else { "ansible-playbook".into() }
     });
     if !have(&ap) {
         println!("SKIPPED: ansible-playbook missing (see scripts/ansible/README.md for the install command)");
-        return;
+        return None;
     }
+    Some(ap)
+}
+
+#[test]
+fn ansible_playbook_syntax() {
+    let Some(ap) = ansible_playbook() else { return };
     let dir = repo().join("scripts/ansible");
     let o = run(Command::new(&ap).current_dir(&dir).args(["--syntax-check", "-i", "inventory.ini", "fleet.yml"]));
     assert_exit(&o, 0);
@@ -257,4 +264,43 @@ fn ansible_playbook_syntax() {
     // The testbed inventory too (generated hosts, netns connection plugin).
     let o = run(Command::new(&ap).current_dir(&dir).args(["--syntax-check", "-i", "testbed-inventory.py", "fleet.yml"]));
     assert_exit(&o, 0);
+}
+
+/// The example playbook, for real, against the testbed through the netns connection plugin: the
+/// origin makes the torrent, registers it with btrack and super-seeds it with bseed; every host
+/// fetches with `bfetch --seed-until-done` and verifies. Then the copies are compared here too.
+#[test]
+fn ansible_playbook_on_testbed() {
+    if !is_root() {
+        println!("SKIPPED: ansible_playbook_on_testbed needs root (network namespaces); CI runs as root");
+        return;
+    }
+    let Some(ap) = ansible_playbook() else { return };
+    let work = Dir::new("fleet-ansible");
+    let tb = Testbed::up("sfa", 3, RATE);
+    let file = work.join("fleet.bin");
+    write_data(&file, (3 << 20) + 777, 9);
+    let bin_dir = bin("bfetch").parent().unwrap().to_path_buf();
+    let o = run(Command::new(&ap)
+        .current_dir(repo().join("scripts/ansible"))
+        .args(["-i", "testbed-inventory.py", "fleet.yml"])
+        .env("SHOAL_TESTBED_PREFIX", &tb.prefix)
+        .env("SHOAL_ANSIBLE_WORK", work.path())
+        .env("SHOAL_BIN_DIR", &bin_dir)
+        .env("SHOAL_FLEET_FILE", &file)
+        .env("SHOAL_SEEDER", "bseed")
+        .env("SHOAL_TIMEOUT_SECS", "180")
+        .env("ANSIBLE_HOME", work.join("ansible-home"))
+        .env("ANSIBLE_LOCAL_TEMP", work.join("ansible-tmp"))
+        .env("ANSIBLE_ASYNC_DIR", work.join("ansible-async"))
+        .env("ANSIBLE_NOCOLOR", "1"));
+    assert_exit(&o, 0);
+    let out = stdout(&o);
+    assert!(out.contains("failed=0") && !out.contains("unreachable=1"), "{out}");
+    let expected = std::fs::read(&file).unwrap();
+    for i in 1..=3 {
+        let copy = work.join(tb.ns(i)).join("fleet.bin");
+        assert!(std::fs::read(&copy).ok().as_ref() == Some(&expected), "host {i}: {} missing or different\n{out}", copy.display());
+    }
+    drop(tb);
 }

@@ -8,7 +8,8 @@ PREFIX-h0 in group `origin`, the others in `fleet`, all reached through the `net
 plugin (connection_plugins/netns.py). Since all namespaces share this machine's filesystem, each
 host gets its own directories under $SHOAL_ANSIBLE_WORK (default /tmp/shoal-ansible).
 Environment: SHOAL_BIN_DIR (default <repo>/target/release), SHOAL_FLEET_FILE (the file to send;
-default $SHOAL_ANSIBLE_WORK/fleet.bin), SHOAL_SEEDER (btrack or bseed, default btrack).
+default $SHOAL_ANSIBLE_WORK/fleet.bin), SHOAL_SEEDER (btrack or bseed, default btrack),
+SHOAL_SUPER_SEED (bseed mode: false seeds without --super-seed), SHOAL_TIMEOUT_SECS (default 600).
 With no testbed up it lists no hosts (the playbook then does nothing)."""
 import json
 import os
@@ -55,6 +56,7 @@ def inventory():
         "shoal_bin": os.environ.get("SHOAL_BIN_DIR", os.path.join(repo, "target", "release")),
         "shoal_file": os.environ.get("SHOAL_FLEET_FILE", os.path.join(work, "fleet.bin")),
         "shoal_seeder": os.environ.get("SHOAL_SEEDER", "btrack"),
+        "shoal_super_seed": os.environ.get("SHOAL_SUPER_SEED", "true") not in ("0", "false", "no"),
         "shoal_tracker_addr": addr(0),
         "shoal_data_dir": os.path.join(work, "%s-h0-btrack" % prefix),
         "shoal_controller_dir": os.path.join(work, "torrents"),
