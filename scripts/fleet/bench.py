@@ -4,6 +4,9 @@
 On the namespace testbed (scripts/testbed.sh), distribute one random file from the origin (host 0)
 to N hosts with every method, one method after another, and compare:
 
+  ring       calibration, not a way to distribute: every host streams F bytes of zeros to its
+             neighbour over one TCP connection, all at once — what this box's kernel and CPUs can
+             carry when every link is busy (a swarm cannot beat it)
   seq        status quo: rsync daemon on the origin, hosts copy one after another
   parallel   the same, every host at once
   shoal      btrack + bseed --super-seed on the origin, bfetch --seed-until-done on every host
@@ -43,8 +46,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 TESTBED = os.path.join(REPO, "scripts", "testbed.sh")
 PY = "/usr/bin/python3"  # Debian's, with python3-libtorrent and python3-matplotlib
-METHODS = ["seq", "parallel", "shoal", "libtorrent", "transmission", "aria2"]
+METHODS = ["ring", "seq", "parallel", "shoal", "libtorrent", "transmission", "aria2"]
 LABELS = {
+    "ring": "calibration: raw TCP ring, no BT",
     "seq": "rsync, one host after another",
     "parallel": "rsync, all hosts at once",
     "shoal": "shoal (bseed --super-seed, bfetch)",
@@ -373,7 +377,9 @@ class Bench:
         if cpu1[1] > cpu0[1]:
             res["cpu_busy"] = (cpu1[0] - cpu0[0]) / (cpu1[1] - cpu0[1])
             res["notes"].append("machine CPU busy %.0f%% (%d cores)" % (100 * res["cpu_busy"], os.cpu_count()))
-        if res["status"] == "ok" or res["times"]:
+        if res.get("no_copy"):
+            res["notes"].append("no file copied: link capacity check only")
+        elif res["status"] == "ok" or res["times"]:
             self.check_copies(method, res)
         n_done = len(res["times"])
         if n_done < self.n and res["status"] == "ok":
@@ -438,6 +444,40 @@ class Bench:
         if pending:
             res["status"] = "failed"
             res["notes"].append("timeout after %ds: %d/%d hosts done" % (timeout, len(res["times"]), self.n))
+
+    # ---------------------------------------------------------------- calibration
+    def m_ring(self, res, procs):
+        res["tracker"] = "-"
+        nc = os.path.join(HERE, "netcheck.py")
+        if self.n < 2:
+            res["status"] = "n/a"
+            res["notes"].append("needs 2 hosts")
+            return
+        outs = {}
+        by_host = {}
+        # Senders retry connecting for 10 s, so receivers need no readiness probe (a probe would
+        # be the receiver's one accepted connection).
+        for i in range(1, self.n + 1):
+            outs[i] = os.path.join(self.work, "ring", "recv-h%d.json" % i)
+            p = spawn_capture(i, [PY, nc, "recv", addr(i), 5001], outs[i], os.path.join(self.logs, "ring-recv-h%d.log" % i))
+            procs.append(p)
+            by_host[i] = p
+        time.sleep(0.5)
+        tx0 = origin_tx()
+        t0 = time.time()
+        for i in range(1, self.n + 1):
+            nxt = i % self.n + 1
+            procs.append(spawn(i, [PY, nc, "send", addr(nxt), 5001, self.size], os.path.join(self.logs, "ring-send-h%d.log" % i)))
+        ends = {}
+
+        def done(i):
+            if by_host[i].poll() == 0:
+                ends.setdefault(i, time.time())
+                return ends[i]
+            return None
+        self.watch(res, by_host, done, t0, max(60.0, 4 * self.fb + 30), "receiver")
+        res["origin_tx"] = origin_tx() - tx0
+        res["no_copy"] = True
 
     # ---------------------------------------------------------------- rsync
     def start_rsyncd(self, procs, tag):
