@@ -217,6 +217,7 @@ fn swarm_one_seed_four_fetchers_trade() {
                 .sum()
         })
         .collect();
+    eprintln!("swarm: seed uploaded {seed_up}, fetchers downloaded {fetched} and uploaded {traded}; bytes from non-seed peers per fetcher {from_others:?}");
     let logs: String = fetchers.iter().map(|(f, _, _)| f.dump()).collect();
     assert!(
         traded >= total,
@@ -299,6 +300,7 @@ fn resume_after_kill_9_refetches_only_missing_pieces() {
         f1.dump(),
         f2.dump()
     );
+    eprintln!("resume: {ok_at_kill}/{n} pieces on disk at SIGKILL; run 2 downloaded {downloaded} bytes, missing {missing}, allowed {allowed}");
     assert!(downloaded + (PIECE as u64) >= missing, "second run downloaded {downloaded} < missing {missing}: where did the rest come from? {j}");
     stop_seed(&mut seed);
 }
@@ -392,6 +394,14 @@ fn hostile_peers_cannot_corrupt_crash_or_bloat_bfetch() {
     // peers may slow that down, but must not hold the last blocks hostage (endgame, request
     // timeouts and snubbing exist for that).
     let secs = j["duration_secs"].as_f64().unwrap_or(0.0);
+    let conns: Vec<String> = HOSTILE
+        .iter()
+        .map(|(mode, _)| {
+            let n = events.iter().filter(|e| e["mode"].as_str() == Some(mode) && e["event"] == "handshake").count();
+            format!("{mode}:{n}")
+        })
+        .collect();
+    eprintln!("hostile: bfetch done in {secs:.1} s, peak RSS {hwm} KiB, peak VM {peak} KiB, connections per hostile mode {conns:?}");
     if secs > 30.0 {
         problems.push(format!("took {secs:.0} s although the honest seed alone needs ~4 s: blocks stuck at hostile/stalled peers are not re-requested from others"));
     }
