@@ -613,14 +613,17 @@ class Bench:
         def after(res, by_host, t0):
             # --seed-until-done: every bfetch should now leave on its own, exit 0, once the swarm is done.
             deadline = time.monotonic() + 60 + self.fb
-            for p in by_host.values():
-                try:
-                    p.wait(timeout=max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    pass
+            exit_at = {}
+            while time.monotonic() < deadline and len(exit_at) < len(by_host):
+                for i, p in by_host.items():
+                    if i not in exit_at and p.poll() is not None:
+                        exit_at[i] = time.time() - t0
+                time.sleep(0.1)
             exited = [i for i, p in by_host.items() if p.poll() == 0]
-            res["notes"].append("bfetch exited 0 by itself on %d/%d hosts" % (len(exited), self.n))
-            res["exit_times"] = {i: None for i in by_host}
+            res["exit_times"] = exit_at
+            res["notes"].append("bfetch exited 0 by itself on %d/%d hosts%s" % (
+                len(exited), self.n, ", the last at %.1f s (when an Ansible run would finish)" % max(exit_at.values())
+                if len(exited) == self.n else ""))
             up = {}
             for i in by_host:
                 by_host[i]._outfile.flush()
