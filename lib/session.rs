@@ -117,13 +117,13 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 enum DiskJob {
-    Write { r: BlockRef, data: Vec<u8> },
+    Write(Vec<(BlockRef, Vec<u8>)>),
     Hash(u32),
     SaveResume { seq: u64, synced: Vec<bool>, have: Vec<bool>, sync: bool },
 }
 
 enum DiskDone {
-    Written(BlockRef, Result<(), storage::Error>),
+    Written(Vec<BlockRef>, Result<(), storage::Error>),
     Hashed(u32, Result<bool, storage::Error>),
     Saved(Result<(), storage::Error>),
 }
@@ -391,7 +391,7 @@ impl Session {
                 self.on_connected(key, addr, handshake, outgoing, cmd, shared, sent_have)
             }
             Event::Message { key, msg } => self.on_message(key, msg),
-            Event::Block { key, index, begin, data } => self.on_block(key, index, begin, data),
+            Event::Blocks { key, blocks } => self.on_blocks(key, blocks),
             Event::Closed { key, addr, reason } => self.on_closed(key, addr, &reason),
             Event::ConnectFailed { addr, reason } => {
                 self.connecting.remove(&addr);
@@ -646,12 +646,26 @@ impl Session {
         }
     }
 
-    fn on_block(&mut self, key: PeerKey, index: u32, begin: u32, data: Vec<u8>) {
+    fn on_blocks(&mut self, key: PeerKey, blocks: Vec<(u32, u32, Vec<u8>)>) {
+        let mut accepted = Vec::with_capacity(blocks.len());
+        for (index, begin, data) in blocks {
+            if let Some(b) = self.on_block(key, index, begin, data) {
+                accepted.push(b);
+            }
+        }
+        if !accepted.is_empty() && self.disk_tx.send(DiskJob::Write(accepted)).is_err() {
+            self.shutdown.store(true, Ordering::SeqCst);
+        }
+        self.request_more(key);
+    }
+
+    /// Accounts for one block; answers it if it is to be written.
+    fn on_block(&mut self, key: PeerKey, index: u32, begin: u32, data: Vec<u8>) -> Option<(BlockRef, Vec<u8>)> {
         let len = data.len() as u64;
         self.downloaded += len;
         self.stats.downloaded.fetch_add(len, Ordering::Relaxed);
         let r = BlockRef { index, begin, length: data.len() as u32 };
-        let Some(p) = self.peers.get_mut(&key) else { return };
+        let p = self.peers.get_mut(&key)?;
         p.downloaded += len;
         p.down.add(len);
         p.last_block = Instant::now();
@@ -663,7 +677,8 @@ impl Session {
             None => {
                 p.unwanted += 1;
                 if p.unwanted > MAX_UNWANTED_BLOCKS {
-                    return self.close(key, "sends blocks we did not ask for");
+                    self.close(key, "sends blocks we did not ask for");
+                    return None;
                 }
             }
         }
@@ -678,13 +693,10 @@ impl Session {
                         }
                     }
                 }
-                if self.disk_tx.send(DiskJob::Write { r, data }).is_err() {
-                    self.shutdown.store(true, Ordering::SeqCst);
-                }
+                Some((r, data))
             }
-            Arrival::Drop => {}
+            Arrival::Drop => None,
         }
-        self.request_more(key);
     }
 
     /// Tops up the requests in flight to `key`, sized to its measured rate.
@@ -716,9 +728,11 @@ impl Session {
 
     fn on_disk(&mut self, ev: DiskDone) -> Result<(), Error> {
         match ev {
-            DiskDone::Written(r, Ok(())) => {
-                if self.picker.written(r.index) {
-                    let _ = self.disk_tx.send(DiskJob::Hash(r.index));
+            DiskDone::Written(rs, Ok(())) => {
+                for r in rs {
+                    if self.picker.written(r.index) {
+                        let _ = self.disk_tx.send(DiskJob::Hash(r.index));
+                    }
                 }
             }
             DiskDone::Written(_, Err(e)) => return Err(Error::Disk(e)),
@@ -1128,7 +1142,10 @@ fn disk_worker(storage: Arc<Storage>, jobs: Receiver<DiskJob>, done: Sender<Disk
     let mut buf = Vec::new();
     for job in jobs {
         let r = match job {
-            DiskJob::Write { r, data } => DiskDone::Written(r, storage.write(r.index as usize, r.begin as u64, &data)),
+            DiskJob::Write(blocks) => {
+                let res = blocks.iter().try_for_each(|(r, data)| storage.write(r.index as usize, r.begin as u64, data));
+                DiskDone::Written(blocks.into_iter().map(|(r, _)| r).collect(), res)
+            }
             DiskJob::Hash(i) => DiskDone::Hashed(i, storage.check_piece(i as usize, &mut buf)),
             DiskJob::SaveResume { seq, synced, have, sync } => DiskDone::Saved(storage.save_resume(seq, &synced, &have, sync)),
         };

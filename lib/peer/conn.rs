@@ -64,7 +64,8 @@ pub enum Event {
         sent_have: Vec<bool>,
     },
     Message { key: PeerKey, msg: Message },
-    Block { key: PeerKey, index: u32, begin: u32, data: Vec<u8> },
+    /// Blocks that arrived together (one batch per socket read, in order).
+    Blocks { key: PeerKey, blocks: Vec<(u32, u32, Vec<u8>)> },
     Closed { key: PeerKey, addr: SocketAddr, reason: String },
     ConnectFailed { addr: SocketAddr, reason: String },
 }
@@ -184,18 +185,25 @@ fn reader(
     let mut buf = vec![0u8; 1 << 19];
     let (mut start, mut end) = (0usize, 0usize);
     let mut unrequested = 0u32;
+    let mut batch = Vec::new();
     loop {
-        // Decode everything buffered.
+        // Decode everything buffered; blocks go to the session in one batch.
         loop {
             match wire::decode(&buf[start..end]) {
                 Ok(Some((msg, used))) => {
                     start += used;
-                    handle(ctx, key, msg, cmd, shared, &mut unrequested)?;
+                    if let Message::Piece { .. } = msg {
+                        handle_block(ctx, msg, shared, &mut unrequested, &mut batch)?;
+                    } else {
+                        flush_blocks(ctx, key, &mut batch)?;
+                        handle(ctx, key, msg, cmd, shared)?;
+                    }
                 }
                 Ok(None) => break,
                 Err(e) => return Err(format!("protocol violation: {e}")),
             }
         }
+        flush_blocks(ctx, key, &mut batch)?;
         if shared.closed.load(Ordering::Relaxed) {
             return Ok(());
         }
@@ -220,14 +228,43 @@ fn reader(
     }
 }
 
-fn handle(
+fn flush_blocks(ctx: &Context, key: PeerKey, batch: &mut Vec<(u32, u32, Vec<u8>)>) -> Result<(), String> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let blocks = std::mem::take(batch);
+    ctx.events.send(Event::Blocks { key, blocks }).map_err(|_| "session ended".to_string())
+}
+
+fn handle_block(
     ctx: &Context,
-    key: PeerKey,
     msg: Message,
-    cmd: &Sender<Cmd>,
     shared: &PeerShared,
     unrequested: &mut u32,
+    batch: &mut Vec<(u32, u32, Vec<u8>)>,
 ) -> Result<(), String> {
+    let Message::Piece { index, begin, data } = msg else { return Ok(()) };
+    let fits = (index as usize) < ctx.num_pieces
+        && data.len() as u32 <= wire::MAX_BLOCK
+        && begin as u64 + data.len() as u64 <= ctx.storage.info().piece_size(index as usize);
+    if !fits {
+        return Err(format!("protocol violation: block of {} bytes at piece {index} offset {begin} does not fit", data.len()));
+    }
+    // Only as many blocks as we asked for get past here (bounding what a hostile peer
+    // can make us buffer); the session checks which ones.
+    if shared.outstanding.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_err() {
+        *unrequested += 1;
+        if *unrequested > 64 {
+            return Err("sends blocks nobody asked for".into());
+        }
+        return Ok(());
+    }
+    ctx.download.take(data.len());
+    batch.push((index, begin, data));
+    Ok(())
+}
+
+fn handle(ctx: &Context, key: PeerKey, msg: Message, cmd: &Sender<Cmd>, shared: &PeerShared) -> Result<(), String> {
     let gone = |_| "session ended".to_string();
     match msg {
         Message::KeepAlive => Ok(()),
@@ -246,25 +283,6 @@ fn handle(
                 return Err("request flood".into());
             }
             cmd.send(Cmd::Serve { index, begin, length }).map_err(|_| "writer ended".to_string())
-        }
-        Message::Piece { index, begin, data } => {
-            let fits = (index as usize) < ctx.num_pieces
-                && data.len() as u32 <= wire::MAX_BLOCK
-                && begin as u64 + data.len() as u64 <= ctx.storage.info().piece_size(index as usize);
-            if !fits {
-                return Err(format!("protocol violation: block of {} bytes at piece {index} offset {begin} does not fit", data.len()));
-            }
-            // Only as many blocks as we asked for get past here (bounding what a hostile peer
-            // can make us buffer); the session checks which ones.
-            if shared.outstanding.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_err() {
-                *unrequested += 1;
-                if *unrequested > 64 {
-                    return Err("sends blocks nobody asked for".into());
-                }
-                return Ok(());
-            }
-            ctx.download.take(data.len());
-            ctx.events.send(Event::Block { key, index, begin, data }).map_err(gone)
         }
         Message::Cancel { .. } => Ok(()), // served or skipped by the writer; nothing to undo
         msg => ctx.events.send(Event::Message { key, msg }).map_err(gone),
