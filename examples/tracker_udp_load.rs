@@ -94,8 +94,8 @@ fn main() {
                     }
                     let mut buf = [0u8; 2048];
                     while Instant::now() < end {
-                        match sock.recv(&mut buf) {
-                            Ok(n) => match udp::parse_response(&buf[..n], false) {
+                        if let Ok(n) = sock.recv(&mut buf) {
+                            match udp::parse_response(&buf[..n], false) {
                                 Ok(Response::Announce { transaction_id, .. }) if inflight.remove(&transaction_id).is_some() => {
                                     answered += 1;
                                     send(&mut inflight, &mut tid);
@@ -105,8 +105,7 @@ fn main() {
                                     send(&mut inflight, &mut tid);
                                 }
                                 _ => {}
-                            },
-                            Err(_) => {}
+                            }
                         }
                         // Replace requests unanswered for a second.
                         if answered % 1024 == 0 || inflight.len() < window {

@@ -51,11 +51,18 @@ impl Btrack {
         }
         panic!("btrack did not start");
     }
+    fn url_host(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        }
+    }
     fn url(&self, path: &str) -> String {
-        format!("http://{}:{}{path}", self.host, self.port)
+        format!("http://{}:{}{path}", self.url_host(), self.port)
     }
     fn udp_url(&self, path: &str) -> String {
-        format!("udp://{}:{}{path}", self.host, self.port)
+        format!("udp://{}:{}{path}", self.url_host(), self.port)
     }
     fn addr(&self) -> SocketAddr {
         SocketAddr::new(self.host.parse().unwrap(), self.port)
@@ -321,6 +328,40 @@ fn interrupted_upload_leaves_nothing() {
     assert_eq!(s, 409);
 }
 
+#[test]
+fn curl_upload_and_ipv6_peers() {
+    if !have("curl") {
+        return;
+    }
+    let d = Dir::new("btrack-v6");
+    let b = Btrack::start_on("::1", &d.join("data"), &[]);
+    // curl -T sends 'Expect: 100-continue' for a body this size.
+    let file = d.join("c.bin");
+    write_data(&file, 3 << 20, 41);
+    let o = run(Command::new("curl").args(["-sS", "-g", "-f", "-T"]).arg(&file).arg("-o").arg(d.join("c.torrent")).arg(b.url("/api/upload?name=c.bin")));
+    assert_exit(&o, 0);
+    let t = std::fs::read(d.join("c.torrent")).unwrap();
+    assert_exit(&run(&mut cmd_mk(&file, &d.join("mk.torrent"))), 0);
+    assert_eq!(info_hash_of(&t), info_hash_of(&std::fs::read(d.join("mk.torrent")).unwrap()));
+    let m = shoal::metainfo::Metainfo::parse(&t).unwrap();
+    assert_eq!(m.announce.as_deref(), Some(b.url("/announce").as_str()), "announce URL as the uploader reached btrack");
+    let ih = m.info_hash.0;
+    // IPv6 peers: compact peers6 over HTTP, 18-byte peers over UDP, dictionaries with compact=0.
+    client::announce(&b.url("/announce"), &req(ih, 1, 7001, 0), T).unwrap();
+    let want: SocketAddr = "[::1]:7001".parse().unwrap();
+    assert_eq!(client::announce(&b.url("/announce"), &req(ih, 2, 7002, 5), T).unwrap().peers, vec![want]);
+    let mut peers = client::announce(&b.udp_url("/announce"), &req(ih, 3, 7003, 5), T).unwrap().peers;
+    peers.sort();
+    assert_eq!(peers, vec![want, "[::1]:7002".parse().unwrap()]);
+    let q = shoal::tracker::http::announce_query(&req(ih, 4, 7004, 5)).replace("compact=1", "compact=0");
+    let (s, _, body) = http("GET", &b.url(&format!("/announce?{q}")), None, &[]);
+    assert_eq!(s, 200);
+    assert!(body.windows(9).any(|w| w == b"7:peer id"), "dictionary peers carry peer ids");
+    let r = shoal::tracker::http::decode_announce_response(&body).unwrap();
+    assert_eq!(r.peers.len(), 3);
+    assert!(r.peers.contains(&want));
+}
+
 // ---- malformed requests ---------------------------------------------------------------------
 
 /// Sends raw bytes as one HTTP request; answers (status, body).
@@ -549,7 +590,7 @@ fn lt_pair(udp_tracker: bool) {
     assert_exit(&o, 0);
     let j: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out} {}", stderr(&o)));
     assert_eq!(j["done"], true, "{j}");
-    assert!(j["peers_from_tracker"].as_u64().unwrap() >= 1, "the fetcher got the seeder from btrack: {j}");
+    assert!(j["peers_from_tracker"].as_u64().unwrap() >= 1, "one session got the other from btrack: {j}");
     assert_eq!(std::fs::read(dl.join("payload.bin")).unwrap(), payload);
     // btrack saw both libtorrent peers (client prefix -LT…) announce.
     poll("the fetcher's 'completed' announce", Duration::from_secs(20), || {

@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 
 pub const MAX_HEAD: usize = 16 << 10;
 pub const HEAD_DEADLINE: Duration = Duration::from_secs(20);
+/// Longest pause allowed inside a request body.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A parsed request; `body` streams the request body.
 pub struct Request<'a> {
@@ -109,6 +111,8 @@ pub struct Body<'a> {
     pub content_length: Option<u64>,
     read_total: u64,
     failed: bool,
+    /// The body timeout is in force (the idle timeout is restored after the request).
+    slow_ok: bool,
 }
 
 impl Body<'_> {
@@ -134,6 +138,11 @@ impl Read for Body<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.done || buf.is_empty() {
             return Ok(0);
+        }
+        if !self.slow_ok {
+            // A body may pause longer than an idle keep-alive connection (a person's upload).
+            self.slow_ok = true;
+            let _ = self.reader.get_ref().set_read_timeout(Some(BODY_TIMEOUT));
         }
         if self.continue_pending {
             self.continue_pending = false;
@@ -436,9 +445,13 @@ fn serve_connection(stream: TcpStream, sh: &Shared) {
                 content_length,
                 read_total: 0,
                 failed: false,
+                slow_ok: false,
             },
         };
         let resp = (sh.handler)(&mut req);
+        if req.body.slow_ok {
+            let _ = req.body.reader.get_ref().set_read_timeout(Some(sh.cfg.idle_timeout));
+        }
         if !req.body.done {
             // Drain a small unread body to keep the connection; otherwise close it.
             let small = !req.body.continue_pending && !req.body.failed && !chunked && req.body.left <= 64 << 10;

@@ -128,7 +128,9 @@ pub fn upload(reg: &Registry, body: &mut dyn Read, req: &UploadRequest, progress
             fail(500, format!("{}: {e}", final_path.display()))
         };
     }
-    drop(guard.0.take().map(|p| std::fs::remove_file(p)));
+    if let Some(p) = guard.0.take() {
+        let _ = std::fs::remove_file(p);
+    }
     match reg.add(torrent) {
         Ok((entry, _)) => Ok(entry),
         Err(e) => {

@@ -5,7 +5,8 @@ added by hand). Used by tests/btrack.rs to prove btrack works with a client nobo
 
 usage: tracker_lt_pair.py TORRENT SEED_DIR DOWNLOAD_DIR TIMEOUT_SECONDS
 Prints one JSON line: {"done": bool, "seconds": float, "seed_port": N, "fetch_port": N,
-"downloaded": bytes, "peers_from_tracker": N, "tracker_errors": [...]} and exits 0 when the
+"downloaded": bytes, "peers_from_tracker": most peers one tracker reply to either session
+held, "tracker_errors": [...]} and exits 0 when the
 download completed, 1 otherwise.
 """
 import json
@@ -45,7 +46,8 @@ def main():
             for a in s.pop_alerts():
                 if isinstance(a, lt.tracker_error_alert):
                     errors.append(a.message())
-                if isinstance(a, lt.tracker_reply_alert) and s is fetcher:
+                if isinstance(a, lt.tracker_reply_alert):
+                    # Whichever announced second learns of the other from the tracker.
                     peers_from_tracker = max(peers_from_tracker, a.num_peers)
         st = hf.status()
         if st.is_seeding:
