@@ -227,6 +227,12 @@ fn swarm_one_seed_four_fetchers_trade() {
         from_others.iter().filter(|&&b| b > 0).count() >= 2,
         "fewer than two fetchers got bytes from other fetchers: {from_others:?}\n{logs}"
     );
+    // bseed told the tracker it stopped (SIGTERM is a clean shutdown).
+    let tlog = fs::read_to_string(dir.join("tracker.log")).unwrap_or_default();
+    let stopped = tlog.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).any(|e| {
+        e["port"].as_u64() == Some(seed_port as u64) && e["event"] == "stopped"
+    });
+    assert!(stopped, "bseed did not announce event=stopped on SIGTERM; tracker log:\n{tlog}\n{}", seed.dump());
     assert!(
         seed_up < 4 * total,
         "the seed uploaded {seed_up} bytes, i.e. every copy came from it (4 x {total})\n{logs}"
@@ -537,4 +543,63 @@ fn escaping_paths_are_refused_before_anything_is_written() {
         assert_eq!(listing(&sandbox), before, "{label}: bseed created files\n{}", s.dump());
         assert!(!abs.exists(), "{label}: bseed wrote the absolute path {abs_s}");
     }
+}
+
+#[test]
+fn no_reachable_peer_gives_up_with_exit_1() {
+    let dir = Dir::new("nopeer");
+    let src = dir.join("src/lonely.bin");
+    write_data(&src, MIB + 1, 31);
+    let torrent = dir.join("t.torrent");
+    let m = make_torrent(&src, None, &torrent);
+    let out = dir.join("out");
+    fs::create_dir_all(&out).unwrap();
+    // Port 9 (discard) on loopback: nothing listens, the connection is refused.
+    let c = fetch_cmd(&torrent, &out, free_port(), &[9], &["--timeout", "3s"]);
+    let mut f = Proc::spawn("bfetch", c, dir.path());
+    let st = f.wait_or_panic(Duration::from_secs(60));
+    assert_eq!(st.code(), Some(1), "bfetch with no reachable peer must exit 1\n{}", f.dump());
+    assert!(!f.stderr().contains("panicked"), "{}", f.dump());
+    let j = json_of(&f);
+    assert_eq!(j["complete"], serde_json::Value::Bool(false), "{j}");
+    assert!(!out.join(&m.info.name).exists(), "the final name exists although nothing was downloaded");
+}
+
+/// A tmpfs of 2 MiB mounted for one test, unmounted on drop.
+struct SmallDisk(PathBuf);
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn full_disk_exits_3_with_one_line_error() {
+    let root = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
+    if !root {
+        assert!(std::env::var_os("SHOAL_ALLOW_MISSING_TOOLS").is_some(), "this test mounts a tmpfs: run as root or set SHOAL_ALLOW_MISSING_TOOLS=1 to skip");
+        return;
+    }
+    let dir = Dir::new("diskfull");
+    let src = dir.join("src/big.bin");
+    write_data(&src, 6 * MIB + 3, 32);
+    let torrent = dir.join("t.torrent");
+    let m = make_torrent(&src, None, &torrent);
+    let mnt = dir.join("small");
+    fs::create_dir_all(&mnt).unwrap();
+    let o = run(Command::new("mount").args(["-t", "tmpfs", "-o", "size=2m", "shoal-test", ]).arg(&mnt));
+    assert!(o.status.success(), "mount tmpfs: {}", stderr(&o));
+    let _disk = SmallDisk(mnt.clone());
+    let seed_port = free_port();
+    let mut seed = start_seed(&dir, "bseed", &torrent, &src, seed_port, &[]);
+    let c = fetch_cmd(&torrent, &mnt, free_port(), &[seed_port], &["--timeout", "60s"]);
+    let mut f = Proc::spawn("bfetch", c, dir.path());
+    let st = f.wait_or_panic(Duration::from_secs(90));
+    assert_eq!(st.code(), Some(3), "bfetch on a full disk must exit 3 (disk error)\n{}", f.dump());
+    let err = f.stderr();
+    assert!(!err.contains("panicked"), "{}", f.dump());
+    assert!(err.lines().any(|l| l.starts_with("bfetch: error:")), "no `bfetch: error:` line\n{}", f.dump());
+    assert!(!mnt.join(&m.info.name).exists(), "final name exists on a disk too small for it");
+    seed.stop(Duration::from_secs(20));
 }
