@@ -6,7 +6,8 @@
 #                               [--timeout SECS] [--lt-super-seed] [--no-build]
 #
 #   --hosts 16 --size 256M --rate 100mbit   defaults (the target configuration; F/B = 21.5 s)
-#   --only seq,parallel,shoal,libtorrent,transmission,aria2   a subset, in that order
+#   --only ring,seq,parallel,shoal,libtorrent,transmission,aria2   a subset, in that order (also
+#                        shoal-plain: shoal with bseed not super-seeding, for diagnosis)
 #   --out DIR            results folder (default results/fleet-<timestamp>/): table.md, results.json,
 #                        completion.png (hosts done over time), logs/ (every process's output)
 #
@@ -25,7 +26,7 @@ args=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --no-build) build=0; shift ;;
-        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,/^set /p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) args+=("$1"); shift ;;
     esac
 done

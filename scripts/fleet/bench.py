@@ -47,11 +47,13 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 TESTBED = os.path.join(REPO, "scripts", "testbed.sh")
 PY = "/usr/bin/python3"  # Debian's, with python3-libtorrent and python3-matplotlib
 METHODS = ["ring", "seq", "parallel", "shoal", "libtorrent", "transmission", "aria2"]
+EXTRA_METHODS = ["shoal-plain"]  # only with --only: shoal with bseed seeding without --super-seed
 LABELS = {
     "ring": "calibration: raw TCP ring, no BT",
     "seq": "rsync, one host after another",
     "parallel": "rsync, all hosts at once",
     "shoal": "shoal (bseed --super-seed, bfetch)",
+    "shoal-plain": "shoal (bseed, bfetch)",
     "libtorrent": "libtorrent 2.0 swarm",
     "transmission": "transmission-cli swarm",
     "aria2": "aria2c swarm",
@@ -364,7 +366,7 @@ class Bench:
         procs = []
         cpu0 = cpu_times()
         try:
-            fn = getattr(self, "m_" + method)
+            fn = getattr(self, "m_" + method.replace("-", "_"))
             fn(res, procs)
         except Exception as e:  # a method that breaks is reported, never hidden
             res["status"] = "failed"
@@ -407,7 +409,7 @@ class Bench:
             if not os.path.exists(f) or os.path.getsize(f) != self.size or sha1_file(f) != self.sha1:
                 bad.append(i)
                 continue
-            if method == "shoal":
+            if method.startswith("shoal"):
                 r = subprocess.run([os.path.join(self.bin, "bverify"), self.torrent, f], capture_output=True)
                 if r.returncode != 0:
                     bad.append(i)
@@ -418,7 +420,7 @@ class Bench:
                 res["times"].pop(i, None)
         else:
             res["notes"].append("%d/%d copies byte-identical%s" % (
-                len(res["times"]), self.n, " (bverify ok)" if method == "shoal" else ""))
+                len(res["times"]), self.n, " (bverify ok)" if method.startswith("shoal") else ""))
 
     def watch(self, res, procs_by_host, done_fn, t0, timeout, what):
         """Poll until every host is done (done_fn(i) -> wall time or None), a host fails, or timeout."""
@@ -545,7 +547,7 @@ class Bench:
     def swarm(self, res, procs, method, seed_argv, host_argv, done_fn, env_fn=None, seed_env=None,
               after=None):
         """Common shape of every swarm: tracker, origin seed, then every host at once."""
-        res["tracker"] = self.tracker_name if method != "shoal" or self.btrack_ok else "opentracker"
+        res["tracker"] = self.tracker_name
         if not self.btrack_ok:
             res["notes"].append("tracker: opentracker (btrack not available yet)")
         procs.append(self.start_tracker(method))
@@ -591,23 +593,27 @@ class Bench:
             return seen[key]
         return None
 
-    def m_shoal(self, res, procs):
+    def m_shoal_plain(self, res, procs):
+        self.m_shoal(res, procs, plain=True)
+
+    def m_shoal(self, res, procs, plain=False):
+        m = "shoal-plain" if plain else "shoal"
         if not self.shoal_tools:
             res["status"] = "n/a"
             res["notes"].append("bseed/bfetch not implemented yet")
             return
         b = lambda t: os.path.join(self.bin, t)
-        reports = {i: os.path.join(self.work, "shoal", "report-h%d.json" % i) for i in range(1, self.n + 1)}
+        reports = {i: os.path.join(self.work, m, "report-h%d.json" % i) for i in range(1, self.n + 1)}
         seed_argv = [b("bseed"), self.torrent, self.origin_file, "--port", PORT]
-        if self.a.shoal_plain_seed:
+        if plain or self.a.shoal_plain_seed:
             res["notes"].append("origin without --super-seed")
-            res["label"] = "shoal (bseed, bfetch)"
+            res["label"] = LABELS["shoal-plain"]
         else:
             seed_argv.append("--super-seed")
 
         def host_argv(i):
-            return ([b("bfetch"), self.torrent, "-o", self.host_dir("shoal", i), "--port", PORT,
-                     "--seed-until-done", "--json", "--timeout", "%ds" % int(self.timeout_for("shoal"))],
+            return ([b("bfetch"), self.torrent, "-o", self.host_dir(m, i), "--port", PORT,
+                     "--seed-until-done", "--json", "--timeout", "%ds" % int(self.timeout_for(m))],
                     reports[i])
 
         def after(res, by_host, t0):
@@ -637,7 +643,7 @@ class Bench:
             helped = [i for i, u in up.items() if u]
             res["notes"].append("%d/%d hosts uploaded to others" % (len(helped), self.n))
 
-        self.swarm(res, procs, "shoal", seed_argv, host_argv, lambda i: self.appeared("shoal", i), after=after)
+        self.swarm(res, procs, m, seed_argv, host_argv, lambda i: self.appeared(m, i), after=after)
 
     def m_libtorrent(self, res, procs):
         s = os.path.join(HERE, "lt_swarm.py")
@@ -784,8 +790,8 @@ class Bench:
         self.setup()
         only = [m.strip() for m in self.a.only.split(",")] if self.a.only else METHODS
         for m in only:
-            if m not in METHODS:
-                raise SystemExit("bench-fleet: error: unknown method %r (known: %s)" % (m, ",".join(METHODS)))
+            if m not in METHODS + EXTRA_METHODS:
+                raise SystemExit("bench-fleet: error: unknown method %r (known: %s)" % (m, ",".join(METHODS + EXTRA_METHODS)))
         print("\n" + self.header(), flush=True)
         for m in only:
             self.run_method(m)
