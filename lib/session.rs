@@ -790,11 +790,9 @@ impl Session {
             self.save_resume();
         }
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        // To every peer, even those that have the piece: a super-seeder learns from it.
         for k in &keys {
-            let p = &self.peers[k];
-            if !p.has[i as usize] {
-                p.send(Message::Have(i));
-            }
+            self.peers[k].send(Message::Have(i));
         }
         if self.picker.complete() {
             return self.on_complete();
