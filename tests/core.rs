@@ -913,7 +913,8 @@ fn every_help_option_is_in_the_man_page() {
         let help = ok(cmd(&tool).arg("--help"));
         let opts = help_options(&stdout(&help));
         assert!(!opts.is_empty(), "{tool} --help lists no options: {}", stdout(&help));
-        for opt in &opts {
+        // `--help` is argh's, the same in every tool (the README says so): not required.
+        for opt in opts.iter().filter(|o| *o != "--help") {
             assert!(mentions(&text, opt), "man/{tool}.1 does not document {opt} (from {tool} --help)");
         }
         checked.push(tool);
