@@ -53,6 +53,18 @@ struct Args {
     /// most UDP packets per second accepted from one address, 0 for no limit (default 5000)
     #[argh(option, default = "5000")]
     udp_rate_limit: u32,
+    /// seed every registered torrent whose content is in the data directory (uploads included)
+    #[argh(switch)]
+    seed: bool,
+    /// first TCP port for seeding with --seed; each torrent takes the next free one (default 6881)
+    #[argh(option, default = "6881")]
+    seed_port: u16,
+    /// with --seed: reveal pieces one peer at a time so each byte leaves the origin about once
+    #[argh(switch)]
+    super_seed: bool,
+    /// with --seed: cap on the upload rate of each seeded torrent, K/M/G suffix allowed
+    #[argh(option)]
+    seed_upload_rate: Option<String>,
 }
 
 fn main() {
@@ -150,8 +162,41 @@ fn run(args: Args) -> Result<i32, Failure> {
         app.registry.len()
     );
     eprintln!("btrack: announce URLs http://{bound}/announce{t} and udp://{bound}/announce{t}; manager at http://{bound}/", t = if args.token.is_some() { "/<token>" } else { "" });
+    let seeder = if args.seed {
+        let rate = args.seed_upload_rate.as_deref().map(units::parse_size).transpose().map_err(|e| format!("--seed-upload-rate: {e}"))?;
+        Some(shoal::seeder::Seeder::new(shoal::seeder::Options {
+            base_port: args.seed_port,
+            super_seed: args.super_seed,
+            max_upload_rate: rate.unwrap_or(0),
+            upload_slots: 16,
+            quiet: false,
+        }))
+    } else {
+        None
+    };
+    let mut last_sync = std::time::Instant::now() - Duration::from_secs(10);
     while !stop.load(Ordering::Relaxed) {
+        if let Some(s) = &seeder {
+            if last_sync.elapsed() >= Duration::from_secs(2) {
+                last_sync = std::time::Instant::now();
+                let wanted = app
+                    .registry
+                    .list()
+                    .iter()
+                    .filter_map(|e| {
+                        let path = app.registry.content_of(e)?;
+                        let meta = shoal::metainfo::Metainfo::parse(&e.torrent).ok()?;
+                        Some((meta, path))
+                    })
+                    .collect();
+                s.sync(wanted);
+            }
+        }
         std::thread::sleep(Duration::from_millis(200));
+    }
+    if let Some(s) = &seeder {
+        s.stop_all();
+        std::thread::sleep(Duration::from_millis(1500));
     }
     eprintln!("btrack: shutting down");
     Ok(0)

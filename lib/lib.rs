@@ -22,6 +22,7 @@ pub mod verify;
 pub mod peer;
 pub mod picker;
 pub mod rate;
+pub mod seeder;
 pub mod session;
 pub mod storage;
 pub mod tracker;
