@@ -590,6 +590,7 @@ fn lt_pair(udp_tracker: bool) {
     assert_exit(&o, 0);
     let j: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out} {}", stderr(&o)));
     assert_eq!(j["done"], true, "{j}");
+    assert_eq!(j["tracker_errors"], serde_json::json!([]), "libtorrent saw tracker errors: {j}");
     assert!(j["peers_from_tracker"].as_u64().unwrap() >= 1, "one session got the other from btrack: {j}");
     assert_eq!(std::fs::read(dl.join("payload.bin")).unwrap(), payload);
     // btrack saw both libtorrent peers (client prefix -LT…) announce.
@@ -601,6 +602,9 @@ fn lt_pair(udp_tracker: bool) {
     let proto = if udp_tracker { "udp" } else { "http" };
     let started: u64 = m.lines().find(|l| l.starts_with(&format!("btrack_announces_total{{proto=\"{proto}\",event=\"started\"}}"))).unwrap().rsplit(' ').next().unwrap().parse().unwrap();
     assert!(started >= 2, "both sessions announced over {proto}: {m}");
+    for l in m.lines().filter(|l| l.starts_with("btrack_errors_total")) {
+        assert!(l.ends_with(" 0"), "no request of libtorrent's was refused: {l}");
+    }
 }
 
 #[test]

@@ -5,7 +5,7 @@
 //! - every request gets a bencoded `failure reason` (HTTP) or an error packet (UDP, when the
 //!   packet carries a transaction id) or is dropped; nothing a client sends can panic a
 //!   worker or grow memory beyond the store's caps;
-//! - UDP connection ids are the first 8 bytes of SHA-1(server secret ‖ client address ‖
+//! - UDP connection ids are the first 8 bytes of SHA-1(server secret ‖ client IP ‖
 //!   minute): they cannot be forged without the secret and expire after one to two minutes;
 //!   the server keeps no per-connection state;
 //! - in closed mode only registered torrents are tracked (`unregistered torrent`); with a
@@ -208,7 +208,9 @@ impl Tracker {
         http::encode_scrape(&files)
     }
 
-    /// The connection id for `addr` in minute `bucket`.
+    /// The connection id for `addr`'s IP in minute `bucket`. The port is left out on
+    /// purpose: libtorrent shares one connection id among all sessions (ports) of a process,
+    /// as opentracker allows.
     fn connection_id(&self, addr: &SocketAddr, bucket: u64) -> u64 {
         let mut m = Vec::with_capacity(64);
         m.extend_from_slice(&self.secret);
@@ -216,7 +218,6 @@ impl Tracker {
             IpAddr::V4(v4) => m.extend_from_slice(&v4.octets()),
             IpAddr::V6(v6) => m.extend_from_slice(&v6.octets()),
         }
-        m.extend_from_slice(&addr.port().to_be_bytes());
         m.extend_from_slice(&bucket.to_be_bytes());
         let h = sha1(&m);
         u64::from_be_bytes(h[..8].try_into().unwrap())
@@ -415,11 +416,13 @@ mod tests {
     fn udp_connection_ids_are_bound_to_address_and_time() {
         let t = Tracker::new(Config { open: true, ..Config::default() });
         let a: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-        let b: SocketAddr = "127.0.0.1:5001".parse().unwrap();
+        let b: SocketAddr = "127.0.0.2:5000".parse().unwrap();
+        let same_ip: SocketAddr = "127.0.0.1:5001".parse().unwrap();
         let bucket = unix_now() / 60;
         let id = t.connection_id(&a, bucket);
         assert!(t.connection_ok(&a, id));
         assert!(!t.connection_ok(&b, id));
+        assert!(t.connection_ok(&same_ip, id), "one id per client IP, whatever the port");
         assert!(!t.connection_ok(&a, t.connection_id(&a, bucket - 2)));
         let other = Tracker::new(Config::default());
         assert_ne!(other.connection_id(&a, bucket), id, "ids depend on the secret");
