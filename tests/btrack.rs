@@ -278,6 +278,37 @@ fn cmd_mk(path: &Path, out: &Path) -> Command {
 }
 
 #[test]
+fn detail_page_shows_how_upload_load_is_shared() {
+    let d = Dir::new("btrack-share");
+    let b = Btrack::start(&d.join("data"), &[]);
+    let size = 100_000u64;
+    let (s, _, t) = upload(&b, "s.bin", &data(size as usize, 9), &[]);
+    assert_eq!(s, 200);
+    let ih = info_hash_of(&t);
+    // The origin had the file and sent it three times; a fetcher finished and passed it on once.
+    let origin = AnnounceRequest { uploaded: 3 * size, ..req(ih_bytes(&ih), 1, 7001, 0) };
+    let fetcher = AnnounceRequest { uploaded: size, downloaded: size, event: Event::Completed, ..req(ih_bytes(&ih), 2, 7002, 0) };
+    client::announce(&b.url("/announce"), &origin, T).unwrap();
+    client::announce(&b.udp_url("/announce"), &fetcher, T).unwrap();
+    let j = get_json(&b.url(&format!("/api/torrents/{ih}")));
+    assert_eq!(j["total_uploaded"], 4 * size);
+    assert_eq!(j["origin_uploaded"], 3 * size);
+    assert_eq!(j["origin_uploaded_ratio"], 3.0);
+    assert_eq!(j["completed"], 1);
+    let peers = j["peers"].as_array().unwrap();
+    let by_port = |p: u16| peers.iter().find(|x| x["address"] == format!("127.0.0.1:{p}").as_str()).unwrap().clone();
+    assert_eq!(by_port(7001)["upload_share"], 0.75);
+    assert_eq!(by_port(7001)["origin"], true);
+    assert_eq!(by_port(7002)["upload_share"], 0.25);
+    assert_eq!(by_port(7002)["origin"], false);
+    assert_eq!(by_port(7002)["client"], "-SH0100-");
+    let (_, _, page) = http("GET", &b.url(&format!("/t/{ih}")), None, &[]);
+    let page = String::from_utf8(page).unwrap();
+    assert!(page.contains("3.00×") && page.contains("75.0%") && page.contains("25.0%"), "{page}");
+    assert!(page.contains("http-equiv=refresh"), "the page refreshes itself");
+}
+
+#[test]
 fn token_and_open_modes() {
     let d = Dir::new("btrack-token");
     let b = Btrack::start(&d.join("data"), &["--open", "--token", "s3cr3t"]);
