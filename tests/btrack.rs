@@ -577,6 +577,28 @@ fn slow_and_flooding_clients_are_bounded() {
         let (s, _) = raw_http(b.addr(), b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n");
         (s == 200).then_some(())
     });
+    // A client trickling its request head one byte at a time is cut off (408) after the
+    // 20 s head deadline instead of holding a worker forever.
+    let mut slow = TcpStream::connect(b.addr()).unwrap();
+    let t0 = Instant::now();
+    slow.write_all(b"GET /").unwrap();
+    let mut answer = Vec::new();
+    slow.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    while t0.elapsed() < Duration::from_secs(60) {
+        if slow.write_all(b"a").is_err() {
+            break;
+        }
+        let mut buf = [0u8; 256];
+        match slow.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+        std::thread::sleep(Duration::from_millis(900));
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?} after {:?}", t0.elapsed());
+    assert!(t0.elapsed() < Duration::from_secs(45), "{:?}", t0.elapsed());
     // A UDP flood from one address is answered up to the limit and dropped beyond.
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.connect(b.addr()).unwrap();

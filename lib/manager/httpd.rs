@@ -294,35 +294,46 @@ enum Head {
 }
 
 fn read_head(r: &mut BufReader<TcpStream>) -> Head {
-    let start = Instant::now();
+    // The deadline runs from the first byte (waiting for a request is the idle timeout's
+    // business) and is checked after every read, so a client trickling bytes cannot hold a
+    // worker longer than HEAD_DEADLINE plus one read timeout.
+    let mut start: Option<Instant> = None;
     let mut head = Vec::with_capacity(512);
-    loop {
-        if start.elapsed() > HEAD_DEADLINE && !head.is_empty() {
-            return Head::Bad(408, "request head too slow");
+    'read: loop {
+        if let Some(t) = start {
+            if t.elapsed() > HEAD_DEADLINE {
+                return Head::Bad(408, "request head too slow");
+            }
         }
-        let before = head.len();
-        let limit = (MAX_HEAD + 1 - head.len()) as u64;
-        match (&mut *r).take(limit).read_until(b'\n', &mut head) {
-            Ok(0) => return if head.is_empty() { Head::Closed } else { Head::Bad(400, "incomplete request head") },
-            Ok(_) => {}
+        let buf = match r.fill_buf() {
+            Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => return Head::Closed,
+            Err(_) => return if head.is_empty() { Head::Closed } else { Head::Bad(408, "request head too slow") },
+        };
+        if buf.is_empty() {
+            return if head.is_empty() { Head::Closed } else { Head::Bad(400, "incomplete request head") };
         }
-        if head.len() > MAX_HEAD {
-            return Head::Bad(431, "request head too large");
+        start.get_or_insert_with(Instant::now);
+        let mut used = 0;
+        for &byte in buf {
+            used += 1;
+            head.push(byte);
+            if byte == b'\n' {
+                // Ignore empty lines before a request (RFC 9112 §2.2).
+                if head == b"\r\n" || head == b"\n" {
+                    head.clear();
+                    continue;
+                }
+                if head.ends_with(b"\n\r\n") || head.ends_with(b"\n\n") {
+                    r.consume(used);
+                    break 'read;
+                }
+            }
+            if head.len() > MAX_HEAD {
+                return Head::Bad(431, "request head too large");
+            }
         }
-        // Ignore empty lines before a request (RFC 9112 §2.2).
-        if before == 0 && (head == b"\r\n" || head == b"\n") {
-            head.clear();
-            continue;
-        }
-        if head.ends_with(b"\n\r\n") || head.ends_with(b"\n\n") {
-            break;
-        }
-        if !head.ends_with(b"\n") {
-            // take() limit hit mid-line
-            return Head::Bad(431, "request head too large");
-        }
+        r.consume(used);
     }
     let text = match std::str::from_utf8(&head) {
         Ok(t) => t,
