@@ -38,7 +38,7 @@ struct Args {
     /// largest upload accepted, e.g. 50G (default 1T)
     #[argh(option, default = "String::from(\"1T\")")]
     max_upload: String,
-    /// announce interval given to clients, e.g. 5m (default 5m); silent peers expire after twice this plus a minute
+    /// announce interval given to clients, e.g. 5m (default 5m); silent peers expire after three intervals (at most two plus a minute)
     #[argh(option, default = "String::from(\"5m\")")]
     interval: String,
     /// most peers kept per torrent (default 10000)

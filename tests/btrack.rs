@@ -32,7 +32,10 @@ impl Btrack {
             let port = free_port();
             let log = data.with_extension(format!("log{port}"));
             let mut c = cmd("btrack");
-            c.arg("--listen").arg(format!("{host}:{port}")).arg("--data-dir").arg(data).args(["--interval", "2s"]).args(extra);
+            c.arg("--listen").arg(format!("{host}:{port}")).arg("--data-dir").arg(data).args(extra);
+            if !extra.contains(&"--interval") {
+                c.args(["--interval", "2s"]);
+            }
             c.stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
             let child = c.spawn().expect("start btrack");
             let mut b = Btrack { child, port, log, host: String::new() };
@@ -306,6 +309,28 @@ fn detail_page_shows_how_upload_load_is_shared() {
     let page = String::from_utf8(page).unwrap();
     assert!(page.contains("3.00×") && page.contains("75.0%") && page.contains("25.0%"), "{page}");
     assert!(page.contains("http-equiv=refresh"), "the page refreshes itself");
+}
+
+#[test]
+fn silent_peers_expire() {
+    let d = Dir::new("btrack-expire");
+    // Interval 1 s: a peer silent for 3 s is gone (from answers at once, from the store at
+    // the next sweep, every half TTL).
+    let b = Btrack::start(&d.join("data"), &["--open", "--interval", "1s"]);
+    let ih = [6u8; 20];
+    let first = client::announce(&b.url("/announce"), &req(ih, 1, 7001, 0), T).unwrap();
+    assert_eq!(first.interval, Duration::from_secs(1));
+    assert_eq!(client::announce(&b.url("/announce"), &req(ih, 2, 7002, 5), T).unwrap().peers.len(), 1);
+    let t0 = Instant::now();
+    poll("peer 1 to expire", Duration::from_secs(30), || {
+        let s = client::scrape(&b.url("/announce"), &ih, T).unwrap();
+        // Peer 2 keeps announcing; peer 1 stays silent.
+        let r = client::announce(&b.url("/announce"), &req(ih, 2, 7002, 5), T).unwrap();
+        (s.complete == 0 && r.peers.is_empty()).then_some(())
+    });
+    assert!(t0.elapsed() >= Duration::from_secs(2), "expired too early: {:?}", t0.elapsed());
+    let s = client::scrape(&b.url("/announce"), &ih, T).unwrap();
+    assert_eq!((s.complete, s.incomplete), (0, 1));
 }
 
 #[test]

@@ -119,7 +119,7 @@ impl Tracker {
         for _ in 0..8 {
             seed.extend_from_slice(&super::client::random_u32().to_le_bytes());
         }
-        let ttl = Duration::from_secs(cfg.interval as u64 * 2 + 60);
+        let ttl = Duration::from_secs(peer_ttl(cfg.interval));
         Tracker {
             store: Store::new(cfg.open, cfg.max_torrents, cfg.max_peers_per_torrent, ttl),
             cfg,
@@ -346,17 +346,25 @@ impl Tracker {
         }
     }
 
-    /// Expires silent peers every 30 s until `stop` is set.
+    /// Expires silent peers every half TTL (at most every 30 s) until `stop` is set.
     pub fn sweeper(self: Arc<Self>, stop: Arc<AtomicBool>) {
-        let mut ticks = 0;
+        let every = (peer_ttl(self.cfg.interval) * 1000 / 2).clamp(500, 30_000);
+        let mut waited = 0;
         while !stop.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(500));
-            ticks += 1;
-            if ticks % 60 == 0 {
+            std::thread::sleep(Duration::from_millis(250));
+            waited += 250;
+            if waited >= every {
+                waited = 0;
                 self.store.sweep();
             }
         }
     }
+}
+
+/// Seconds after its last announce that a peer is dropped: two intervals plus one more
+/// interval of grace, at most a minute of grace.
+pub fn peer_ttl(interval: u32) -> u64 {
+    interval as u64 * 2 + (interval as u64).min(60)
 }
 
 /// The token in BEP 41 URL data `/announce/<token>[?…]`; `None` for `/announce` or nothing.
