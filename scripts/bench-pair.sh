@@ -199,3 +199,14 @@ if [ -n "${RATE[shoal]:-}" ]; then
             'BEGIN {printf "shoal vs %s: rate x%.2f, fetch CPU x%.2f, fetch RSS x%.2f\n", n, a / b, (d > 0 ? c / d : 0), (f > 0 ? e / f : 0)}'
     done
 fi
+# The issue's targets for shoal: >= 1 GB/s, faster than both others, bfetch peak RSS < 64 MiB.
+if [ -n "${RATE[shoal]:-}" ]; then
+    verdict() { if [ "$2" = 1 ]; then echo "target met: $1"; else echo "TARGET MISSED: $1"; fi; }
+    verdict "shoal >= 1000 MB/s (${RATE[shoal]})" "$(awk -v r="${RATE[shoal]}" 'BEGIN {print (r >= 1000) ? 1 : 0}')"
+    verdict "bfetch peak RSS < 64 MiB (${FRSS[shoal]} MiB)" "$(awk -v r="${FRSS[shoal]}" 'BEGIN {print (r < 64) ? 1 : 0}')"
+    for p in lt tr; do
+        [ -n "${RATE[$p]:-}" ] || continue
+        verdict "shoal faster than ${LABEL[$p]} (${RATE[shoal]} vs ${RATE[$p]} MB/s)" \
+            "$(awk -v a="${RATE[shoal]}" -v b="${RATE[$p]}" 'BEGIN {print (a > b) ? 1 : 0}')"
+    done
+fi
