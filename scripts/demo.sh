@@ -109,7 +109,12 @@ for _ in $(seq 300); do
     sleep 0.1
 done
 echo "origin seeding on 127.0.0.1:$SEED_PORT"
-$TRACKER || PEER_ARGS=(--peer "127.0.0.1:$SEED_PORT")
+if $TRACKER; then
+    # Finished fetchers keep serving the others while the tracker says someone still downloads.
+    PEER_ARGS=(--seed-until-done --seed-time 60s)
+else
+    PEER_ARGS=(--peer "127.0.0.1:$SEED_PORT")
+fi
 
 start=$(date +%s.%N)
 FETCH_PIDS=()
@@ -117,7 +122,7 @@ for i in $(seq "$FETCHERS"); do
     port=$(free_port)
     mkdir -p "$WORK/fetch$i"
     timeout "$((TIMEOUT + 30))" bfetch "$WORK/demo.torrent" -o "$WORK/fetch$i" --port "$port" \
-        --timeout "${TIMEOUT}s" "${PEER_ARGS[@]}" > "$WORK/bfetch$i.log" 2>&1 &
+        --timeout "${TIMEOUT}s" --json -q "${PEER_ARGS[@]}" > "$WORK/bfetch$i.json" 2> "$WORK/bfetch$i.log" &
     FETCH_PIDS+=($!)
     PIDS+=($!)
     echo "fetcher $i on 127.0.0.1:$port -> $WORK/fetch$i"
@@ -135,6 +140,23 @@ done
 end=$(date +%s.%N)
 awk -v s="$start" -v e="$end" -v n="$FETCHERS" -v b="$(stat -c %s "$WORK/origin/demo.img")" \
     'BEGIN { printf "%d copies of %.0f MB in %.1f s\n", n, b / 1e6, e - s }'
+# Where the bytes came from, from the fetchers' --json reports.
+python3 - "$SEED_PORT" "$WORK"/bfetch*.json <<'PY' || true
+import json, sys
+origin = ":" + sys.argv[1]
+total_origin = 0
+for path in sys.argv[2:]:
+    try:
+        r = json.load(open(path))
+    except (OSError, ValueError):
+        continue
+    got = sum(p["downloaded"] for p in r["peers"])
+    from_origin = sum(p["downloaded"] for p in r["peers"] if p["addr"].endswith(origin))
+    total_origin += from_origin
+    print(f"{path.rsplit('/', 1)[-1][:-5]}: {got / 1e6:.1f} MB, {from_origin / 1e6:.1f} MB from the origin, "
+          f"{(got - from_origin) / 1e6:.1f} MB from other fetchers, {r['uploaded'] / 1e6:.1f} MB sent to them")
+print(f"the origin sent {total_origin / 1e6:.1f} MB in all")
+PY
 
 step "7. verify every copy"
 for i in $(seq "$FETCHERS"); do
