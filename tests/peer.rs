@@ -560,6 +560,11 @@ fn no_reachable_peer_gives_up_with_exit_1() {
     let st = f.wait_or_panic(Duration::from_secs(60));
     assert_eq!(st.code(), Some(1), "bfetch with no reachable peer must exit 1\n{}", f.dump());
     assert!(!f.stderr().contains("panicked"), "{}", f.dump());
+    assert!(
+        !f.stdout().trim().is_empty(),
+        "bfetch --json printed no report when it gave up (the report's `complete: bool` is there for exactly this case)\n{}",
+        f.dump()
+    );
     let j = json_of(&f);
     assert_eq!(j["complete"], serde_json::Value::Bool(false), "{j}");
     assert!(!out.join(&m.info.name).exists(), "the final name exists although nothing was downloaded");
