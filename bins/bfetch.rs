@@ -122,11 +122,18 @@ fn run(args: Args) -> Result<i32, Failure> {
         signal_hook::flag::register(sig, shutdown.clone()).map_err(|e| e.to_string())?;
     }
     let setup = Setup { meta, storage: prepared.storage, have: prepared.have, config, shutdown };
-    let report = session::run(setup).map_err(|e| match e {
-        session::Error::Unfinished(_) => Failure::new(1, e.to_string()),
-        session::Error::Disk(_) => Failure::new(3, e.to_string()),
-        session::Error::Listen(..) => Failure::new(2, e.to_string()),
-    })?;
+    let report = match session::run(setup) {
+        Ok(r) => r,
+        Err(e @ session::Error::Unfinished(..)) => {
+            if let (true, session::Error::Unfinished(_, r)) = (args.json, &e) {
+                let j = serde_json::to_string(r).map_err(|e| e.to_string())?;
+                cli::write_stdout(format!("{j}\n").as_bytes())?;
+            }
+            return Err(Failure::new(1, e.to_string()));
+        }
+        Err(e @ session::Error::Disk(_)) => return Err(Failure::new(3, e.to_string())),
+        Err(e) => return Err(Failure::new(2, e.to_string())),
+    };
     if args.json {
         let j = serde_json::to_string(&report).map_err(|e| e.to_string())?;
         cli::write_stdout(format!("{j}\n").as_bytes())?;

@@ -47,6 +47,41 @@ impl Bucket {
     }
 }
 
+/// A budget of bytes in flight between threads (received but not yet on disk): `acquire`
+/// waits while the budget is spent, so a disk slower than the network slows the sockets
+/// (TCP back-pressure) instead of growing queues in memory.
+pub struct ByteBudget {
+    cap: usize,
+    used: Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+impl ByteBudget {
+    pub fn new(cap: usize) -> ByteBudget {
+        ByteBudget { cap, used: Mutex::new(0), freed: std::sync::Condvar::new() }
+    }
+
+    /// Takes `n` bytes of the budget, waiting while it is spent (a request larger than the
+    /// whole budget passes when nothing else is in flight).
+    pub fn acquire(&self, n: usize) {
+        let mut used = self.used.lock().unwrap();
+        while *used > 0 && *used + n > self.cap {
+            used = self.freed.wait_timeout(used, Duration::from_millis(100)).unwrap().0;
+        }
+        *used += n;
+    }
+
+    pub fn release(&self, n: usize) {
+        let mut used = self.used.lock().unwrap();
+        *used = used.saturating_sub(n);
+        self.freed.notify_all();
+    }
+
+    pub fn used(&self) -> usize {
+        *self.used.lock().unwrap()
+    }
+}
+
 /// Measures a rate over a sliding window of about `window`.
 pub struct Meter {
     window: Duration,
@@ -105,6 +140,21 @@ mod tests {
         }
         // 1 MiB at 1 MiB/s with a 256 KiB head start: at least ~0.7 s.
         assert!(start.elapsed() >= Duration::from_millis(650), "{:?}", start.elapsed());
+    }
+
+    #[test]
+    fn budget_blocks_until_released() {
+        let b = std::sync::Arc::new(ByteBudget::new(100));
+        b.acquire(80);
+        let b2 = b.clone();
+        let t = std::thread::spawn(move || {
+            b2.acquire(50);
+            b2.used()
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(b.used(), 80, "second acquire waits");
+        b.release(80);
+        assert_eq!(t.join().unwrap(), 50);
     }
 
     #[test]

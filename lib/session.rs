@@ -41,6 +41,8 @@ const SNUB_TIMEOUT: Duration = Duration::from_secs(10);
 const SNUB_PENALTY: Duration = Duration::from_secs(30);
 /// Blocks a peer may send that we did not ask it for before it is dropped.
 const MAX_UNWANTED_BLOCKS: u32 = 64;
+/// Received bytes that may wait for the disk before sockets are left unread.
+const UNWRITTEN_BUDGET: usize = 24 << 20;
 /// Strikes (pieces that failed their hash check with data from a peer) before a ban.
 const MAX_STRIKES: u32 = 2;
 
@@ -81,7 +83,7 @@ pub struct PeerReport {
     pub uploaded: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
     pub info_hash: String,
     pub name: String,
@@ -99,8 +101,8 @@ pub struct Report {
 pub enum Error {
     Listen(u16, std::io::Error),
     Disk(storage::Error),
-    /// Could not finish: timed out or stalled without peers.
-    Unfinished(String),
+    /// Could not finish: timed out or stalled without peers (with the report so far).
+    Unfinished(String, Box<Report>),
 }
 
 impl fmt::Display for Error {
@@ -109,7 +111,7 @@ impl fmt::Display for Error {
             Error::Listen(p, e) => write!(f, "cannot listen on port {p}: {e}"),
             Error::Disk(e) if e.is_disk_full() => write!(f, "disk full: {e}"),
             Error::Disk(e) => write!(f, "disk error: {e}"),
-            Error::Unfinished(why) => write!(f, "could not finish: {why}"),
+            Error::Unfinished(why, _) => write!(f, "could not finish: {why}"),
         }
     }
 }
@@ -187,7 +189,11 @@ pub fn run(setup: Setup) -> Result<Report, Error> {
     s.start_acceptor(listener);
     let result = s.main_loop();
     s.finish();
-    result.map(|_| s.report())
+    match result {
+        Ok(()) => Ok(s.report()),
+        Err(Error::Unfinished(why, _)) => Err(Error::Unfinished(why, Box::new(s.report()))),
+        Err(e) => Err(e),
+    }
 }
 
 struct Session {
@@ -253,13 +259,15 @@ impl Session {
         let (net_tx, net_rx) = channel::bounded(4096);
         let (disk_tx, disk_jobs) = channel::bounded::<DiskJob>(1024);
         let (disk_done, disk_rx) = channel::unbounded();
+        let unwritten = Arc::new(crate::rate::ByteBudget::new(UNWRITTEN_BUDGET));
         for n in 0..cfg.threads.max(1) {
             let jobs = disk_jobs.clone();
             let done = disk_done.clone();
             let st = storage.clone();
+            let budget = unwritten.clone();
             std::thread::Builder::new()
                 .name(format!("disk-{n}"))
-                .spawn(move || disk_worker(st, jobs, done))
+                .spawn(move || disk_worker(st, budget, jobs, done))
                 .expect("spawning a disk thread");
         }
         let ctx = Arc::new(Context {
@@ -269,6 +277,7 @@ impl Session {
             storage: storage.clone(),
             have: Arc::new(have.iter().map(|h| AtomicBool::new(*h)).collect()),
             events: net_tx,
+            unwritten,
             upload: Arc::new(Bucket::new(cfg.max_upload_rate)),
             download: Arc::new(Bucket::new(cfg.max_download_rate)),
             listen_port: port,
@@ -648,11 +657,15 @@ impl Session {
 
     fn on_blocks(&mut self, key: PeerKey, blocks: Vec<(u32, u32, Vec<u8>)>) {
         let mut accepted = Vec::with_capacity(blocks.len());
+        let mut dropped = 0;
         for (index, begin, data) in blocks {
-            if let Some(b) = self.on_block(key, index, begin, data) {
-                accepted.push(b);
+            let len = data.len();
+            match self.on_block(key, index, begin, data) {
+                Some(b) => accepted.push(b),
+                None => dropped += len,
             }
         }
+        self.ctx.unwritten.release(dropped);
         if !accepted.is_empty() && self.disk_tx.send(DiskJob::Write(accepted)).is_err() {
             self.shutdown.store(true, Ordering::SeqCst);
         }
@@ -908,18 +921,22 @@ impl Session {
         }
         if let Some(t) = self.cfg.timeout {
             if self.started.elapsed() > t {
-                return Err(Error::Unfinished(format!("timed out after {:?}", t)));
+                return Err(self.unfinished(format!("timed out after {}s", t.as_secs())));
             }
         }
         if let Some(t) = self.cfg.stall_timeout {
             if self.peers.is_empty() && self.last_progress.elapsed() > t {
-                return Err(Error::Unfinished(format!("no peers for {}s", t.as_secs())));
+                return Err(self.unfinished(format!("no peers for {}s", t.as_secs())));
             }
             if !self.peers.is_empty() {
                 self.last_progress = now;
             }
         }
         Ok(false)
+    }
+
+    fn unfinished(&self, why: String) -> Error {
+        Error::Unfinished(why, Box::new(Report::default()))
     }
 
     fn history_add_up(&mut self, key: PeerKey) {
@@ -1136,12 +1153,13 @@ fn misbehaved(reason: &str) -> bool {
         .any(|r| reason.contains(r))
 }
 
-fn disk_worker(storage: Arc<Storage>, jobs: Receiver<DiskJob>, done: Sender<DiskDone>) {
+fn disk_worker(storage: Arc<Storage>, unwritten: Arc<crate::rate::ByteBudget>, jobs: Receiver<DiskJob>, done: Sender<DiskDone>) {
     let mut buf = Vec::new();
     for job in jobs {
         let r = match job {
             DiskJob::Write(blocks) => {
                 let res = blocks.iter().try_for_each(|(r, data)| storage.write(r.index as usize, r.begin as u64, data));
+                unwritten.release(blocks.iter().map(|b| b.1.len()).sum());
                 DiskDone::Written(blocks.into_iter().map(|(r, _)| r).collect(), res)
             }
             DiskJob::Hash(i) => DiskDone::Hashed(i, storage.check_piece(i as usize, &mut buf)),

@@ -79,6 +79,8 @@ pub struct Context {
     /// Verified pieces, kept current by the session.
     pub have: Arc<Vec<AtomicBool>>,
     pub events: Sender<Event>,
+    /// Bytes of received blocks not yet written: readers wait while it is spent.
+    pub unwritten: Arc<crate::rate::ByteBudget>,
     pub upload: Arc<Bucket>,
     pub download: Arc<Bucket>,
     pub listen_port: u16,
@@ -233,6 +235,8 @@ fn flush_blocks(ctx: &Context, key: PeerKey, batch: &mut Vec<(u32, u32, Vec<u8>)
         return Ok(());
     }
     let blocks = std::mem::take(batch);
+    // Released by the session (blocks it drops) or the disk pool (blocks it wrote).
+    ctx.unwritten.acquire(blocks.iter().map(|b| b.2.len()).sum());
     ctx.events.send(Event::Blocks { key, blocks }).map_err(|_| "session ended".to_string())
 }
 
