@@ -205,7 +205,8 @@ struct Session {
     peers: HashMap<PeerKey, Peer>,
     next_key: PeerKey,
     net_rx: Receiver<Event>,
-    disk_tx: Sender<DiskJob>,
+    /// One queue per disk thread; a piece's blocks always go to the same one, in order.
+    disk_tx: Vec<Sender<DiskJob>>,
     disk_rx: Receiver<DiskDone>,
     tracker_rx: Receiver<announce::Report>,
     announcer: Announcer,
@@ -257,11 +258,12 @@ impl Session {
         let rng = crate::tracker::client::random_u32() as u64 | 1;
         let picker = Picker::new(info.piece_length, info.total_length, &have, rng);
         let (net_tx, net_rx) = channel::bounded(4096);
-        let (disk_tx, disk_jobs) = channel::bounded::<DiskJob>(1024);
         let (disk_done, disk_rx) = channel::unbounded();
         let unwritten = Arc::new(crate::rate::ByteBudget::new(UNWRITTEN_BUDGET));
+        let mut disk_tx = Vec::new();
         for n in 0..cfg.threads.max(1) {
-            let jobs = disk_jobs.clone();
+            let (tx, jobs) = channel::bounded::<DiskJob>(1024);
+            disk_tx.push(tx);
             let done = disk_done.clone();
             let st = storage.clone();
             let budget = unwritten.clone();
@@ -666,8 +668,17 @@ impl Session {
             }
         }
         self.ctx.unwritten.release(dropped);
-        if !accepted.is_empty() && self.disk_tx.send(DiskJob::Write(accepted)).is_err() {
-            self.shutdown.store(true, Ordering::SeqCst);
+        if !accepted.is_empty() {
+            let n = self.disk_tx.len();
+            let mut per: Vec<Vec<(BlockRef, Vec<u8>)>> = (0..n).map(|_| Vec::new()).collect();
+            for b in accepted {
+                per[b.0.index as usize % n].push(b);
+            }
+            for (w, blocks) in per.into_iter().enumerate() {
+                if !blocks.is_empty() && self.disk_tx[w].send(DiskJob::Write(blocks)).is_err() {
+                    self.shutdown.store(true, Ordering::SeqCst);
+                }
+            }
         }
         self.request_more(key);
     }
@@ -744,7 +755,7 @@ impl Session {
             DiskDone::Written(rs, Ok(())) => {
                 for r in rs {
                     if self.picker.written(r.index) {
-                        let _ = self.disk_tx.send(DiskJob::Hash(r.index));
+                        let _ = self.disk_tx[r.index as usize % self.disk_tx.len()].send(DiskJob::Hash(r.index));
                     }
                 }
             }
@@ -785,7 +796,7 @@ impl Session {
         let sync = self.last_resume.elapsed() > Duration::from_secs(5);
         self.resume_seq += 1;
         let job = DiskJob::SaveResume { seq: self.resume_seq, synced: self.synced.clone(), have: have.clone(), sync };
-        if self.disk_tx.try_send(job).is_ok() {
+        if self.disk_tx[0].try_send(job).is_ok() {
             self.resume_dirty = false;
             if sync {
                 self.last_resume = Instant::now();
@@ -1153,16 +1164,42 @@ fn misbehaved(reason: &str) -> bool {
         .any(|r| reason.contains(r))
 }
 
+/// A disk thread: writes blocks, checks pieces, saves resume data. Blocks of a piece reach
+/// the same thread in the order they arrived, so while they come in order the piece is
+/// hashed as it is written and needs no read-back; otherwise it is read back and hashed.
 fn disk_worker(storage: Arc<Storage>, unwritten: Arc<crate::rate::ByteBudget>, jobs: Receiver<DiskJob>, done: Sender<DiskDone>) {
+    use sha1::{Digest, Sha1};
     let mut buf = Vec::new();
+    // Per piece being written: running hash, next offset expected, still in order.
+    let mut running: HashMap<u32, (Sha1, u64, bool)> = HashMap::new();
     for job in jobs {
         let r = match job {
             DiskJob::Write(blocks) => {
                 let res = blocks.iter().try_for_each(|(r, data)| storage.write(r.index as usize, r.begin as u64, data));
+                if res.is_ok() {
+                    for (r, data) in &blocks {
+                        let e = running.entry(r.index).or_insert_with(|| (Sha1::new(), 0, true));
+                        if e.2 && e.1 == r.begin as u64 {
+                            e.0.update(data);
+                            e.1 += data.len() as u64;
+                        } else {
+                            e.2 = false;
+                        }
+                    }
+                }
                 unwritten.release(blocks.iter().map(|b| b.1.len()).sum());
                 DiskDone::Written(blocks.into_iter().map(|(r, _)| r).collect(), res)
             }
-            DiskJob::Hash(i) => DiskDone::Hashed(i, storage.check_piece(i as usize, &mut buf)),
+            DiskJob::Hash(i) => {
+                let info = storage.info();
+                match running.remove(&i) {
+                    Some((h, len, true)) if len == info.piece_size(i as usize) => {
+                        let digest: [u8; 20] = h.finalize().into();
+                        DiskDone::Hashed(i, Ok(digest == info.pieces[i as usize]))
+                    }
+                    _ => DiskDone::Hashed(i, storage.check_piece(i as usize, &mut buf)),
+                }
+            }
             DiskJob::SaveResume { seq, synced, have, sync } => DiskDone::Saved(storage.save_resume(seq, &synced, &have, sync)),
         };
         if done.send(r).is_err() {

@@ -53,7 +53,8 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
 /// Open content files of one torrent.
 pub struct Storage {
     info: Arc<Info>,
-    files: Vec<File>,
+    /// Open files; `None` for BEP 47 padding files, which are zeros and never on disk.
+    files: Vec<Option<File>>,
     /// Where the content is now (the `.part` path while downloading).
     root: std::sync::Mutex<PathBuf>,
     /// Where it goes when complete (equal to `root` when seeding finished content).
@@ -78,8 +79,12 @@ impl Storage {
     pub fn open_seed(info: Arc<Info>, info_hash: InfoHash, root: &Path) -> Result<Storage, Error> {
         let mut files = Vec::with_capacity(info.files.len());
         for i in 0..info.files.len() {
+            if info.files[i].pad {
+                files.push(None);
+                continue;
+            }
             let p = info.file_path(root, i);
-            files.push(File::open(&p).map_err(io(&p))?);
+            files.push(Some(File::open(&p).map_err(io(&p))?));
         }
         Ok(Storage { info, files, root: std::sync::Mutex::new(root.to_path_buf()), final_root: root.to_path_buf(), resume_path: None, info_hash, resume_seq: Default::default() })
     }
@@ -149,13 +154,17 @@ impl Storage {
 
         let mut files = Vec::with_capacity(info.files.len());
         for i in 0..info.files.len() {
+            if info.files[i].pad {
+                files.push(None);
+                continue;
+            }
             let p = info.file_path(&part_root, i);
             if let Some(parent) = p.parent() {
                 std::fs::create_dir_all(parent).map_err(io(parent))?;
             }
             let f = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&p).map_err(io(&p))?;
             preallocate(&f, info.files[i].length).map_err(io(&p))?;
-            files.push(f);
+            files.push(Some(f));
         }
         if have.iter().all(|h| *h) && n > 0 {
             note.push_str(" (all pieces present)");
@@ -186,7 +195,9 @@ impl Storage {
         let mut done = 0usize;
         for (f, off, len) in self.info.byte_spans(start, data.len() as u64) {
             let chunk = &data[done..done + len as usize];
-            self.files[f].write_all_at(chunk, off).map_err(|err| Error::Io { path: self.path_of(f), err })?;
+            if let Some(file) = &self.files[f] {
+                file.write_all_at(chunk, off).map_err(|err| Error::Io { path: self.path_of(f), err })?;
+            }
             done += len as usize;
         }
         Ok(())
@@ -198,7 +209,10 @@ impl Storage {
         let mut done = 0usize;
         for (f, off, len) in self.info.byte_spans(start, buf.len() as u64) {
             let chunk = &mut buf[done..done + len as usize];
-            self.files[f].read_exact_at(chunk, off).map_err(|err| Error::Io { path: self.path_of(f), err })?;
+            match &self.files[f] {
+                Some(file) => file.read_exact_at(chunk, off).map_err(|err| Error::Io { path: self.path_of(f), err })?,
+                None => chunk.fill(0),
+            }
             done += len as usize;
         }
         Ok(())
@@ -218,7 +232,9 @@ impl Storage {
     /// Flushes data to disk.
     pub fn sync(&self) -> Result<(), Error> {
         for (i, f) in self.files.iter().enumerate() {
-            f.sync_data().map_err(|err| Error::Io { path: self.path_of(i), err })?;
+            if let Some(f) = f {
+                f.sync_data().map_err(|err| Error::Io { path: self.path_of(i), err })?;
+            }
         }
         Ok(())
     }
@@ -255,7 +271,9 @@ impl Storage {
             return Ok(self.final_root.clone());
         }
         for (i, f) in self.files.iter().enumerate() {
-            f.sync_data().map_err(|err| Error::Io { path: self.info.file_path(&root, i), err })?;
+            if let Some(f) = f {
+                f.sync_data().map_err(|err| Error::Io { path: self.info.file_path(&root, i), err })?;
+            }
         }
         if self.final_root.symlink_metadata().is_ok() {
             return Err(Error::Exists(self.final_root.clone()));
@@ -284,7 +302,7 @@ fn hash_err(e: hashing::Error) -> Error {
 }
 
 fn sizes_match(info: &Info, root: &Path) -> bool {
-    (0..info.files.len()).all(|i| {
+    (0..info.files.len()).filter(|i| !info.files[*i].pad).all(|i| {
         std::fs::metadata(info.file_path(root, i)).map(|m| m.len() == info.files[i].length).unwrap_or(false)
     })
 }
