@@ -334,6 +334,37 @@ fn silent_peers_expire() {
 }
 
 #[test]
+fn startup_errors_are_one_line_and_exit_2() {
+    let d = Dir::new("btrack-cli");
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["--listen".into(), format!("127.0.0.1:{port}")], "cannot listen"),
+        (vec!["--listen".into(), "nowhere".into()], "--listen"),
+        (vec!["--max-upload".into(), "5Q".into()], "--max-upload"),
+        (vec!["--interval".into(), "0s".into()], "--interval"),
+        (vec!["--token".into(), "a b".into()], "--token"),
+        (vec!["--public-url".into(), "https://x".into()], "--public-url"),
+        (vec!["--data-dir".into(), "/proc/shoal-nope".into()], "data directory"),
+    ];
+    for (args, want) in cases {
+        let mut c = cmd("btrack");
+        if !args.contains(&"--data-dir".to_string()) {
+            c.arg("--data-dir").arg(d.join("data"));
+        }
+        if !args.contains(&"--listen".to_string()) {
+            c.arg("--listen").arg("127.0.0.1:0");
+        }
+        let o = run(c.args(&args));
+        assert_exit(&o, 2);
+        assert_clean_failure(&o);
+        let err = stderr(&o);
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("btrack: error: ") && err.contains(want), "{args:?}: {err}");
+    }
+}
+
+#[test]
 fn token_and_open_modes() {
     let d = Dir::new("btrack-token");
     let b = Btrack::start(&d.join("data"), &["--open", "--token", "s3cr3t"]);
