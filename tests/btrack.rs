@@ -309,6 +309,16 @@ fn detail_page_shows_how_upload_load_is_shared() {
     let page = String::from_utf8(page).unwrap();
     assert!(page.contains("3.00×") && page.contains("75.0%") && page.contains("25.0%"), "{page}");
     assert!(page.contains("http-equiv=refresh"), "the page refreshes itself");
+    // The fetcher leaves: what it uploaded stays in the picture.
+    client::announce(&b.url("/announce"), &AnnounceRequest { event: Event::Stopped, ..fetcher.clone() }, T).unwrap();
+    let j = get_json(&b.url(&format!("/api/torrents/{ih}")));
+    assert_eq!(j["peers"].as_array().unwrap().len(), 1);
+    assert_eq!(j["departed_peers"].as_array().unwrap().len(), 1);
+    assert_eq!(j["departed_peers"][0]["upload_share"], 0.25);
+    assert_eq!(j["origin_uploaded_ratio"], 3.0);
+    let (_, _, page) = http("GET", &b.url(&format!("/t/{ih}")), None, &[]);
+    let page = String::from_utf8(page).unwrap();
+    assert!(page.contains("(left)") && page.contains("25.0%"), "{page}");
 }
 
 #[test]

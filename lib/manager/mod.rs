@@ -72,9 +72,11 @@ pub fn is_origin(p: &crate::tracker::store::Peer) -> bool {
     p.left == 0 && p.downloaded == 0
 }
 
-pub fn sharing(peers: &[crate::tracker::store::Peer], total_length: u64) -> Sharing {
-    let total_uploaded: u64 = peers.iter().map(|p| p.uploaded).sum();
-    let origin_uploaded: u64 = peers.iter().filter(|p| is_origin(p)).map(|p| p.uploaded).sum();
+/// Load sharing over the live peers and those that left (their last counters).
+pub fn sharing(peers: &[crate::tracker::store::Peer], departed: &[crate::tracker::store::Peer], total_length: u64) -> Sharing {
+    let all = || peers.iter().chain(departed);
+    let total_uploaded: u64 = all().map(|p| p.uploaded).sum();
+    let origin_uploaded: u64 = all().filter(|p| is_origin(p)).map(|p| p.uploaded).sum();
     Sharing { total_uploaded, origin_uploaded, origin_ratio: if total_length == 0 { 0.0 } else { origin_uploaded as f64 / total_length as f64 } }
 }
 
@@ -133,12 +135,16 @@ impl App {
             "bseed_command": self.registry.bseed_command(e),
         });
         if peers {
-            let v = view.unwrap_or(crate::tracker::store::SwarmView { seeders: 0, leechers: 0, completed: 0, peers: Vec::new(), now: 0 });
-            let s = sharing(&v.peers, e.total_length);
-            let list: Vec<serde_json::Value> = v
-                .peers
-                .iter()
-                .map(|p| {
+            let v = view.unwrap_or(crate::tracker::store::SwarmView {
+                seeders: 0,
+                leechers: 0,
+                completed: 0,
+                peers: Vec::new(),
+                departed: Vec::new(),
+                now: 0,
+            });
+            let s = sharing(&v.peers, &v.departed, e.total_length);
+            let to_json = |p: &crate::tracker::store::Peer| {
                     json!({
                         "address": p.addr.to_string(),
                         "peer_id": crate::hex::encode(&p.peer_id),
@@ -151,9 +157,9 @@ impl App {
                         "last_announce_secs_ago": v.now.saturating_sub(p.last),
                         "upload_share": if s.total_uploaded == 0 { 0.0 } else { p.uploaded as f64 / s.total_uploaded as f64 },
                     })
-                })
-                .collect();
-            j["peers"] = json!(list);
+            };
+            j["peers"] = json!(v.peers.iter().map(to_json).collect::<Vec<_>>());
+            j["departed_peers"] = json!(v.departed.iter().map(to_json).collect::<Vec<_>>());
             j["total_uploaded"] = json!(s.total_uploaded);
             j["origin_uploaded"] = json!(s.origin_uploaded);
             j["origin_uploaded_ratio"] = json!(s.origin_ratio);

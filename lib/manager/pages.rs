@@ -106,18 +106,20 @@ pub fn detail(app: &App, e: &Entry) -> String {
     let ih = e.info_hash.hex();
     let v = app.tracker.store.view(&e.info_hash.0);
     let peers = v.as_ref().map(|v| v.peers.clone()).unwrap_or_default();
+    let departed = v.as_ref().map(|v| v.departed.clone()).unwrap_or_default();
     let now = v.as_ref().map(|v| v.now).unwrap_or(0);
     let (s, l, c) = v.as_ref().map(|v| (v.seeders, v.leechers, v.completed)).unwrap_or((0, 0, 0));
-    let sh = sharing(&peers, e.total_length);
-    let mut sorted = peers.clone();
-    sorted.sort_by(|a, b| b.uploaded.cmp(&a.uploaded).then(a.addr.cmp(&b.addr)));
+    let sh = sharing(&peers, &departed, e.total_length);
+    let mut sorted: Vec<(bool, &crate::tracker::store::Peer)> = peers.iter().map(|p| (false, p)).chain(departed.iter().map(|p| (true, p))).collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.uploaded.cmp(&a.1.uploaded)).then(a.1.addr.cmp(&b.1.addr)));
     let rows: String = sorted
         .iter()
-        .map(|p| {
+        .map(|&(gone, p)| {
             let share = if sh.total_uploaded == 0 { 0.0 } else { p.uploaded as f64 / sh.total_uploaded as f64 };
             let done = if e.total_length == 0 { 100.0 } else { 100.0 * (e.total_length.saturating_sub(p.left)) as f64 / e.total_length as f64 };
             format!(
-                "<tr><td><code>{}</code></td><td><code>{}</code>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{:.1}%</td><td class=n>{:.1}% <span class=bar style=\"width:{:.0}px\"></span></td><td class=n>{} s ago</td></tr>",
+                "<tr{}><td><code>{}</code></td><td><code>{}</code>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{:.1}%</td><td class=n>{:.1}% <span class=bar style=\"width:{:.0}px\"></span></td><td class=n>{} s ago{}</td></tr>",
+                if gone { " class=muted" } else { "" },
                 esc(&p.addr.to_string()),
                 esc(&client_prefix(&p.peer_id)),
                 if is_origin(p) { " <b>origin</b>" } else { "" },
@@ -127,7 +129,8 @@ pub fn detail(app: &App, e: &Entry) -> String {
                 done,
                 share * 100.0,
                 share * 100.0,
-                now.saturating_sub(p.last)
+                now.saturating_sub(p.last),
+                if gone { " (left)" } else { "" }
             )
         })
         .collect();
@@ -144,7 +147,7 @@ pub fn detail(app: &App, e: &Entry) -> String {
 <h2>Swarm</h2>
 <p><span id=seeders>{s}</span> seeders, <span id=leechers>{l}</span> leechers, <span id=completed>{c}</span> completed downloads.</p>
 <h2>How the upload load is shared</h2>
-<p>Peers have uploaded <b>{total_up}</b> in all. The origin (peers that had the whole file without downloading) uploaded <b>{origin_up}</b> = <b id=origin-ratio>{ratio:.2}×</b> the file size{spread}.</p>
+<p>Peers (including the {gone} that left, shown greyed) have uploaded <b>{total_up}</b> in all. The origin (peers that had the whole file without downloading) uploaded <b>{origin_up}</b> = <b id=origin-ratio>{ratio:.2}×</b> the file size{spread}.</p>
 <table><thead><tr><th>Address</th><th>Client</th><th class=n>Uploaded</th><th class=n>Downloaded</th><th class=n>Left</th><th class=n>Have</th><th class=n>Share of uploads</th><th class=n>Last announce</th></tr></thead>
 <tbody id=peers>{rows}</tbody></table>
 <p class=muted>Refreshes every 5 seconds. Counters are what the peers last announced. <a href="/api/torrents/{ih}">JSON</a></p>
@@ -154,6 +157,7 @@ pub fn detail(app: &App, e: &Entry) -> String {
         pieces = e.pieces,
         plen = human_bytes(e.piece_length),
         total_up = human_bytes(sh.total_uploaded),
+        gone = departed.len(),
         origin_up = human_bytes(sh.origin_uploaded),
         ratio = sh.origin_ratio,
         spread = if sh.total_uploaded > 0 {

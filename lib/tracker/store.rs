@@ -7,7 +7,10 @@
 //!   new peer beyond the cap still gets an answer but is not stored;
 //! - peers are soft state: a peer that has not announced for `ttl` is dropped (lazily when
 //!   peers are picked, and by [`Store::sweep`], which the server runs periodically);
-//! - in closed mode only registered info-hashes have swarms; [`Store::register`] makes one.
+//! - in closed mode only registered info-hashes have swarms; [`Store::register`] makes one;
+//! - a registered swarm remembers the last [`DEPARTED_MAX`] peers that left (stopped or
+//!   expired) with their final counters, so the manager can still show who uploaded what
+//!   after a sync is over; a peer id that comes back is taken off that list.
 
 use super::client::{Event, ScrapeStats};
 use std::collections::HashMap;
@@ -17,6 +20,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub const SHARDS: usize = 64;
+/// Departed peers remembered per registered torrent.
+pub const DEPARTED_MAX: usize = 512;
 
 /// One peer as the tracker sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +45,7 @@ struct Swarm {
     seeders: u32,
     completed: u32,
     registered: bool,
+    departed: std::collections::VecDeque<Peer>,
 }
 
 impl Swarm {
@@ -52,6 +58,12 @@ impl Swarm {
         if i < self.peers.len() {
             let moved = self.peers[i].peer_id;
             self.index.insert(moved, i as u32);
+        }
+        if self.registered {
+            if self.departed.len() == DEPARTED_MAX {
+                self.departed.pop_front();
+            }
+            self.departed.push_back(p);
         }
     }
 }
@@ -90,6 +102,8 @@ pub struct SwarmView {
     pub leechers: u32,
     pub completed: u32,
     pub peers: Vec<Peer>,
+    /// Peers that left (stopped or expired), oldest first, with their last counters.
+    pub departed: Vec<Peer>,
     /// Seconds since the store was created, now (to age `Peer::last`).
     pub now: u32,
 }
@@ -193,6 +207,10 @@ impl Store {
         let existing = swarm.index.get(&a.peer_id).map(|&i| i as usize);
         if a.event == Event::Stopped {
             if let Some(i) = existing {
+                let p = &mut swarm.peers[i];
+                p.uploaded = a.uploaded;
+                p.downloaded = a.downloaded;
+                p.last = now;
                 swarm.remove_at(i);
                 self.peers.fetch_sub(1, Ordering::Relaxed);
             }
@@ -215,6 +233,9 @@ impl Store {
                     p.last = now;
                 }
                 None if swarm.peers.len() < self.max_peers => {
+                    if !swarm.departed.is_empty() {
+                        swarm.departed.retain(|p| p.peer_id != a.peer_id);
+                    }
                     swarm.index.insert(a.peer_id, swarm.peers.len() as u32);
                     swarm.peers.push(Peer {
                         addr: a.addr,
@@ -278,6 +299,7 @@ impl Store {
             leechers: s.peers.len() as u32 - s.seeders,
             completed: s.completed,
             peers: s.peers.clone(),
+            departed: s.departed.iter().cloned().collect(),
             now,
         })
     }
@@ -333,6 +355,15 @@ mod tests {
         assert_eq!(s.announce(&ann(1, 1, 5, Event::Started)).err(), Some(Refusal::Unregistered));
         s.register([1; 20]);
         assert!(s.announce(&ann(1, 1, 5, Event::Started)).is_ok());
+        let mut stop = ann(1, 1, 5, Event::Stopped);
+        stop.uploaded = 77;
+        s.announce(&stop).unwrap();
+        let v = s.view(&[1; 20]).unwrap();
+        assert!(v.peers.is_empty());
+        assert_eq!(v.departed.len(), 1);
+        assert_eq!(v.departed[0].uploaded, 77, "final counters are kept");
+        s.announce(&ann(1, 1, 5, Event::Started)).unwrap();
+        assert!(s.view(&[1; 20]).unwrap().departed.is_empty(), "a returning peer is live again");
         s.unregister(&[1; 20]);
         assert_eq!(s.announce(&ann(1, 1, 5, Event::None)).err(), Some(Refusal::Unregistered));
         assert_eq!(s.peer_count(), 0);
@@ -356,6 +387,7 @@ mod tests {
         assert_eq!(s.view(&[1; 20]).unwrap().peers.len(), 3);
         s.announce(&ann(1, 1, 0, Event::Stopped)).unwrap();
         assert_eq!(s.view(&[1; 20]).unwrap().peers.len(), 2);
+        assert!(s.view(&[1; 20]).unwrap().departed.is_empty(), "open-mode swarms keep no history");
         assert_eq!(s.peer_count(), 2);
         // Torrent cap.
         let s = Store::new(true, 1, 3, Duration::from_secs(60));
