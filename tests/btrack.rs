@@ -375,6 +375,37 @@ fn startup_errors_are_one_line_and_exit_2() {
 }
 
 #[test]
+fn big_upload_is_streamed_not_buffered() {
+    if !have("curl") {
+        return;
+    }
+    let d = Dir::new("btrack-big");
+    let b = Btrack::start(&d.join("data"), &[]);
+    let file = d.join("big.bin");
+    let size = 256usize << 20;
+    {
+        let mut f = std::fs::File::create(&file).unwrap();
+        let chunk = data(8 << 20, 51);
+        for i in 0..size / chunk.len() {
+            f.write_all(&chunk[..chunk.len() - 1]).unwrap();
+            f.write_all(&[i as u8]).unwrap();
+        }
+    }
+    let o = run(Command::new("curl").args(["-sS", "-f", "-T"]).arg(&file).arg("-o").arg(d.join("big.torrent")).arg(b.url("/api/upload?name=big.bin")));
+    assert_exit(&o, 0);
+    let hwm_kib: u64 = std::fs::read_to_string(format!("/proc/{}/status", b.child.id()))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(hwm_kib < 64 << 10, "btrack's peak RSS {hwm_kib} KiB for a 256 MiB upload: the body was buffered");
+    assert_exit(&run(&mut cmd_mk(&file, &d.join("mk.torrent"))), 0);
+    assert_eq!(info_hash_of(&std::fs::read(d.join("big.torrent")).unwrap()), info_hash_of(&std::fs::read(d.join("mk.torrent")).unwrap()));
+}
+
+#[test]
 fn token_and_open_modes() {
     let d = Dir::new("btrack-token");
     let b = Btrack::start(&d.join("data"), &["--open", "--token", "s3cr3t"]);
