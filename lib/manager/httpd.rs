@@ -373,7 +373,7 @@ fn read_head(r: &mut BufReader<TcpStream>) -> Head {
     Head::Request { method: method.to_string(), target: target.to_string(), headers, http11 }
 }
 
-fn write_response(s: &mut TcpStream, resp: &Response, keep_alive: bool, head_only: bool) -> io::Result<()> {
+fn write_response(s: &mut TcpStream, resp: &Response, keep_alive: bool, head_only: bool, http10: bool) -> io::Result<()> {
     let mut out = Vec::with_capacity(160 + resp.body.len());
     let _ = write!(
         out,
@@ -388,6 +388,8 @@ fn write_response(s: &mut TcpStream, resp: &Response, keep_alive: bool, head_onl
     }
     if !keep_alive {
         out.extend_from_slice(b"Connection: close\r\n");
+    } else if http10 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
     if !head_only {
@@ -414,7 +416,7 @@ fn serve_connection(stream: TcpStream, sh: &Shared) {
             Head::Request { method, target, headers, http11 } => (method, target, headers, http11),
             Head::Closed => return,
             Head::Bad(status, why) => {
-                let _ = write_response(&mut writer, &Response::text(status, why), false, false);
+                let _ = write_response(&mut writer, &Response::text(status, why), false, false, false);
                 linger(&writer, &mut reader);
                 return;
             }
@@ -426,7 +428,7 @@ fn serve_connection(stream: TcpStream, sh: &Shared) {
             Some(v) => match v.parse::<u64>() {
                 Ok(n) if !chunked => Some(n),
                 _ => {
-                    let _ = write_response(&mut writer, &Response::text(400, "bad Content-Length"), false, false);
+                    let _ = write_response(&mut writer, &Response::text(400, "bad Content-Length"), false, false, false);
                     linger(&writer, &mut reader);
                     return;
                 }
@@ -479,7 +481,7 @@ fn serve_connection(stream: TcpStream, sh: &Shared) {
                 keep_alive = false;
             }
         }
-        if write_response(&mut writer, &resp, keep_alive, head_only).is_err() {
+        if write_response(&mut writer, &resp, keep_alive, head_only, !http11).is_err() {
             return;
         }
         if !keep_alive {
