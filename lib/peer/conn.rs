@@ -293,46 +293,46 @@ fn handle(ctx: &Context, key: PeerKey, msg: Message, cmd: &Sender<Cmd>, shared: 
     }
 }
 
-fn writer(ctx: Arc<Context>, stream: TcpStream, cmds: Receiver<Cmd>, shared: Arc<PeerShared>) {
-    let mut out = std::io::BufWriter::with_capacity(1 << 18, stream);
-    let mut buf = Vec::with_capacity(wire::MAX_BLOCK as usize + 13);
-    let mut block = Vec::new();
+fn writer(ctx: Arc<Context>, mut stream: TcpStream, cmds: Receiver<Cmd>, shared: Arc<PeerShared>) {
+    // Messages are built in `out` (blocks read from storage straight into it: one copy from
+    // the page cache) and written when it holds 256 KiB or the queue is empty.
+    const FLUSH_AT: usize = 1 << 18;
+    let mut out: Vec<u8> = Vec::with_capacity(FLUSH_AT + wire::MAX_BLOCK as usize + 64);
     loop {
         let c = match cmds.recv_timeout(KEEPALIVE) {
             Ok(c) => c,
             Err(crossbeam::channel::RecvTimeoutError::Timeout) => Cmd::Send(Message::KeepAlive),
             Err(_) => break,
         };
-        buf.clear();
         match c {
             Cmd::Close => break,
-            Cmd::Send(m) => wire::encode(&m, &mut buf),
-            Cmd::SendAll(ms) => ms.iter().for_each(|m| wire::encode(m, &mut buf)),
+            Cmd::Send(m) => wire::encode(&m, &mut out),
+            Cmd::SendAll(ms) => ms.iter().for_each(|m| wire::encode(m, &mut out)),
             Cmd::Serve { index, begin, length } => {
                 shared.queued.fetch_sub(1, Ordering::SeqCst);
                 if shared.am_choking.load(Ordering::SeqCst) || !ctx.have[index as usize].load(Ordering::SeqCst) {
                     continue;
                 }
                 ctx.upload.take(length as usize);
-                block.resize(length as usize, 0);
-                if ctx.storage.read(index as usize, begin as u64, &mut block).is_err() {
+                wire::encode_piece_header(index, begin, length, &mut out);
+                let at = out.len();
+                out.resize(at + length as usize, 0);
+                if ctx.storage.read(index as usize, begin as u64, &mut out[at..]).is_err() {
                     break;
                 }
-                wire::encode_piece_header(index, begin, length, &mut buf);
-                buf.extend_from_slice(&block);
                 shared.uploaded.fetch_add(length as u64, Ordering::SeqCst);
             }
         }
-        if out.write_all(&buf).is_err() {
-            break;
-        }
-        if cmds.is_empty() && out.flush().is_err() {
-            break;
+        if (out.len() >= FLUSH_AT || cmds.is_empty()) && !out.is_empty() {
+            if stream.write_all(&out).is_err() {
+                break;
+            }
+            out.clear();
         }
     }
-    let _ = out.flush();
+    let _ = stream.write_all(&out);
     shared.closed.store(true, Ordering::SeqCst);
-    let _ = out.get_ref().shutdown(Shutdown::Both);
+    let _ = stream.shutdown(Shutdown::Both);
 }
 
 /// Opens an outgoing connection and runs it (call on its own thread).
