@@ -764,14 +764,19 @@ class Bench:
                 continue
             xs = [0.0] + ts
             ys = list(range(0, len(ts) + 1))
+            ours = r["method"].startswith("shoal")
             ax.step(xs, ys, where="post", label="%s%s" % (r["label"], "" if r["status"] == "ok" else " (%s)" % r["status"]),
-                    linewidth=2)
+                    linewidth=3 if ours else 1.8, linestyle=":" if r["method"] == "ring" else "-",
+                    color="black" if r["method"] == "shoal" else None)
             ax.plot(ts, ys[1:], "o", markersize=3, color=ax.lines[-1].get_color())
         ax.axvline(self.fb, color="grey", linestyle="--", linewidth=1)
         ax.text(self.fb, self.n + 0.3, " F/B = %.1f s" % self.fb, color="grey", fontsize=8)
         ax.set_xscale("log")
         hi = max([self.fb] + [t for r in self.results for t in r["times"].values()])
         ticks = [t for t in (1, 2, 5, 10, 20, 30, 50, 100, 200, 300, 500, 1000, 2000, 5000) if t <= hi * 1.5]
+        lo = min([self.fb] + [t for r in self.results for t in r["times"].values()]) * 0.7
+        ticks = [t for t in ticks if t >= lo]
+        ax.set_xlim(left=lo)
         ax.set_xticks(ticks)
         ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
