@@ -39,8 +39,6 @@ use std::time::{Duration, Instant};
 const SNUB_TIMEOUT: Duration = Duration::from_secs(10);
 /// ...and is asked for nothing more for this long.
 const SNUB_PENALTY: Duration = Duration::from_secs(30);
-/// Blocks a peer may send that we did not ask it for before it is dropped.
-const MAX_UNWANTED_BLOCKS: u32 = 64;
 /// Received bytes that may wait for the disk before sockets are left unread.
 const UNWRITTEN_BUDGET: usize = 24 << 20;
 /// Strikes (pieces that failed their hash check with data from a peer) before a ban.
@@ -154,6 +152,8 @@ struct Peer {
     revealed: Option<u32>,
     snubbed_until: Option<Instant>,
     unwanted: u32,
+    /// When we last choked this peer (or connected): seeders serve who waited longest.
+    choked_since: Instant,
 }
 
 impl Peer {
@@ -481,6 +481,7 @@ impl Session {
             revealed: None,
             snubbed_until: None,
             unwanted: 0,
+            choked_since: Instant::now(),
         };
         self.log(&format!("peer {} connected ({}, {})", addr, peer.client, if outgoing { "outgoing" } else { "incoming" }));
         // Pieces verified after the bitfield was sent.
@@ -698,13 +699,9 @@ impl Session {
             Some(pos) => {
                 p.inflight.remove(pos);
             }
-            None => {
-                p.unwanted += 1;
-                if p.unwanted > MAX_UNWANTED_BLOCKS {
-                    self.close(key, "sends blocks we did not ask for");
-                    return None;
-                }
-            }
+            // Late (cancelled in endgame, or given up on): normal, and dropped below. A flood
+            // of blocks never asked for is cut off by the connection itself.
+            None => p.unwanted += 1,
         }
         match self.picker.received(key, &r) {
             Arrival::Accept { cancel } => {
@@ -712,7 +709,7 @@ impl Session {
                     if let Some(o) = self.peers.get_mut(&other) {
                         if let Some(pos) = o.inflight.iter().position(|b| *b == r) {
                             o.inflight.remove(pos);
-                            let _ = o.shared.outstanding.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| v.checked_sub(1));
+                            // `outstanding` stays: the block may be on its way already.
                             o.send(Message::Cancel { index, begin, length: r.length });
                         }
                     }
@@ -883,7 +880,6 @@ impl Session {
             let p = self.peers.get_mut(k).unwrap();
             if !p.inflight.is_empty() && now.duration_since(p.last_block) > SNUB_TIMEOUT {
                 let inflight: Vec<BlockRef> = p.inflight.drain(..).collect();
-                p.shared.outstanding.store(0, Ordering::SeqCst);
                 p.last_block = now;
                 p.snubbed_until = Some(now + SNUB_PENALTY);
                 let name = p.name();
@@ -1017,6 +1013,9 @@ impl Session {
         let was = p.shared.am_choking.swap(choke, Ordering::SeqCst);
         if was != choke {
             p.unchoked_at = if choke { None } else { Some(Instant::now()) };
+            if choke {
+                p.choked_since = Instant::now();
+            }
             p.send(if choke { Message::Choke } else { Message::Unchoke });
         }
     }
@@ -1027,10 +1026,11 @@ impl Session {
         }
     }
 
-    /// The choker (BitTorrent's tit-for-tat). Every 10 s: while downloading, the peers that
-    /// send us the most get the slots; while seeding, the peers we upload to fastest, with
-    /// those unchoked longest rotated out so everyone gets served. One more slot rotates
-    /// every 30 s (optimistic unchoke) so newcomers get their first pieces.
+    /// The choker (BitTorrent's tit-for-tat), every 10 s. While downloading: the peers that
+    /// send us the most keep their slots, plus one optimistic unchoke rotated every 30 s so
+    /// newcomers get their first pieces. While seeding: round robin: a peer keeps its slot
+    /// for 20 s, then the slot goes to whoever has waited longest, so fast peers do not
+    /// starve the rest.
     fn choke(&mut self) {
         if self.last_choke.elapsed() < Duration::from_secs(10) {
             return;
@@ -1038,42 +1038,42 @@ impl Session {
         self.last_choke = Instant::now();
         let slots = self.cfg.upload_slots.max(1);
         let interested: Vec<PeerKey> = self.peers.iter().filter(|(_, p)| p.peer_interested).map(|(k, _)| *k).collect();
-        if interested.len() <= slots {
-            let all: Vec<PeerKey> = self.peers.keys().copied().collect();
-            for k in all {
-                let want = self.peers[&k].peer_interested;
-                self.set_choke(k, !want);
+        let keep: HashSet<PeerKey> = if interested.len() <= slots {
+            interested.into_iter().collect()
+        } else if self.completed_at.is_some() {
+            let now = Instant::now();
+            let mut ranked: Vec<(u8, Duration, PeerKey)> = interested
+                .iter()
+                .map(|k| {
+                    let p = &self.peers[k];
+                    match p.unchoked_at {
+                        Some(t) if now.duration_since(t) < Duration::from_secs(20) => (0, Duration::ZERO, *k),
+                        Some(t) => (2, Duration::MAX - now.duration_since(t), *k),
+                        None => (1, Duration::MAX - now.duration_since(p.choked_since), *k),
+                    }
+                })
+                .collect();
+            ranked.sort();
+            ranked.into_iter().take(slots).map(|(_, _, k)| k).collect()
+        } else {
+            let mut ranked: Vec<(f64, PeerKey)> =
+                interested.iter().map(|k| (self.peers.get_mut(k).unwrap().down.rate(), *k)).collect();
+            ranked.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap_or(std::cmp::Ordering::Equal));
+            let mut keep: HashSet<PeerKey> = ranked.iter().take(slots - 1).map(|(_, k)| *k).collect();
+            let stale = self.optimistic.map(|k| !self.peers.contains_key(&k) || !self.peers[&k].peer_interested).unwrap_or(true);
+            if self.last_optimistic.elapsed() >= Duration::from_secs(30) || stale {
+                self.last_optimistic = Instant::now();
+                let rest: Vec<PeerKey> = interested.iter().copied().filter(|k| !keep.contains(k)).collect();
+                if !rest.is_empty() {
+                    let i = (self.rand() % rest.len() as u64) as usize;
+                    self.optimistic = Some(rest[i]);
+                }
             }
-            return;
-        }
-        let seeding = self.completed_at.is_some();
-        let mut ranked: Vec<(f64, PeerKey)> = interested
-            .iter()
-            .map(|k| {
-                let p = self.peers.get_mut(k).unwrap();
-                let score = if seeding {
-                    // Serve fast peers, but rotate out whoever has held a slot longest.
-                    let held = p.unchoked_at.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
-                    p.up.rate() / (1.0 + held / 30.0)
-                } else {
-                    p.down.rate()
-                };
-                (score, *k)
-            })
-            .collect();
-        ranked.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap_or(std::cmp::Ordering::Equal));
-        let mut keep: HashSet<PeerKey> = ranked.iter().take(slots - 1).map(|(_, k)| *k).collect();
-        if self.last_optimistic.elapsed() >= Duration::from_secs(30) || self.optimistic.map(|k| !self.peers.contains_key(&k)).unwrap_or(true) {
-            self.last_optimistic = Instant::now();
-            let rest: Vec<PeerKey> = interested.iter().copied().filter(|k| !keep.contains(k)).collect();
-            if !rest.is_empty() {
-                let i = (self.rand() % rest.len() as u64) as usize;
-                self.optimistic = Some(rest[i]);
+            if let Some(o) = self.optimistic {
+                keep.insert(o);
             }
-        }
-        if let Some(o) = self.optimistic {
-            keep.insert(o);
-        }
+            keep
+        };
         let all: Vec<PeerKey> = self.peers.keys().copied().collect();
         for k in all {
             self.set_choke(k, !keep.contains(&k));

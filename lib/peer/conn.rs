@@ -257,12 +257,14 @@ fn handle_block(
     // Only as many blocks as we asked for get past here (bounding what a hostile peer
     // can make us buffer); the session checks which ones.
     if shared.outstanding.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_err() {
+        // A few late blocks after a choke are normal; a run of them is not.
         *unrequested += 1;
         if *unrequested > 64 {
             return Err("sends blocks nobody asked for".into());
         }
         return Ok(());
     }
+    *unrequested = 0;
     ctx.download.take(data.len());
     batch.push((index, begin, data));
     Ok(())
