@@ -10,7 +10,7 @@
 # Add a package the tests need to PACKAGES (one list, nothing else to edit).
 set -euo pipefail
 
-PACKAGES="transmission-cli aria2 python3-libtorrent opentracker iproute2 mktorrent chromium chromium-driver rsync curl wrk man-db python3-matplotlib"
+PACKAGES="transmission-cli aria2 python3-libtorrent opentracker iproute2 mktorrent chromium chromium-driver rsync curl wrk man-db python3-matplotlib python3-venv"
 
 cd "$(dirname "$0")/.."
 start=$(date +%s)
@@ -29,6 +29,12 @@ if [ ${#missing[@]} -gt 0 ]; then
         echo "test.sh: warning: not root, cannot install missing packages: ${missing[*]}" >&2
         echo "test.sh: tests that need them will fail (set SHOAL_ALLOW_MISSING_TOOLS=1 to skip those)" >&2
     fi
+fi
+
+# Ansible (for the playbook tests in tests/fleet.rs) from PyPI, in its own venv.
+if [ "$(id -u)" -eq 0 ] && [ ! -x /opt/shoal-ansible/bin/ansible-playbook ]; then
+    echo "test.sh: installing ansible-core into /opt/shoal-ansible"
+    /usr/bin/python3 -m venv /opt/shoal-ansible && /opt/shoal-ansible/bin/pip install -q ansible-core
 fi
 
 log=$(mktemp "${TMPDIR:-/tmp}/shoal-test.XXXXXX")
