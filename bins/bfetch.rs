@@ -38,9 +38,12 @@ struct Args {
     /// after completing, keep seeding this long, e.g. 90s, 5m (default 0)
     #[argh(option)]
     seed_time: Option<String>,
-    /// after completing, keep seeding while the tracker reports peers still downloading (capped by --seed-time if given)
+    /// after completing, keep seeding while the tracker reports peers still downloading, capped by --seed-time if given (the default; kept for scripts that name it)
     #[argh(switch)]
     seed_until_done: bool,
+    /// exit as soon as our own copy is verified (or after --seed-time), without waiting for the rest of the swarm
+    #[argh(switch)]
+    no_linger: bool,
     /// give up (exit 1) when not complete after this long, e.g. 30m
     #[argh(option)]
     timeout: Option<String>,
@@ -100,7 +103,7 @@ fn run(args: Args) -> Result<i32, Failure> {
         max_download_rate: rate(&args.max_download_rate)?,
         seed_forever: false,
         seed_time,
-        seed_until_done: args.seed_until_done,
+        seed_until_done: !args.no_linger || args.seed_until_done,
         timeout,
         stall_timeout: if stall.is_zero() { None } else { Some(stall) },
         super_seed: false,

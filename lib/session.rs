@@ -233,6 +233,8 @@ struct Session {
     last_optimistic: Instant,
     optimistic: Option<PeerKey>,
     swarm_incomplete: Option<u32>,
+    /// Since when every connected peer is a seed (lingering ends after a while of it).
+    all_seeds_since: Option<Instant>,
     progress: Progress,
     final_path: PathBuf,
     rng: u64,
@@ -330,6 +332,7 @@ impl Session {
             last_optimistic: Instant::now() - Duration::from_secs(60),
             optimistic: None,
             swarm_incomplete: None,
+            all_seeds_since: None,
             progress,
 
             final_path,
@@ -919,10 +922,22 @@ impl Session {
             }
             let seeded = t.elapsed();
             if self.cfg.seed_until_done {
+                // Linger until the swarm is done: the tracker reports nobody downloading; or,
+                // when it gives no counts, every connected peer is a seed; or (a peer that died
+                // may linger in the tracker until it expires) nobody connected has needed us
+                // for a minute.
                 let capped = !self.cfg.seed_time.is_zero() && seeded >= self.cfg.seed_time;
                 let swarm_done = self.swarm_incomplete == Some(0) && seeded >= Duration::from_secs(2);
-                let no_tracker = self.cfg.trackers.is_empty() && self.peers.values().all(|p| p.seed());
-                return Ok(capped || swarm_done || no_tracker);
+                let all_seeds = self.peers.values().all(|p| p.seed());
+                if !all_seeds {
+                    self.all_seeds_since = None;
+                } else if self.all_seeds_since.is_none() {
+                    self.all_seeds_since = Some(Instant::now());
+                }
+                let quiet_for = self.all_seeds_since.map(|t| t.elapsed()).unwrap_or(Duration::ZERO);
+                let no_counts = (self.cfg.trackers.is_empty() || self.swarm_incomplete.is_none()) && quiet_for >= Duration::from_secs(5);
+                let idle = quiet_for >= Duration::from_secs(60);
+                return Ok(capped || swarm_done || no_counts || idle);
             }
             return Ok(seeded >= self.cfg.seed_time);
         }
