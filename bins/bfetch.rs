@@ -9,9 +9,7 @@ use shoal::metainfo::Metainfo;
 use shoal::session::{self, Config, Setup};
 use shoal::storage::Storage;
 use shoal::{hashing, units};
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,23 +70,13 @@ fn main() {
     cli::main("bfetch", || run(args))
 }
 
-/// Resolves HOST:PORT arguments.
-pub fn parse_peers(list: &[String]) -> Result<Vec<SocketAddr>, Failure> {
-    let mut out = Vec::new();
-    for p in list {
-        let addrs = p.to_socket_addrs().map_err(|e| format!("--peer {p}: {e}"))?;
-        out.extend(addrs.take(1));
-    }
-    Ok(out)
-}
-
 fn rate(s: &Option<String>) -> Result<u64, Failure> {
     Ok(s.as_deref().map(units::parse_size).transpose()?.unwrap_or(0))
 }
 
 fn run(args: Args) -> Result<i32, Failure> {
     let meta = Metainfo::read(&args.torrent)?;
-    let peers = parse_peers(&args.peer)?;
+    let peers = cli::resolve_peers(&args.peer)?;
     let seed_time = args.seed_time.as_deref().map(units::parse_duration).transpose()?.unwrap_or(Duration::ZERO);
     let timeout = args.timeout.as_deref().map(units::parse_duration).transpose()?;
     let stall = units::parse_duration(&args.stall_timeout)?;
@@ -120,10 +108,7 @@ fn run(args: Args) -> Result<i32, Failure> {
     if !args.quiet {
         eprintln!("bfetch: {}: {}", meta.info.name, prepared.note);
     }
-    let shutdown = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, shutdown.clone()).map_err(|e| e.to_string())?;
-    }
+    let shutdown = cli::shutdown_flag()?;
     let setup = Setup { meta, storage: prepared.storage, have: prepared.have, config, shutdown };
     let report = match session::run(setup) {
         Ok(r) => r,

@@ -8,9 +8,7 @@ use shoal::metainfo::Metainfo;
 use shoal::session::{self, Config, Setup};
 use shoal::storage::Storage;
 use shoal::{hashing, units, verify};
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,10 +75,7 @@ fn run(args: Args) -> Result<i32, Failure> {
             ));
         }
     }
-    let mut peers: Vec<SocketAddr> = Vec::new();
-    for p in &args.peer {
-        peers.extend(p.to_socket_addrs().map_err(|e| format!("--peer {p}: {e}"))?.take(1));
-    }
+    let peers = cli::resolve_peers(&args.peer)?;
     let storage = Storage::open_seed(Arc::new(meta.info.clone()), meta.info_hash, &root).map_err(|e| Failure::new(3, e.to_string()))?;
     let config = Config {
         prog: "bseed",
@@ -100,10 +95,7 @@ fn run(args: Args) -> Result<i32, Failure> {
         quiet: args.quiet,
         threads,
     };
-    let shutdown = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, shutdown.clone()).map_err(|e| e.to_string())?;
-    }
+    let shutdown = cli::shutdown_flag()?;
     let n = meta.info.num_pieces();
     let have = vec![true; n];
     let total = meta.info.total_length;

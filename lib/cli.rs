@@ -111,3 +111,23 @@ pub const MAX_INPUT: u64 = 64 << 20;
 pub fn read_input(path: &Path) -> Result<Vec<u8>, String> {
     read_input_limited(path, MAX_INPUT)
 }
+
+/// A flag set by SIGINT or SIGTERM, for a clean shutdown.
+pub fn shutdown_flag() -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>, String> {
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, flag.clone()).map_err(|e| format!("cannot install signal handler: {e}"))?;
+    }
+    Ok(flag)
+}
+
+/// Resolves `HOST:PORT` arguments given with `--peer`.
+pub fn resolve_peers(list: &[String]) -> Result<Vec<std::net::SocketAddr>, String> {
+    use std::net::ToSocketAddrs;
+    let mut out = Vec::new();
+    for p in list {
+        let mut addrs = p.to_socket_addrs().map_err(|e| format!("--peer {p}: {e}"))?;
+        out.push(addrs.next().ok_or_else(|| format!("--peer {p}: no address"))?);
+    }
+    Ok(out)
+}
