@@ -10,7 +10,6 @@ use shoal::storage::Storage;
 use shoal::{hashing, units, verify};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Seed a torrent's content until stopped (SIGINT or SIGTERM), then report what was sent to whom.
 /// Exit status: 0 clean shutdown, 1 content does not match the torrent, 2 usage error or
@@ -78,22 +77,14 @@ fn run(args: Args) -> Result<i32, Failure> {
     let peers = cli::resolve_peers(&args.peer)?;
     let storage = Storage::open_seed(Arc::new(meta.info.clone()), meta.info_hash, &root).map_err(|e| Failure::new(3, e.to_string()))?;
     let config = Config {
-        prog: "bseed",
-        port: args.port,
         peers,
-        trackers: meta.trackers(),
         max_peers: args.max_peers.max(1),
         upload_slots: args.upload_slots.max(1),
         max_upload_rate: args.max_upload_rate.as_deref().map(units::parse_size).transpose()?.unwrap_or(0),
-        max_download_rate: 0,
-        seed_forever: true,
-        seed_time: Duration::ZERO,
-        seed_until_done: false,
-        timeout: None,
-        stall_timeout: None,
         super_seed: args.super_seed,
         quiet: args.quiet,
         threads,
+        ..Config::seeder("bseed", args.port, meta.trackers())
     };
     let shutdown = cli::shutdown_flag()?;
     let n = meta.info.num_pieces();

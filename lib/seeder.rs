@@ -8,12 +8,11 @@
 use crate::metainfo::{InfoHash, Metainfo};
 use crate::session::{self, Config, Setup};
 use crate::storage::Storage;
-use crate::{hashing, verify};
+use crate::verify;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 pub struct Options {
     pub base_port: u16,
@@ -66,22 +65,12 @@ impl Seeder {
             let stop = Arc::new(AtomicBool::new(false));
             running.insert(ih, Running { stop: stop.clone(), port });
             let cfg = Config {
-                prog: "btrack",
-                port,
-                peers: Vec::new(),
-                trackers: meta.trackers(),
                 max_peers: 200,
                 upload_slots: self.opts.upload_slots,
                 max_upload_rate: self.opts.max_upload_rate,
-                max_download_rate: 0,
-                seed_forever: true,
-                seed_time: Duration::ZERO,
-                seed_until_done: false,
-                timeout: None,
-                stall_timeout: None,
                 super_seed: self.opts.super_seed,
                 quiet: self.opts.quiet,
-                threads: hashing::default_threads(),
+                ..Config::seeder("btrack", port, meta.trackers())
             };
             let quiet = self.opts.quiet;
             let _ = std::thread::Builder::new().name(format!("seed-{}", &ih.hex()[..8])).spawn(move || {

@@ -73,6 +73,30 @@ pub struct Config {
     pub threads: usize,
 }
 
+impl Config {
+    /// A session that seeds complete content until shut down (bseed, btrack --seed).
+    pub fn seeder(prog: &'static str, port: u16, trackers: Vec<Vec<String>>) -> Config {
+        Config {
+            prog,
+            port,
+            peers: Vec::new(),
+            trackers,
+            max_peers: 100,
+            upload_slots: 16,
+            max_upload_rate: 0,
+            max_download_rate: 0,
+            seed_forever: true,
+            seed_time: Duration::ZERO,
+            seed_until_done: false,
+            timeout: None,
+            stall_timeout: None,
+            super_seed: false,
+            quiet: false,
+            threads: crate::hashing::default_threads(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct PeerReport {
     pub addr: String,
