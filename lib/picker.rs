@@ -16,6 +16,8 @@ pub type PeerKey = u64;
 
 /// Most peers asked for the same block in endgame.
 const ENDGAME_DUPLICATES: usize = 2;
+/// Most duplicate requests handed to one peer at a time in endgame.
+const ENDGAME_BATCH: usize = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BlockRef {
@@ -150,8 +152,11 @@ impl Picker {
         self.rng
     }
 
-    /// Picks up to `max` blocks to request from `peer`, which has pieces `has`.
-    pub fn pick(&mut self, peer: PeerKey, has: &[bool], max: usize) -> Vec<BlockRef> {
+    /// Picks up to `max` blocks to request from `peer`, which has pieces `has`. With
+    /// `endgame`, when every block is already requested from someone, a few blocks others
+    /// have not delivered yet are asked of this peer too (the caller allows it only when the
+    /// peer's own queue is nearly empty, so duplicates stay few).
+    pub fn pick(&mut self, peer: PeerKey, has: &[bool], max: usize, endgame: bool) -> Vec<BlockRef> {
         let mut out = Vec::new();
         // 1. Blocks nobody has been asked for, in pieces already started.
         let keys: Vec<u32> = self.partial_for(peer, has);
@@ -192,7 +197,8 @@ impl Picker {
             self.take_missing(i, peer, max, &mut out);
         }
         // 3. Endgame: nothing left unrequested; ask for blocks others are slow to deliver.
-        if out.len() < max && self.all_requested() {
+        let max = if out.is_empty() { max.min(ENDGAME_BATCH) } else { max };
+        if endgame && out.len() < max && self.all_requested() {
             let keys: Vec<u32> =
                 self.partial_for(peer, has).into_iter().filter(|i| self.partial[i].owner.is_none()).collect();
             'outer: for i in keys {
@@ -353,10 +359,10 @@ mod tests {
         pk.add_availability(&[true, false, true, true]);
         pk.add_availability(&[false, false, true, true]);
         // Piece 1 is the rarest (1 peer).
-        let got = pk.pick(1, &[true; 4], 2);
+        let got = pk.pick(1, &[true; 4], 2, true);
         assert_eq!(got.iter().map(|b| b.index).collect::<Vec<_>>(), vec![1, 1]);
         // The same piece is finished before a new one starts.
-        let got = pk.pick(2, &[true; 4], 3);
+        let got = pk.pick(2, &[true; 4], 3, true);
         assert_eq!(got.iter().map(|b| b.index).collect::<Vec<_>>(), vec![1, 1, 0]);
     }
 
@@ -364,7 +370,7 @@ mod tests {
     fn blocks_flow_to_verified_and_failed_pieces_return() {
         let mut pk = Picker::new(P, P + 100, &[false, false], 1);
         let all = [true, true];
-        let got = pk.pick(9, &all, 100);
+        let got = pk.pick(9, &all, 100, true);
         assert_eq!(got.len(), 5);
         assert_eq!(got[4], BlockRef { index: 1, begin: 0, length: 100 });
         for r in &got[..4] {
@@ -379,7 +385,7 @@ mod tests {
         assert_eq!(pk.hashed(0, false), vec![9]);
         assert!(!pk.have(0));
         // Piece 0 is wanted again.
-        let again = pk.pick(3, &all, 100);
+        let again = pk.pick(3, &all, 100, true);
         assert_eq!(again.iter().filter(|b| b.index == 0).count(), 4);
         for r in &again {
             assert!(matches!(pk.received(3, r), Arrival::Accept { .. }) || r.index == 1);
@@ -395,11 +401,11 @@ mod tests {
     #[test]
     fn endgame_duplicates_and_cancels() {
         let mut pk = Picker::new(P, P, &[false], 1);
-        let a = pk.pick(1, &[true], 100);
+        let a = pk.pick(1, &[true], 100, true);
         assert_eq!(a.len(), 4);
-        let b = pk.pick(2, &[true], 100);
+        let b = pk.pick(2, &[true], 100, true);
         assert_eq!(b.len(), 4, "endgame asks a second peer");
-        assert!(pk.pick(3, &[true], 100).is_empty(), "at most two peers per block");
+        assert!(pk.pick(3, &[true], 100, true).is_empty(), "at most two peers per block");
         assert_eq!(pk.received(2, &a[0]), Arrival::Accept { cancel: vec![1] });
         assert_eq!(pk.received(1, &a[0]), Arrival::Drop);
     }
@@ -407,8 +413,8 @@ mod tests {
     #[test]
     fn a_failed_piece_is_refetched_from_one_peer() {
         let mut pk = Picker::new(P, P, &[false], 1);
-        let a = pk.pick(1, &[true], 2);
-        let b = pk.pick(2, &[true], 2);
+        let a = pk.pick(1, &[true], 2, true);
+        let b = pk.pick(2, &[true], 2, true);
         for r in &a {
             pk.received(1, r);
         }
@@ -419,17 +425,17 @@ mod tests {
             pk.written(0);
         }
         assert_eq!(pk.hashed(0, false), vec![1, 2]);
-        assert_eq!(pk.pick(3, &[true], 2).len(), 2);
-        assert!(pk.pick(4, &[true], 4).is_empty(), "reserved for peer 3, no endgame sharing");
-        assert_eq!(pk.pick(3, &[true], 4).len(), 2);
+        assert_eq!(pk.pick(3, &[true], 2, true).len(), 2);
+        assert!(pk.pick(4, &[true], 4, true).is_empty(), "reserved for peer 3, no endgame sharing");
+        assert_eq!(pk.pick(3, &[true], 4, true).len(), 2);
     }
 
     #[test]
     fn forgotten_requests_are_picked_again() {
         let mut pk = Picker::new(P, 2 * P, &[false, false], 1);
-        let a = pk.pick(1, &[true, true], 4);
+        let a = pk.pick(1, &[true, true], 4, true);
         pk.forget(1, &a);
-        let b = pk.pick(2, &[true, true], 4);
+        let b = pk.pick(2, &[true, true], 4, true);
         assert_eq!(a, b);
     }
 }

@@ -757,12 +757,12 @@ impl Session {
             return;
         }
         // About two seconds of data at the peer's recent rate, at least 32 blocks.
-        let depth = ((p.down.rate() * 2.0 / wire::BLOCK as f64) as usize).clamp(32, 1500);
+        let depth = ((p.down.rate() * 2.0 / wire::BLOCK as f64) as usize).clamp(32, 512);
         if p.inflight.len() + 4 > depth && !p.inflight.is_empty() {
             return;
         }
         let want = depth - p.inflight.len().min(depth);
-        let blocks = self.picker.pick(key, &p.has, want);
+        let blocks = self.picker.pick(key, &p.has, want, p.inflight.len() < 4);
         if blocks.is_empty() {
             return;
         }
