@@ -257,6 +257,8 @@ struct Session {
     last_optimistic: Instant,
     optimistic: Option<PeerKey>,
     swarm_incomplete: Option<u32>,
+    last_status: Instant,
+    status_uploaded: u64,
     /// Since when every connected peer is a seed (lingering ends after a while of it).
     all_seeds_since: Option<Instant>,
     progress: Progress,
@@ -357,6 +359,8 @@ impl Session {
             optimistic: None,
             swarm_incomplete: None,
             all_seeds_since: None,
+            last_status: Instant::now(),
+            status_uploaded: 0,
             progress,
 
             final_path,
@@ -938,6 +942,19 @@ impl Session {
             );
             let done = self.picker.have_bytes();
             self.progress.update(done, &extra);
+        } else if uploaded != self.status_uploaded && self.last_status.elapsed() >= Duration::from_secs(30) {
+            // Seeding: one status line now and then, when something was sent.
+            self.last_status = Instant::now();
+            self.status_uploaded = uploaded;
+            let rate: f64 = self.peers.values_mut().map(|p| p.up.rate()).sum();
+            let msg = format!(
+                "seeding: {} peers, sent {} ({:.2} x the content), up {}/s",
+                self.peers.len(),
+                crate::units::human_bytes(uploaded),
+                uploaded as f64 / self.meta.info.total_length.max(1) as f64,
+                crate::units::human_bytes(rate as u64)
+            );
+            self.log(&msg);
         }
         // Done?
         if let Some(t) = self.completed_at {
