@@ -559,7 +559,7 @@ impl Session {
         let inflight: Vec<BlockRef> = p.inflight.drain(..).collect();
         self.picker.forget(key, &inflight);
         self.picker.remove_availability(&p.has);
-        self.record(&mut p);
+        record(&mut self.history, &mut p);
         if reason == "connected to ourselves" {
             self.self_addrs.insert(addr);
         }
@@ -576,21 +576,6 @@ impl Session {
         if self.optimistic == Some(key) {
             self.optimistic = None;
         }
-    }
-
-    /// Adds a peer's counters to the per-address history for the final report.
-    fn record(&mut self, p: &mut Peer) {
-        let up = p.shared.uploaded.load(Ordering::SeqCst);
-        let e = self.history.entry(p.name()).or_insert_with(|| PeerReport {
-            addr: p.name(),
-            client: p.client.clone(),
-            downloaded: 0,
-            uploaded: 0,
-        });
-        e.downloaded += p.downloaded;
-        e.uploaded += up - p.up_seen.min(up);
-        p.downloaded = 0;
-        p.up_seen = up;
     }
 
     fn on_message(&mut self, key: PeerKey, msg: Message) {
@@ -920,7 +905,7 @@ impl Session {
             let p = self.peers.get_mut(k).unwrap();
             let up = p.shared.uploaded.load(Ordering::SeqCst);
             p.up.add(up - p.up_seen.min(up));
-            self.history_add_up(*k);
+            record(&mut self.history, p);
         }
         for k in &keys {
             self.request_more(*k);
@@ -1000,17 +985,6 @@ impl Session {
 
     fn unfinished(&self, why: String) -> Error {
         Error::Unfinished(why, Box::new(Report::default()))
-    }
-
-    fn history_add_up(&mut self, key: PeerKey) {
-        let p = self.peers.get_mut(&key).unwrap();
-        let up = p.shared.uploaded.load(Ordering::SeqCst);
-        let delta = up - p.up_seen.min(up);
-        p.up_seen = up;
-        let name = p.name();
-        let client = p.client.clone();
-        let e = self.history.entry(name.clone()).or_insert_with(|| PeerReport { addr: name, client, downloaded: 0, uploaded: 0 });
-        e.uploaded += delta;
     }
 
     fn uploaded(&self) -> u64 {
@@ -1179,13 +1153,8 @@ impl Session {
         self.progress.finish();
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         for k in keys {
-            self.history_add_up(k);
             let mut p = self.peers.remove(&k).unwrap();
-            p.up_seen = p.shared.uploaded.load(Ordering::SeqCst);
-            let d = p.downloaded;
-            p.downloaded = 0;
-            let name = p.name();
-            self.history.entry(name.clone()).or_insert_with(|| PeerReport { addr: name, client: p.client.clone(), downloaded: 0, uploaded: 0 }).downloaded += d;
+            record(&mut self.history, &mut p);
             let _ = p.cmd.send(Cmd::Close);
         }
         self.shutdown.store(true, Ordering::SeqCst);
@@ -1211,6 +1180,21 @@ impl Session {
             hash_failures: self.hash_failures,
         }
     }
+}
+
+/// Moves a peer's counters since the last call into the per-address history (the report).
+fn record(history: &mut HashMap<String, PeerReport>, p: &mut Peer) {
+    let up = p.shared.uploaded.load(Ordering::SeqCst);
+    let e = history.entry(p.name()).or_insert_with(|| PeerReport {
+        addr: p.name(),
+        client: p.client.clone(),
+        downloaded: 0,
+        uploaded: 0,
+    });
+    e.downloaded += p.downloaded;
+    e.uploaded += up - p.up_seen.min(up);
+    p.downloaded = 0;
+    p.up_seen = up;
 }
 
 /// Reasons a connection ended that mean the peer is broken or hostile (not worth redialling).
