@@ -6,7 +6,7 @@
 use argh::FromArgs;
 use shoal::cli::{self, Failure};
 use shoal::metainfo::Metainfo;
-use shoal::session::{self, Config, Setup};
+use shoal::session::{self, Config, Lifecycle, Setup};
 use shoal::storage::Storage;
 use shoal::{hashing, units};
 use std::path::PathBuf;
@@ -74,6 +74,17 @@ fn rate(s: &Option<String>) -> Result<u64, Failure> {
     Ok(s.as_deref().map(units::parse_size).transpose()?.unwrap_or(0))
 }
 
+/// Lingering (the default) is capped by --seed-time when given; without lingering,
+/// --seed-time is how long to seed.
+fn lifecycle(no_linger: bool, seed_time: Duration) -> Lifecycle {
+    match (no_linger, seed_time.is_zero()) {
+        (false, true) => Lifecycle::Linger { cap: None },
+        (false, false) => Lifecycle::Linger { cap: Some(seed_time) },
+        (true, true) => Lifecycle::Exit,
+        (true, false) => Lifecycle::SeedFor(seed_time),
+    }
+}
+
 fn run(args: Args) -> Result<i32, Failure> {
     let meta = Metainfo::read(&args.torrent)?;
     let peers = cli::resolve_peers(&args.peer)?;
@@ -89,9 +100,7 @@ fn run(args: Args) -> Result<i32, Failure> {
         upload_slots: args.upload_slots.max(1),
         max_upload_rate: rate(&args.max_upload_rate)?,
         max_download_rate: rate(&args.max_download_rate)?,
-        seed_forever: false,
-        seed_time,
-        seed_until_done: !args.no_linger || args.seed_until_done,
+        lifecycle: lifecycle(args.no_linger && !args.seed_until_done, seed_time),
         timeout,
         stall_timeout: if stall.is_zero() { None } else { Some(stall) },
         super_seed: false,

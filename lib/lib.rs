@@ -25,4 +25,5 @@ pub mod rate;
 pub mod seeder;
 pub mod session;
 pub mod storage;
+pub mod swarm;
 pub mod tracker;

@@ -6,7 +6,10 @@
 //! and have (verified). A block of a partial piece is missing, requested by one or more
 //! peers (more than one only in endgame), or received from one peer. A piece that fails
 //! its hash goes back to missing and [`Picker::hashed`] names the peers that sent it.
-//! The picker is plain data owned by the session thread; it does no I/O.
+//! The picker is plain data owned by the swarm core; it does no I/O. Counts of missing,
+//! hashing and unrequested blocks are kept as they change, so a pick costs time in the
+//! pieces it looks at, not in the size of the torrent (the simulator runs a thousand
+//! pickers at once).
 
 use crate::peer::wire::BLOCK;
 use std::collections::BTreeMap;
@@ -44,6 +47,8 @@ enum State {
 struct Partial {
     blocks: Vec<Block>,
     written: usize,
+    /// Blocks in state `Missing`.
+    unrequested: usize,
     /// For a piece that failed its hash check before: the one peer it is fetched from, so
     /// a second failure names the culprit.
     owner: Option<PeerKey>,
@@ -67,22 +72,47 @@ pub struct Picker {
     /// Pieces that failed a hash check: fetched again from a single peer.
     failed: std::collections::HashSet<u32>,
     have_count: usize,
+    missing_count: usize,
+    hashing_count: usize,
+    /// Blocks of partial pieces in state `Missing`.
+    unrequested: usize,
+    /// Bytes per block (16 KiB on the wire; the simulator may use larger ones).
+    block: u32,
     rng: u64,
 }
 
 impl Picker {
     pub fn new(piece_length: u64, total: u64, have: &[bool], seed: u64) -> Picker {
+        Picker::with_block(piece_length, total, have, seed, BLOCK)
+    }
+
+    /// A picker that cuts pieces into blocks of `block` bytes.
+    pub fn with_block(piece_length: u64, total: u64, have: &[bool], seed: u64, block: u32) -> Picker {
         let state: Vec<State> = have.iter().map(|h| if *h { State::Have } else { State::Missing }).collect();
+        let have_count = have.iter().filter(|h| **h).count();
         Picker {
             piece_length,
             total,
             availability: vec![0; state.len()],
-            have_count: have.iter().filter(|h| **h).count(),
+            have_count,
+            missing_count: state.len() - have_count,
+            hashing_count: 0,
+            unrequested: 0,
+            block: block.max(1),
             state,
             partial: BTreeMap::new(),
             failed: Default::default(),
             rng: seed | 1,
         }
+    }
+
+    pub fn block_size(&self) -> u32 {
+        self.block
+    }
+
+    /// Connected peers known to have piece `i`.
+    pub fn availability(&self, i: usize) -> u32 {
+        self.availability[i]
     }
 
     pub fn num_pieces(&self) -> usize {
@@ -103,7 +133,12 @@ impl Picker {
 
     /// Bytes of verified pieces.
     pub fn have_bytes(&self) -> u64 {
-        (0..self.state.len()).filter(|i| self.state[*i] == State::Have).map(|i| self.piece_size(i)).sum()
+        let n = self.state.len();
+        let mut bytes = self.have_count as u64 * self.piece_length;
+        if n > 0 && self.state[n - 1] == State::Have {
+            bytes -= self.piece_length - self.piece_size(n - 1);
+        }
+        bytes
     }
 
     pub fn have_vec(&self) -> Vec<bool> {
@@ -115,12 +150,12 @@ impl Picker {
     }
 
     fn blocks_in(&self, i: usize) -> usize {
-        self.piece_size(i).div_ceil(BLOCK as u64) as usize
+        self.piece_size(i).div_ceil(self.block as u64) as usize
     }
 
     fn block_ref(&self, i: usize, b: usize) -> BlockRef {
-        let begin = b as u64 * BLOCK as u64;
-        let length = (self.piece_size(i) - begin).min(BLOCK as u64) as u32;
+        let begin = b as u64 * self.block as u64;
+        let length = (self.piece_size(i) - begin).min(self.block as u64) as u32;
         BlockRef { index: i as u32, begin: begin as u32, length }
     }
 
@@ -192,8 +227,10 @@ impl Picker {
             let Some((_, i)) = best else { break };
             let n = self.blocks_in(i);
             self.state[i] = State::Partial;
+            self.missing_count -= 1;
+            self.unrequested += n;
             let owner = self.failed.contains(&(i as u32)).then_some(peer);
-            self.partial.insert(i as u32, Partial { blocks: vec![Block::Missing; n], written: 0, owner });
+            self.partial.insert(i as u32, Partial { blocks: vec![Block::Missing; n], written: 0, unrequested: n, owner });
             self.take_missing(i, peer, max, &mut out);
         }
         // 3. Endgame: nothing left unrequested; ask for blocks others are slow to deliver.
@@ -233,36 +270,36 @@ impl Picker {
         if p.owner.is_none() && self.failed.contains(&(i as u32)) {
             p.owner = Some(peer);
         }
+        if p.unrequested == 0 {
+            return;
+        }
         for (b, blk) in p.blocks.iter_mut().enumerate() {
-            if out.len() >= max {
+            if out.len() >= max || p.unrequested == 0 {
                 return;
             }
             if *blk == Block::Missing {
                 *blk = Block::Requested(vec![peer]);
+                p.unrequested -= 1;
+                self.unrequested -= 1;
                 out.push((i as u32, b));
             }
         }
     }
 
     fn all_started(&self) -> bool {
-        self.partial.len() + self.have_count + self.hashing_count() >= self.state.len()
-    }
-
-    fn hashing_count(&self) -> usize {
-        self.state.iter().filter(|s| **s == State::Hashing).count()
+        self.missing_count == 0
     }
 
     fn all_requested(&self) -> bool {
-        self.state.iter().all(|s| *s != State::Missing)
-            && self.partial.values().all(|p| p.blocks.iter().all(|b| *b != Block::Missing))
+        self.missing_count == 0 && self.unrequested == 0
     }
 
     /// Is this block one we asked `peer` for (and still want)?
     fn locate(&self, r: &BlockRef) -> Option<(u32, usize)> {
-        if r.begin % BLOCK != 0 {
+        if r.begin % self.block != 0 {
             return None;
         }
-        let b = (r.begin / BLOCK) as usize;
+        let b = (r.begin / self.block) as usize;
         let p = self.partial.get(&r.index)?;
         if b >= p.blocks.len() || self.block_ref(r.index as usize, b).length != r.length {
             return None;
@@ -290,6 +327,7 @@ impl Picker {
         p.written += 1;
         if p.written == p.blocks.len() {
             self.state[index as usize] = State::Hashing;
+            self.hashing_count += 1;
             true
         } else {
             false
@@ -299,7 +337,12 @@ impl Picker {
     /// A block write failed: ask for the block again.
     pub fn write_failed(&mut self, r: &BlockRef) {
         if let Some((i, b)) = self.locate(r) {
-            self.partial.get_mut(&i).unwrap().blocks[b] = Block::Missing;
+            let p = self.partial.get_mut(&i).unwrap();
+            if p.blocks[b] != Block::Missing {
+                p.blocks[b] = Block::Missing;
+                p.unrequested += 1;
+                self.unrequested += 1;
+            }
         }
     }
 
@@ -315,15 +358,37 @@ impl Picker {
             .collect();
         senders.sort_unstable();
         senders.dedup();
+        self.unrequested -= p.unrequested;
+        if self.state[index as usize] == State::Hashing {
+            self.hashing_count -= 1;
+        }
         if ok {
             self.state[index as usize] = State::Have;
             self.have_count += 1;
             self.failed.remove(&index);
         } else {
             self.state[index as usize] = State::Missing;
+            self.missing_count += 1;
             self.failed.insert(index);
         }
         senders
+    }
+
+    /// Recounts what the picker keeps counted and answers whether every count is right
+    /// (for tests and the simulator's invariant checks; O(size of the torrent)).
+    pub fn consistent(&self) -> bool {
+        let missing = self.state.iter().filter(|s| **s == State::Missing).count();
+        let hashing = self.state.iter().filter(|s| **s == State::Hashing).count();
+        let have = self.state.iter().filter(|s| **s == State::Have).count();
+        let mut unrequested = 0;
+        for (i, p) in &self.partial {
+            let n = p.blocks.iter().filter(|b| **b == Block::Missing).count();
+            if n != p.unrequested || self.state[*i as usize] == State::Missing || self.state[*i as usize] == State::Have {
+                return false;
+            }
+            unrequested += n;
+        }
+        missing == self.missing_count && hashing == self.hashing_count && have == self.have_count && unrequested == self.unrequested
     }
 
     /// `peer` will not deliver these blocks (choked us, disconnected, timed out).
@@ -335,11 +400,13 @@ impl Picker {
         }
         for r in blocks {
             let Some((i, b)) = self.locate(r) else { continue };
-            let blk = &mut self.partial.get_mut(&i).unwrap().blocks[b];
-            if let Block::Requested(by) = blk {
-                by.retain(|p| *p != peer);
+            let p = self.partial.get_mut(&i).unwrap();
+            if let Block::Requested(by) = &mut p.blocks[b] {
+                by.retain(|k| *k != peer);
                 if by.is_empty() {
-                    *blk = Block::Missing;
+                    p.blocks[b] = Block::Missing;
+                    p.unrequested += 1;
+                    self.unrequested += 1;
                 }
             }
         }

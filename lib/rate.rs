@@ -82,10 +82,11 @@ impl ByteBudget {
     }
 }
 
-/// Measures a rate over a sliding window of about `window`.
+/// Measures a rate over a sliding window of about `window`. Time comes in as the caller's
+/// clock (a `Duration` since any fixed epoch), so the swarm core and the simulator can use it.
 pub struct Meter {
     window: Duration,
-    samples: std::collections::VecDeque<(Instant, u64)>,
+    samples: std::collections::VecDeque<(Duration, u64)>,
     total: u64,
 }
 
@@ -94,19 +95,18 @@ impl Meter {
         Meter { window, samples: Default::default(), total: 0 }
     }
 
-    pub fn add(&mut self, n: u64) {
-        let now = Instant::now();
+    pub fn add(&mut self, now: Duration, n: u64) {
         self.total += n;
         match self.samples.back_mut() {
-            Some((t, v)) if now.duration_since(*t) < Duration::from_millis(100) => *v += n,
+            Some((t, v)) if now.saturating_sub(*t) < Duration::from_millis(100) => *v += n,
             _ => self.samples.push_back((now, n)),
         }
         self.trim(now);
     }
 
-    fn trim(&mut self, now: Instant) {
+    fn trim(&mut self, now: Duration) {
         while let Some((t, _)) = self.samples.front() {
-            if now.duration_since(*t) > self.window {
+            if now.saturating_sub(*t) > self.window {
                 self.samples.pop_front();
             } else {
                 break;
@@ -114,9 +114,8 @@ impl Meter {
         }
     }
 
-    /// Bytes per second over the window.
-    pub fn rate(&mut self) -> f64 {
-        let now = Instant::now();
+    /// Bytes per second over the window ending at `now`.
+    pub fn rate(&mut self, now: Duration) -> f64 {
         self.trim(now);
         let sum: u64 = self.samples.iter().map(|s| s.1).sum();
         sum as f64 / self.window.as_secs_f64()
@@ -160,9 +159,12 @@ mod tests {
     #[test]
     fn meter_measures() {
         let mut m = Meter::new(Duration::from_secs(1));
-        m.add(1000);
-        m.add(1000);
-        assert_eq!(m.rate(), 2000.0);
+        let t = Duration::from_secs(100);
+        m.add(t, 1000);
+        m.add(t + Duration::from_millis(500), 1000);
+        assert_eq!(m.rate(t + Duration::from_millis(600)), 2000.0);
+        assert_eq!(m.rate(t + Duration::from_millis(1200)), 1000.0, "the first sample left the window");
+        assert_eq!(m.rate(t + Duration::from_secs(3)), 0.0);
         assert_eq!(m.total(), 2000);
     }
 }

@@ -8,31 +8,40 @@
 //! so serving uploads costs the session nothing. The writer receives [`Cmd`]s, serves
 //! requests from storage (positional reads; the page cache does the caching) through the
 //! session's upload token bucket, and flushes when its queue is empty. State the two
-//! threads share with the session lives in [`PeerShared`] atomics.
+//! threads share with the session lives in [`PeerShared`] atomics, written only by the
+//! connection's own threads: the writer sets `am_choking` when the session's
+//! [`Cmd::Choke`] reaches it and adds to `outstanding` when it sends requests; the reader
+//! takes from `outstanding` as blocks, rejects and chokes arrive. Why a connection ended is
+//! a [`CloseReason`], never text to be matched.
 
+use super::close::CloseReason;
 use super::wire::{self, Handshake, Message};
+use crate::picker::BlockRef;
 use crate::rate::Bucket;
 use crate::storage::Storage;
 use crossbeam::channel::{Receiver, Sender};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+pub use crate::picker::PeerKey;
 use std::sync::Arc;
 use std::time::Duration;
-
-pub type PeerKey = u64;
 
 /// Requests a peer may queue with us before it is dropped as a flood.
 const MAX_QUEUED_REQUESTS: usize = 2048;
 /// A peer that says nothing (not even keep-alive) for this long is dropped.
 const READ_TIMEOUT: Duration = Duration::from_secs(150);
+/// The whole handshake must arrive within this long.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// What the session tells a connection's writer.
 pub enum Cmd {
     Send(Message),
-    /// Several messages written together (a batch of requests).
-    SendAll(Vec<Message>),
+    /// Request these blocks (counted as outstanding: only that many blocks are accepted).
+    Request(Vec<BlockRef>),
+    /// Choke (true) or unchoke the peer.
+    Choke(bool),
     /// Serve a block the peer requested (queued by the reader).
     Serve { index: u32, begin: u32, length: u32 },
     Close,
@@ -66,8 +75,8 @@ pub enum Event {
     Message { key: PeerKey, msg: Message },
     /// Blocks that arrived together (one batch per socket read, in order).
     Blocks { key: PeerKey, blocks: Vec<(u32, u32, Vec<u8>)> },
-    Closed { key: PeerKey, addr: SocketAddr, reason: String },
-    ConnectFailed { addr: SocketAddr, reason: String },
+    Closed { key: PeerKey, addr: SocketAddr, reason: CloseReason },
+    ConnectFailed { key: PeerKey, addr: SocketAddr, reason: String },
 }
 
 /// What every connection of a session needs.
@@ -92,7 +101,7 @@ pub struct Context {
 pub fn run(ctx: Arc<Context>, key: PeerKey, mut stream: TcpStream, addr: SocketAddr, outgoing: bool) {
     let shared = Arc::new(PeerShared { am_choking: AtomicBool::new(true), ..Default::default() });
     let reason = match connect(&ctx, key, &mut stream, addr, outgoing, &shared) {
-        Ok(()) => "closed".to_string(),
+        Ok(()) => CloseReason::Shutdown,
         Err(e) => e,
     };
     shared.closed.store(true, Ordering::SeqCst);
@@ -107,26 +116,26 @@ fn connect(
     addr: SocketAddr,
     outgoing: bool,
     shared: &Arc<PeerShared>,
-) -> Result<(), String> {
+) -> Result<(), CloseReason> {
     stream.set_nodelay(true).ok();
-    stream.set_read_timeout(Some(Duration::from_secs(20))).ok();
+    stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT)).ok();
     stream.set_write_timeout(Some(Duration::from_secs(60))).ok();
     let ours = Handshake::new(ctx.info_hash, ctx.peer_id);
-    let ioerr = |what: &str, e: std::io::Error| format!("{what}: {e}");
+    let ioerr = CloseReason::io;
     if outgoing {
         stream.write_all(&ours.encode()).map_err(|e| ioerr("sending handshake", e))?;
     }
     let mut hs = [0u8; wire::HANDSHAKE_LEN];
     stream.read_exact(&mut hs).map_err(|e| ioerr("reading handshake", e))?;
-    let theirs = Handshake::decode(&hs).map_err(|e| e.to_string())?;
+    let theirs = Handshake::decode(&hs).map_err(|e| CloseReason::BadHandshake(e.to_string()))?;
     if theirs.info_hash != ctx.info_hash {
-        return Err("handshake for another torrent".into());
+        return Err(CloseReason::OtherTorrent);
     }
     if !outgoing {
         stream.write_all(&ours.encode()).map_err(|e| ioerr("sending handshake", e))?;
     }
     if theirs.peer_id == ctx.peer_id {
-        return Err("connected to ourselves".into());
+        return Err(CloseReason::Ourselves);
     }
 
     // First messages: extension handshake, then what we have.
@@ -170,7 +179,7 @@ fn connect(
             shared: shared.clone(),
             sent_have,
         })
-        .map_err(|_| "session ended".to_string())?;
+        .map_err(|_| CloseReason::SessionEnded)?;
     let r = reader(ctx, key, stream, &cmd_tx, shared);
     let _ = cmd_tx.send(Cmd::Close);
     r
@@ -182,7 +191,7 @@ fn reader(
     stream: &mut TcpStream,
     cmd: &Sender<Cmd>,
     shared: &PeerShared,
-) -> Result<(), String> {
+) -> Result<(), CloseReason> {
     stream.set_read_timeout(Some(READ_TIMEOUT)).ok();
     let mut buf = vec![0u8; 1 << 19];
     let (mut start, mut end) = (0usize, 0usize);
@@ -202,7 +211,7 @@ fn reader(
                     }
                 }
                 Ok(None) => break,
-                Err(e) => return Err(format!("protocol violation: {e}")),
+                Err(e) => return Err(CloseReason::Protocol(e.to_string())),
             }
         }
         flush_blocks(ctx, key, &mut batch)?;
@@ -219,25 +228,22 @@ fn reader(
             start = 0;
         }
         match stream.read(&mut buf[end..]) {
-            Ok(0) => return Err("connection closed by peer".into()),
+            Ok(0) => return Err(CloseReason::PeerClosed),
             Ok(n) => end += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                return Err("peer silent for too long".into())
-            }
-            Err(e) => return Err(format!("read: {e}")),
+            Err(e) => return Err(CloseReason::io("read", e)),
         }
     }
 }
 
-fn flush_blocks(ctx: &Context, key: PeerKey, batch: &mut Vec<(u32, u32, Vec<u8>)>) -> Result<(), String> {
+fn flush_blocks(ctx: &Context, key: PeerKey, batch: &mut Vec<(u32, u32, Vec<u8>)>) -> Result<(), CloseReason> {
     if batch.is_empty() {
         return Ok(());
     }
     let blocks = std::mem::take(batch);
     // Released by the session (blocks it drops) or the disk pool (blocks it wrote).
     ctx.unwritten.acquire(blocks.iter().map(|b| b.2.len()).sum());
-    ctx.events.send(Event::Blocks { key, blocks }).map_err(|_| "session ended".to_string())
+    ctx.events.send(Event::Blocks { key, blocks }).map_err(|_| CloseReason::SessionEnded)
 }
 
 fn handle_block(
@@ -246,13 +252,13 @@ fn handle_block(
     shared: &PeerShared,
     unrequested: &mut u32,
     batch: &mut Vec<(u32, u32, Vec<u8>)>,
-) -> Result<(), String> {
+) -> Result<(), CloseReason> {
     let Message::Piece { index, begin, data } = msg else { return Ok(()) };
     let fits = (index as usize) < ctx.num_pieces
         && data.len() as u32 <= wire::MAX_BLOCK
         && begin as u64 + data.len() as u64 <= ctx.storage.info().piece_size(index as usize);
     if !fits {
-        return Err(format!("protocol violation: block of {} bytes at piece {index} offset {begin} does not fit", data.len()));
+        return Err(CloseReason::Protocol(format!("block of {} bytes at piece {index} offset {begin} does not fit", data.len())));
     }
     // Only as many blocks as we asked for get past here (bounding what a hostile peer
     // can make us buffer); the session checks which ones.
@@ -260,7 +266,7 @@ fn handle_block(
         // A few late blocks after a choke are normal; a run of them is not.
         *unrequested += 1;
         if *unrequested > 64 {
-            return Err("sends blocks nobody asked for".into());
+            return Err(CloseReason::UnrequestedBlocks);
         }
         return Ok(());
     }
@@ -270,8 +276,10 @@ fn handle_block(
     Ok(())
 }
 
-fn handle(ctx: &Context, key: PeerKey, msg: Message, cmd: &Sender<Cmd>, shared: &PeerShared) -> Result<(), String> {
-    let gone = |_| "session ended".to_string();
+fn handle(ctx: &Context, key: PeerKey, msg: Message, cmd: &Sender<Cmd>, shared: &PeerShared) -> Result<(), CloseReason> {
+    fn gone<T>(_: T) -> CloseReason {
+        CloseReason::SessionEnded
+    }
     match msg {
         Message::KeepAlive => Ok(()),
         Message::Request { index, begin, length } => {
@@ -280,15 +288,24 @@ fn handle(ctx: &Context, key: PeerKey, msg: Message, cmd: &Sender<Cmd>, shared: 
                 && length <= wire::MAX_BLOCK
                 && begin as u64 + length as u64 <= ctx.storage.info().piece_size(index as usize);
             if !ok {
-                return Err(format!("invalid request: piece {index} offset {begin} length {length}"));
+                return Err(CloseReason::InvalidRequest(format!("piece {index} offset {begin} length {length}")));
             }
             if shared.am_choking.load(Ordering::SeqCst) {
                 return Ok(()); // choked peers' requests are dropped (BEP 3)
             }
             if shared.queued.fetch_add(1, Ordering::SeqCst) >= MAX_QUEUED_REQUESTS {
-                return Err("request flood".into());
+                return Err(CloseReason::RequestFlood);
             }
-            cmd.send(Cmd::Serve { index, begin, length }).map_err(|_| "writer ended".to_string())
+            cmd.send(Cmd::Serve { index, begin, length }).map_err(gone)
+        }
+        // The peer drops what we asked for when it chokes us; a reject takes back one.
+        Message::Choke => {
+            shared.outstanding.store(0, Ordering::SeqCst);
+            ctx.events.send(Event::Message { key, msg }).map_err(gone)
+        }
+        Message::Reject { .. } => {
+            let _ = shared.outstanding.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| v.checked_sub(1));
+            ctx.events.send(Event::Message { key, msg }).map_err(gone)
         }
         Message::Cancel { .. } => Ok(()), // served or skipped by the writer; nothing to undo
         msg => ctx.events.send(Event::Message { key, msg }).map_err(gone),
@@ -309,7 +326,16 @@ fn writer(ctx: Arc<Context>, mut stream: TcpStream, cmds: Receiver<Cmd>, shared:
         match c {
             Cmd::Close => break,
             Cmd::Send(m) => wire::encode(&m, &mut out),
-            Cmd::SendAll(ms) => ms.iter().for_each(|m| wire::encode(m, &mut out)),
+            Cmd::Request(blocks) => {
+                shared.outstanding.fetch_add(blocks.len(), Ordering::SeqCst);
+                for b in blocks {
+                    wire::encode(&Message::Request { index: b.index, begin: b.begin, length: b.length }, &mut out);
+                }
+            }
+            Cmd::Choke(choke) => {
+                shared.am_choking.store(choke, Ordering::SeqCst);
+                wire::encode(if choke { &Message::Choke } else { &Message::Unchoke }, &mut out);
+            }
             Cmd::Serve { index, begin, length } => {
                 shared.queued.fetch_sub(1, Ordering::SeqCst);
                 if shared.am_choking.load(Ordering::SeqCst) || !ctx.have[index as usize].load(Ordering::SeqCst) {
@@ -342,7 +368,13 @@ pub fn dial(ctx: Arc<Context>, key: PeerKey, addr: SocketAddr) {
     match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
         Ok(s) => run(ctx, key, s, addr, true),
         Err(e) => {
-            let _ = ctx.events.send(Event::ConnectFailed { addr, reason: e.to_string() });
+            let _ = ctx.events.send(Event::ConnectFailed { key, addr, reason: e.to_string() });
         }
     }
+}
+
+/// Runs `f` on a new named thread; a failure to start one (thread exhaustion) is answered
+/// as an error, never a panic.
+pub fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+    std::thread::Builder::new().name(name).spawn(f).map(|_| ())
 }

@@ -1,0 +1,819 @@
+//! The swarm core: every decision of one torrent's session as a state machine without I/O.
+//!
+//! Inputs ([`Input`]) come in with the time (`now`, a `Duration` since any fixed epoch);
+//! outputs ([`Output`]) go out in the order they were decided: messages to send, chokes to
+//! set, connections to close or open, blocks to write, pieces to hash, resume data to save,
+//! announces, log lines. No threads, sockets, clocks or process-global randomness are used
+//! here: the random numbers come from a seeded generator in [`Config`]. The threaded driver
+//! (`session`) and the fleet simulator (`examples/fleetsim.rs`) both run this same code.
+//!
+//! Parts, one job each: [`peers`] (the peer table and the report history), [`admission`]
+//! (backoff, strikes, bans), the requester around [`Picker`] (here), [`choker`] (a pure
+//! function), [`superseed`] (reveals using the picker's availability counts) and
+//! [`lifecycle`] (what happens after our copy is complete).
+//!
+//! Invariants:
+//! - a piece counts as ours only after [`Input::Hashed`] said its SHA-1 matched; only then
+//!   is it announced (HAVE), reported ([`Output::Verified`]) and saved in resume data;
+//! - a block is written only if the picker had asked the sending peer for it and nobody
+//!   delivered it first; every other block is discarded ([`Output::Discard`]);
+//! - a piece that fails its hash is fetched again from a single peer; a peer that alone
+//!   sent a failed piece gets a strike, and [`admission::MAX_STRIKES`] strikes ban it;
+//! - the picker's availability counts equal the sum of the connected peers' bitfields.
+//!
+//! The payload type `P` is opaque: the driver passes the block bytes, the simulator passes
+//! a marker of whether the block is corrupt.
+
+pub mod admission;
+pub mod choker;
+pub mod lifecycle;
+pub mod peers;
+pub mod rng;
+pub mod superseed;
+
+use crate::peer::close::CloseReason;
+use crate::peer::wire::{self, Message};
+use crate::picker::{Arrival, BlockRef, PeerKey, Picker};
+use admission::Admission;
+use choker::{Mode, Optimistic};
+pub use lifecycle::Lifecycle;
+use peers::{Peer, PeerTable};
+pub use peers::PeerReport;
+use rng::Rng;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A peer with requests outstanding that sends nothing for this long loses them...
+pub const SNUB_TIMEOUT: Duration = Duration::from_secs(10);
+/// ...and is asked for nothing more for this long.
+pub const SNUB_PENALTY: Duration = Duration::from_secs(30);
+/// Fewest and most blocks requested from one peer at a time.
+const MIN_DEPTH: usize = 32;
+const MAX_DEPTH: usize = 512;
+/// Below this many blocks in flight a peer may be given endgame duplicates.
+const ENDGAME_QUEUE: usize = 4;
+/// A fresh resume file (with an fsync of the data) at most this often.
+const RESUME_SYNC_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub peer_id: [u8; 20],
+    pub max_peers: usize,
+    /// Peers unchoked at once (upload slots).
+    pub upload_slots: usize,
+    /// Reveal pieces one peer at a time so each byte leaves us about once.
+    pub super_seed: bool,
+    pub lifecycle: Lifecycle,
+    /// Give up after this long without completing.
+    pub timeout: Option<Duration>,
+    /// Give up when no peer is connected for this long.
+    pub stall_timeout: Option<Duration>,
+    /// Peers given by hand (dialled like tracker peers; failures to reach them are logged).
+    pub peers: Vec<SocketAddr>,
+    /// Seed of the core's random numbers (piece ties, optimistic unchokes, dial order).
+    pub seed: u64,
+    /// Bytes per requested block (16 KiB on the wire).
+    pub block: u32,
+    /// Piece geometry.
+    pub piece_length: u64,
+    pub total_length: u64,
+}
+
+/// Something that happened, for the core to decide on.
+#[derive(Debug)]
+pub enum Input<P> {
+    /// A connection finished its handshake. `sent_have` holds the pieces announced in the
+    /// bitfield it sent (the core sends HAVEs for pieces verified since).
+    Connected { key: PeerKey, addr: SocketAddr, peer_id: [u8; 20], outgoing: bool, sent_have: Vec<bool> },
+    /// A dial asked for by [`Output::Dial`] failed before a connection existed.
+    ConnectFailed { key: PeerKey, addr: SocketAddr, reason: String },
+    Closed { key: PeerKey, addr: SocketAddr, reason: CloseReason },
+    Message { key: PeerKey, msg: Message },
+    /// Blocks that arrived from one peer, in order.
+    Blocks { key: PeerKey, blocks: Vec<(BlockRef, P)> },
+    /// Payload bytes sent to a peer so far (its connection counts them).
+    Uploaded { key: PeerKey, total: u64 },
+    /// These blocks reached the disk.
+    Written(Vec<BlockRef>),
+    Hashed { index: u32, ok: bool },
+    /// A resume save was not queued (the disk is busy): try again later.
+    ResumeSkipped,
+    /// The content is in its final place and durable.
+    Finalized,
+    /// Peers from a tracker.
+    Peers(Vec<SocketAddr>),
+    /// Peers downloading, as the tracker counts them.
+    SwarmIncomplete(u32),
+    /// Periodic work; the driver sends one about every second.
+    Tick,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Announce {
+    Completed,
+    /// Poll the swarm's counts often (lingering) or stop polling.
+    Poll(bool),
+}
+
+/// What the core decided, for the driver to carry out.
+#[derive(Debug)]
+pub enum Output<P> {
+    Send { key: PeerKey, msg: Message },
+    /// Request these blocks (the connection counts them as outstanding).
+    Request { key: PeerKey, blocks: Vec<BlockRef> },
+    /// Choke or unchoke (the connection sends the message and then ignores or serves the
+    /// peer's requests).
+    SetChoke { key: PeerKey, choke: bool },
+    Close { key: PeerKey, reason: CloseReason },
+    Dial { key: PeerKey, addr: SocketAddr },
+    Write(Vec<(BlockRef, P)>),
+    /// Bytes of received blocks that were dropped (not written).
+    Discard(usize),
+    Hash(u32),
+    /// A piece passed its hash check: it may be served from now on.
+    Verified(u32),
+    /// Save resume data. `have`: verified pieces; `synced`: pieces whose data an fsync
+    /// covers; with `sync`, fsync the data first, after which `synced` is `have`.
+    SaveResume { have: Vec<bool>, synced: Vec<bool>, sync: bool },
+    /// Every piece is verified: move the content to its final name and make it durable,
+    /// then answer [`Input::Finalized`].
+    Finalize,
+    Announce(Announce),
+    Log(String),
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// Complete (and finalized), and the lifecycle says stop.
+    Done,
+    /// Could not finish: timed out, or stalled without peers.
+    Unfinished(String),
+}
+
+pub struct Core<P> {
+    cfg: Config,
+    picker: Picker,
+    peers: PeerTable,
+    admission: Admission,
+    rng: Rng,
+    out: Vec<Output<P>>,
+    next_key: PeerKey,
+    started: Duration,
+    completed_at: Option<Duration>,
+    finalized: bool,
+    last_peer_seen: Duration,
+    downloaded: u64,
+    hash_failures: u32,
+    resume_dirty: bool,
+    synced: Vec<bool>,
+    last_sync: Duration,
+    last_choke: Option<Duration>,
+    optimistic: Optimistic,
+    swarm_incomplete: Option<u32>,
+    all_seeds_since: Option<Duration>,
+    end: Option<End>,
+}
+
+impl<P> Core<P> {
+    /// A core for a torrent of which `have` is verified. Look at [`Core::outputs`] after.
+    pub fn new(cfg: Config, have: Vec<bool>, now: Duration) -> Core<P> {
+        let mut rng = Rng::new(cfg.seed);
+        let picker = Picker::with_block(cfg.piece_length, cfg.total_length, &have, rng.next_u64(), cfg.block);
+        let mut admission = Admission::default();
+        for a in &cfg.peers {
+            admission.learn(*a, now);
+        }
+        let mut core = Core {
+            picker,
+            peers: PeerTable::default(),
+            admission,
+            rng,
+            out: Vec::new(),
+            next_key: 1,
+            started: now,
+            completed_at: None,
+            finalized: false,
+            last_peer_seen: now,
+            downloaded: 0,
+            hash_failures: 0,
+            resume_dirty: false,
+            synced: have,
+            last_sync: now,
+            last_choke: None,
+            optimistic: Optimistic::default(),
+            swarm_incomplete: None,
+            all_seeds_since: None,
+            end: None,
+            cfg,
+        };
+        if core.picker.complete() {
+            core.on_complete(now);
+        }
+        core
+    }
+
+    /// Takes the outputs decided so far, in order.
+    pub fn outputs(&mut self) -> std::vec::Drain<'_, Output<P>> {
+        self.out.drain(..)
+    }
+
+    pub fn end(&self) -> Option<&End> {
+        self.end.as_ref()
+    }
+
+    pub fn complete(&self) -> bool {
+        self.picker.complete()
+    }
+
+    pub fn completed_at(&self) -> Option<Duration> {
+        self.completed_at
+    }
+
+    pub fn have_bytes(&self) -> u64 {
+        self.picker.have_bytes()
+    }
+
+    pub fn have_vec(&self) -> Vec<bool> {
+        self.picker.have_vec()
+    }
+
+    pub fn picker(&self) -> &Picker {
+        &self.picker
+    }
+
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    pub fn peer_ids(&self) -> Vec<[u8; 20]> {
+        self.peers.values().map(|p| p.peer_id).collect()
+    }
+
+    pub fn is_banned(&self, id: &[u8; 20]) -> bool {
+        self.admission.is_banned(id)
+    }
+
+    /// Payload bytes received, including blocks that were discarded.
+    pub fn downloaded(&self) -> u64 {
+        self.downloaded
+    }
+
+    pub fn uploaded(&self) -> u64 {
+        self.peers.uploaded()
+    }
+
+    pub fn hash_failures(&self) -> u32 {
+        self.hash_failures
+    }
+
+    pub fn peer_reports(&self) -> Vec<PeerReport> {
+        self.peers.reports()
+    }
+
+    /// Receive and send rates summed over the connected peers, bytes per second.
+    pub fn rates(&mut self, now: Duration) -> (f64, f64) {
+        self.peers.values_mut().fold((0.0, 0.0), |(d, u), p| (d + p.down.rate(now), u + p.up.rate(now)))
+    }
+
+    pub fn handle(&mut self, now: Duration, input: Input<P>) {
+        match input {
+            Input::Connected { key, addr, peer_id, outgoing, sent_have } => self.on_connected(now, key, addr, peer_id, outgoing, sent_have),
+            Input::ConnectFailed { key, addr, reason } => {
+                self.admission.dial_ended(key);
+                self.admission.backoff(addr, now);
+                if self.cfg.peers.contains(&addr) {
+                    self.log(format!("cannot connect to {addr}: {reason}"));
+                }
+            }
+            Input::Closed { key, addr, reason } => self.on_closed(now, key, addr, reason),
+            Input::Message { key, msg } => self.on_message(now, key, msg),
+            Input::Blocks { key, blocks } => self.on_blocks(now, key, blocks),
+            Input::Uploaded { key, total } => {
+                if let Some(p) = self.peers.get_mut(key) {
+                    p.up.add(now, total.saturating_sub(p.uploaded));
+                    p.uploaded = p.uploaded.max(total);
+                }
+            }
+            Input::Written(refs) => {
+                for r in refs {
+                    if self.picker.written(r.index) {
+                        self.out.push(Output::Hash(r.index));
+                    }
+                }
+            }
+            Input::Hashed { index, ok: true } => self.on_verified(now, index),
+            Input::Hashed { index, ok: false } => self.on_hash_failed(index),
+            Input::ResumeSkipped => self.resume_dirty = true,
+            Input::Finalized => {
+                if !self.finalized {
+                    self.finalized = true;
+                    self.out.push(Output::Announce(Announce::Completed));
+                    if matches!(self.cfg.lifecycle, Lifecycle::Linger { .. }) {
+                        self.out.push(Output::Announce(Announce::Poll(true)));
+                    }
+                }
+            }
+            Input::Peers(list) => {
+                for a in list {
+                    self.admission.learn(a, now);
+                }
+            }
+            Input::SwarmIncomplete(n) => self.swarm_incomplete = Some(n),
+            Input::Tick => self.tick(now),
+        }
+    }
+
+    fn log(&mut self, msg: String) {
+        self.out.push(Output::Log(msg));
+    }
+
+    fn send(&mut self, key: PeerKey, msg: Message) {
+        self.out.push(Output::Send { key, msg });
+    }
+
+    // ---- connections -----------------------------------------------------------------
+
+    fn on_connected(&mut self, now: Duration, key: PeerKey, addr: SocketAddr, id: [u8; 20], outgoing: bool, sent_have: Vec<bool>) {
+        if outgoing {
+            self.admission.dial_ended(key);
+            self.admission.reached(addr);
+        }
+        let refuse = if self.admission.is_banned(&id) {
+            Some(CloseReason::Banned)
+        } else if let Some(old) = self.peers.find_id(&id) {
+            // One connection per peer: of two, keep the one opened by the lower peer id.
+            let initiator = |out: bool| if out { self.cfg.peer_id } else { id };
+            if initiator(outgoing) < initiator(self.peers.get(old).map(|p| p.outgoing).unwrap_or(false)) {
+                self.out.push(Output::Close { key: old, reason: CloseReason::Duplicate });
+                None
+            } else {
+                Some(CloseReason::Duplicate)
+            }
+        } else if self.peers.len() >= self.cfg.max_peers {
+            Some(CloseReason::TooManyPeers)
+        } else {
+            None
+        };
+        if let Some(reason) = refuse {
+            if outgoing {
+                self.admission.backoff(addr, now);
+            }
+            self.out.push(Output::Close { key, reason });
+            return;
+        }
+        let peer = Peer::new(addr, id, outgoing, self.picker.num_pieces(), now);
+        self.log(format!("peer {} connected ({}, {})", addr, peer.client, if outgoing { "outgoing" } else { "incoming" }));
+        self.peers.insert(key, peer);
+        // Pieces verified after the bitfield was sent.
+        if !self.cfg.super_seed {
+            for (i, sent) in sent_have.iter().enumerate() {
+                if !sent && self.picker.have(i) {
+                    self.send(key, Message::Have(i as u32));
+                }
+            }
+        }
+        self.last_choke = None; // run the choker at the next tick
+        if self.cfg.super_seed {
+            self.reveal(key);
+        }
+    }
+
+    /// Drops a peer that broke the rules; it is banned and not dialled again.
+    fn drop_peer(&mut self, key: PeerKey, reason: CloseReason) {
+        let Some(p) = self.peers.get_mut(key) else { return };
+        p.am_choking = true;
+        let (name, id, listen) = (p.name(), p.peer_id, p.listen);
+        self.log(format!("dropping peer {name}: {reason}"));
+        self.admission.ban(id, listen);
+        self.out.push(Output::Close { key, reason });
+    }
+
+    fn on_closed(&mut self, now: Duration, key: PeerKey, addr: SocketAddr, reason: CloseReason) {
+        let dialled = self.admission.dial_ended(key).is_some();
+        let Some(mut p) = self.peers.remove(key) else {
+            // Closed before or without being admitted.
+            if dialled {
+                if reason.misbehaved() {
+                    self.admission.ban_addr(addr);
+                }
+                if reason == CloseReason::Ourselves {
+                    self.admission.own_address(addr);
+                }
+                self.admission.backoff(addr, now);
+            }
+            return;
+        };
+        let inflight: Vec<BlockRef> = p.inflight.drain(..).collect();
+        self.picker.forget(key, &inflight);
+        self.picker.remove_availability(&p.has);
+        if reason == CloseReason::Ourselves {
+            self.admission.own_address(addr);
+        }
+        if reason.misbehaved() {
+            self.admission.ban(p.peer_id, p.listen);
+        }
+        self.log(format!("peer {} closed: {reason}", p.name()));
+        if p.outgoing {
+            self.admission.backoff(addr, now);
+        }
+        if self.optimistic.peer == Some(key) {
+            self.optimistic.peer = None;
+        }
+    }
+
+    fn connect_more(&mut self, now: Duration) {
+        if self.completed_at.is_some() && !self.cfg.lifecycle.keeps_seeding() {
+            return;
+        }
+        let busy = self.peers.len() + self.admission.dials_in_progress();
+        if busy >= self.cfg.max_peers {
+            return;
+        }
+        let connected: HashSet<SocketAddr> = self.peers.values().flat_map(|p| [Some(p.addr), p.listen]).flatten().collect();
+        let mut candidates = self.admission.candidates(now, &connected);
+        let mut busy = busy;
+        while busy < self.cfg.max_peers && !candidates.is_empty() {
+            let addr = candidates.swap_remove(self.rng.below(candidates.len()));
+            let key = self.next_key;
+            self.next_key += 1;
+            self.admission.dialing(key, addr);
+            self.out.push(Output::Dial { key, addr });
+            busy += 1;
+        }
+    }
+
+    // ---- messages ------------------------------------------------------------------------
+
+    fn on_message(&mut self, now: Duration, key: PeerKey, msg: Message) {
+        let n = self.picker.num_pieces();
+        let Some(p) = self.peers.get_mut(key) else { return };
+        match msg {
+            Message::Choke => {
+                p.peer_choking = true;
+                let inflight: Vec<BlockRef> = p.inflight.drain(..).collect();
+                self.picker.forget(key, &inflight);
+            }
+            Message::Unchoke => {
+                p.peer_choking = false;
+                self.request_more(now, key);
+            }
+            Message::Interested => {
+                p.peer_interested = true;
+                let unchoked = self.peers.values().filter(|p| !p.am_choking).count();
+                if unchoked < self.cfg.upload_slots {
+                    self.set_choke(now, key, false);
+                }
+            }
+            Message::NotInterested => p.peer_interested = false,
+            Message::Have(i) => {
+                if i as usize >= n {
+                    return self.drop_peer(key, CloseReason::Protocol(format!("have for piece {i} of {n}")));
+                }
+                if !p.has[i as usize] {
+                    p.has[i as usize] = true;
+                    p.has_count += 1;
+                    self.picker.add_have(i as usize);
+                }
+                if p.revealed == Some(i) {
+                    p.revealed = None;
+                }
+                self.update_interest(now, key);
+                if self.cfg.super_seed {
+                    self.reveal(key);
+                }
+            }
+            Message::Bitfield(bytes) => match wire::parse_bitfield(&bytes, n) {
+                Some(bits) => self.set_has(now, key, bits),
+                None => self.drop_peer(key, CloseReason::Protocol("malformed bitfield".into())),
+            },
+            Message::HaveAll => self.set_has(now, key, vec![true; n]),
+            Message::HaveNone => self.set_has(now, key, vec![false; n]),
+            Message::Reject { index, begin, length } => {
+                let r = BlockRef { index, begin, length };
+                if p.take_inflight(&r) {
+                    self.picker.forget(key, &[r]);
+                }
+            }
+            Message::Extended { id: 0, payload } => {
+                let Ok(v) = crate::bencode::decode(&payload) else { return };
+                let Some(d) = v.as_dict() else { return };
+                if let Some(name) = d.get("v").and_then(|v| v.as_str()) {
+                    p.client = printable(name, 40);
+                }
+                if let Some(port) = d.get("p").and_then(|v| v.as_int()) {
+                    if (1..=65535).contains(&port) && !p.outgoing {
+                        p.listen = Some(SocketAddr::new(p.addr.ip(), port as u16));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn set_has(&mut self, now: Duration, key: PeerKey, bits: Vec<bool>) {
+        let Some(p) = self.peers.get_mut(key) else { return };
+        self.picker.remove_availability(&p.has);
+        p.has_count = bits.iter().filter(|b| **b).count();
+        p.has = bits;
+        self.picker.add_availability(&p.has);
+        if p.revealed.map(|i| p.has[i as usize]).unwrap_or(false) {
+            p.revealed = None;
+        }
+        self.update_interest(now, key);
+        if self.cfg.super_seed {
+            self.reveal(key);
+        }
+    }
+
+    fn update_interest(&mut self, now: Duration, key: PeerKey) {
+        let complete = self.picker.complete();
+        let Some(p) = self.peers.get_mut(key) else { return };
+        let want = !complete && self.picker.interesting(&p.has);
+        if want != p.am_interested {
+            p.am_interested = want;
+            let peer_choking = p.peer_choking;
+            self.send(key, if want { Message::Interested } else { Message::NotInterested });
+            if want && !peer_choking {
+                self.request_more(now, key);
+            }
+        } else if want && !p.peer_choking {
+            self.request_more(now, key);
+        }
+    }
+
+    // ---- the requester ---------------------------------------------------------------------
+
+    fn on_blocks(&mut self, now: Duration, key: PeerKey, blocks: Vec<(BlockRef, P)>) {
+        let mut accepted = Vec::with_capacity(blocks.len());
+        let mut dropped = 0;
+        for (r, data) in blocks {
+            if self.on_block(now, key, &r) {
+                accepted.push((r, data));
+            } else {
+                dropped += r.length as usize;
+            }
+        }
+        if dropped > 0 {
+            self.out.push(Output::Discard(dropped));
+        }
+        if !accepted.is_empty() {
+            self.out.push(Output::Write(accepted));
+        }
+        self.request_more(now, key);
+    }
+
+    /// Accounts for one block; answers whether it is to be written.
+    fn on_block(&mut self, now: Duration, key: PeerKey, r: &BlockRef) -> bool {
+        let len = r.length as u64;
+        self.downloaded += len;
+        let Some(p) = self.peers.get_mut(key) else { return false };
+        p.downloaded += len;
+        p.down.add(now, len);
+        p.last_block = now;
+        p.snubbed_until = None;
+        // A block not in flight is late (cancelled in endgame, or given up on): normal, and
+        // dropped below. A flood of blocks never asked for is cut off by the connection.
+        p.take_inflight(r);
+        match self.picker.received(key, r) {
+            Arrival::Accept { cancel } => {
+                for other in cancel {
+                    if let Some(o) = self.peers.get_mut(other) {
+                        if o.take_inflight(r) {
+                            self.send(other, Message::Cancel { index: r.index, begin: r.begin, length: r.length });
+                        }
+                    }
+                }
+                true
+            }
+            Arrival::Drop => false,
+        }
+    }
+
+    /// Tops up the requests in flight to `key`: about two seconds of data at the peer's
+    /// recent rate, between [`MIN_DEPTH`] and [`MAX_DEPTH`] blocks.
+    fn request_more(&mut self, now: Duration, key: PeerKey) {
+        if self.picker.complete() {
+            return;
+        }
+        let block = self.picker.block_size() as f64;
+        let Some(p) = self.peers.get_mut(key) else { return };
+        if p.peer_choking || !p.am_interested || p.snubbed_until.map(|t| t > now).unwrap_or(false) {
+            return;
+        }
+        let depth = ((p.down.rate(now) * 2.0 / block) as usize).clamp(MIN_DEPTH, MAX_DEPTH);
+        if p.inflight.len() + 4 > depth && !p.inflight.is_empty() {
+            return;
+        }
+        let want = depth - p.inflight.len().min(depth);
+        let blocks = self.picker.pick(key, &p.has, want, p.inflight.len() < ENDGAME_QUEUE);
+        if blocks.is_empty() {
+            return;
+        }
+        p.inflight.extend(blocks.iter().copied());
+        self.out.push(Output::Request { key, blocks });
+    }
+
+    // ---- pieces ------------------------------------------------------------------------------
+
+    fn on_hash_failed(&mut self, index: u32) {
+        self.hash_failures += 1;
+        let senders = self.picker.hashed(index, false);
+        let names: Vec<String> = senders.iter().filter_map(|k| self.peers.get(*k)).map(|p| p.name()).collect();
+        self.log(format!("piece {index} failed its hash check (data from {}); fetching it again", names.join(", ")));
+        // Only a piece that came from one peer alone names a culprit (the picker fetches a
+        // failed piece from a single peer next time).
+        if let [k] = senders[..] {
+            let Some(p) = self.peers.get(k) else { return };
+            if self.admission.strike(p.peer_id) {
+                self.drop_peer(k, CloseReason::CorruptData);
+            }
+        }
+    }
+
+    fn on_verified(&mut self, now: Duration, i: u32) {
+        self.picker.hashed(i, true);
+        self.out.push(Output::Verified(i));
+        self.resume_dirty = true;
+        if !self.picker.complete() {
+            self.save_resume(now);
+        }
+        // To every peer, even those that have the piece: a super-seeder learns from it.
+        let keys = self.peers.keys();
+        for k in &keys {
+            self.send(*k, Message::Have(i));
+        }
+        if self.picker.complete() {
+            return self.on_complete(now);
+        }
+        for k in keys {
+            if self.peers.get(k).map(|p| p.am_interested).unwrap_or(false) {
+                self.update_interest(now, k);
+            }
+        }
+    }
+
+    fn on_complete(&mut self, now: Duration) {
+        if self.completed_at.is_some() {
+            return;
+        }
+        self.completed_at = Some(now);
+        self.out.push(Output::Finalize);
+        for k in self.peers.keys() {
+            self.update_interest(now, k);
+        }
+    }
+
+    /// Queues a resume-file update; the data is fsynced along with it every few seconds.
+    fn save_resume(&mut self, now: Duration) {
+        let have = self.picker.have_vec();
+        let sync = now.saturating_sub(self.last_sync) > RESUME_SYNC_EVERY;
+        self.out.push(Output::SaveResume { have: have.clone(), synced: self.synced.clone(), sync });
+        self.resume_dirty = false;
+        if sync {
+            self.last_sync = now;
+            self.synced = have;
+        }
+    }
+
+    // ---- choking -------------------------------------------------------------------------
+
+    fn set_choke(&mut self, now: Duration, key: PeerKey, choke: bool) {
+        let Some(p) = self.peers.get_mut(key) else { return };
+        if p.am_choking == choke {
+            return;
+        }
+        p.am_choking = choke;
+        if choke {
+            p.unchoked_at = None;
+            p.choked_since = now;
+        } else {
+            p.unchoked_at = Some(now);
+        }
+        self.out.push(Output::SetChoke { key, choke });
+    }
+
+    fn choke(&mut self, now: Duration) {
+        if self.last_choke.map(|t| now.saturating_sub(t) < choker::INTERVAL).unwrap_or(false) {
+            return;
+        }
+        self.last_choke = Some(now);
+        let views: Vec<choker::View> = self
+            .peers
+            .iter()
+            .map(|(k, p)| choker::View {
+                key: *k,
+                interested: p.peer_interested,
+                down_rate: 0.0,
+                unchoked_at: p.unchoked_at,
+                choked_since: p.choked_since,
+            })
+            .collect();
+        let mut views = views;
+        for v in views.iter_mut() {
+            v.down_rate = self.peers.get_mut(v.key).map(|p| p.down.rate(now)).unwrap_or(0.0);
+        }
+        let mode = if self.completed_at.is_some() { Mode::Seed } else { Mode::Download };
+        let (keep, opt) = choker::decide(&views, mode, self.cfg.upload_slots, now, self.optimistic, &mut self.rng);
+        self.optimistic = opt;
+        for k in self.peers.keys() {
+            self.set_choke(now, k, keep.binary_search(&k).is_err());
+        }
+    }
+
+    // ---- super-seeding ---------------------------------------------------------------------
+
+    fn reveal(&mut self, key: PeerKey) {
+        let start = self.rng.below(self.picker.num_pieces());
+        let Some(p) = self.peers.get(key) else { return };
+        if p.revealed.is_some() || p.seed() {
+            return;
+        }
+        let taken: HashSet<u32> = self.peers.values().filter_map(|p| p.revealed).collect();
+        if let Some(i) = superseed::pick(&self.picker, &p.has, &taken, start) {
+            self.peers.get_mut(key).unwrap().revealed = Some(i);
+            self.send(key, Message::Have(i));
+        }
+    }
+
+    // ---- periodic work -----------------------------------------------------------------------
+
+    fn tick(&mut self, now: Duration) {
+        if self.end.is_some() {
+            return;
+        }
+        // Snubbed peers lose their requests.
+        for k in self.peers.keys() {
+            let p = self.peers.get_mut(k).unwrap();
+            if !p.inflight.is_empty() && now.saturating_sub(p.last_block) > SNUB_TIMEOUT {
+                let inflight: Vec<BlockRef> = p.inflight.drain(..).collect();
+                p.last_block = now;
+                p.snubbed_until = Some(now + SNUB_PENALTY);
+                let name = p.name();
+                self.picker.forget(k, &inflight);
+                self.log(format!("peer {name} sent nothing for {}s: its {} requests go to others", SNUB_TIMEOUT.as_secs(), inflight.len()));
+            }
+        }
+        self.peers.record_all();
+        for k in self.peers.keys() {
+            self.request_more(now, k);
+        }
+        self.choke(now);
+        self.connect_more(now);
+        if self.resume_dirty && self.completed_at.is_none() {
+            self.save_resume(now);
+        }
+        self.end = self.check_end(now);
+    }
+
+    fn check_end(&mut self, now: Duration) -> Option<End> {
+        if let Some(t) = self.completed_at {
+            if !self.finalized {
+                return None;
+            }
+            let all_seeds = self.peers.values().all(|p| p.seed());
+            if !all_seeds {
+                self.all_seeds_since = None;
+            } else if self.all_seeds_since.is_none() {
+                self.all_seeds_since = Some(now);
+            }
+            let view = lifecycle::LingerView {
+                seeded: now.saturating_sub(t),
+                swarm_incomplete: self.swarm_incomplete,
+                all_seeds_for: self.all_seeds_since.map(|s| now.saturating_sub(s)).unwrap_or(Duration::ZERO),
+            };
+            return self.cfg.lifecycle.done(&view).then_some(End::Done);
+        }
+        if let Some(t) = self.cfg.timeout {
+            if now.saturating_sub(self.started) > t {
+                return Some(End::Unfinished(format!("timed out after {}s", t.as_secs())));
+            }
+        }
+        if !self.peers.is_empty() {
+            self.last_peer_seen = now;
+        } else if let Some(t) = self.cfg.stall_timeout {
+            if now.saturating_sub(self.last_peer_seen) > t {
+                return Some(End::Unfinished(format!("no peers for {}s", t.as_secs())));
+            }
+        }
+        None
+    }
+}
+
+/// A peer-supplied string made safe to print: control characters escaped, at most `max`
+/// characters.
+pub fn printable(s: &str, max: usize) -> String {
+    s.chars().take(max).flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect()
+}
+
+/// Blocks in flight per peer, for tests.
+#[cfg(test)]
+impl<P> Core<P> {
+    fn inflight(&self, key: PeerKey) -> usize {
+        self.peers.get(key).map(|p| p.inflight.len()).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,199 @@
+//! The peer table: what the core knows of each connected peer, keyed by [`PeerKey`].
+//!
+//! Invariants: `has_count` is the number of true entries in `has`, and the picker's
+//! availability counts hold every connected peer's `has` exactly once; `inflight` holds the
+//! blocks requested of this peer that the picker still counts as requested from it.
+
+use crate::peer::wire;
+use crate::picker::{BlockRef, PeerKey};
+use crate::rate::Meter;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// One peer's transfer totals in a session's report.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerReport {
+    pub addr: String,
+    pub client: String,
+    pub downloaded: u64,
+    pub uploaded: u64,
+}
+
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// Where the peer accepts connections (the dialled address, or the port from its
+    /// extension handshake).
+    pub listen: Option<SocketAddr>,
+    pub client: String,
+    pub peer_id: [u8; 20],
+    pub outgoing: bool,
+    pub has: Vec<bool>,
+    pub has_count: usize,
+    pub am_interested: bool,
+    pub am_choking: bool,
+    pub peer_choking: bool,
+    pub peer_interested: bool,
+    pub inflight: VecDeque<BlockRef>,
+    pub down: Meter,
+    pub up: Meter,
+    /// Payload bytes sent to the peer, as last reported by its connection.
+    pub uploaded: u64,
+    /// Part of `uploaded` already moved into the history.
+    pub up_recorded: u64,
+    /// Payload bytes received and not yet moved into the history.
+    pub downloaded: u64,
+    pub last_block: Duration,
+    pub unchoked_at: Option<Duration>,
+    /// When we last choked it (or it connected): seeders serve who waited longest.
+    pub choked_since: Duration,
+    /// Super-seeding: the piece revealed to this peer and not yet seen back.
+    pub revealed: Option<u32>,
+    pub snubbed_until: Option<Duration>,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr, peer_id: [u8; 20], outgoing: bool, num_pieces: usize, now: Duration) -> Peer {
+        Peer {
+            addr,
+            listen: if outgoing { Some(addr) } else { None },
+            client: wire::client_from_peer_id(&peer_id),
+            peer_id,
+            outgoing,
+            has: vec![false; num_pieces],
+            has_count: 0,
+            am_interested: false,
+            am_choking: true,
+            peer_choking: true,
+            peer_interested: false,
+            inflight: VecDeque::new(),
+            down: Meter::new(Duration::from_secs(3)),
+            up: Meter::new(Duration::from_secs(10)),
+            uploaded: 0,
+            up_recorded: 0,
+            downloaded: 0,
+            last_block: now,
+            unchoked_at: None,
+            choked_since: now,
+            revealed: None,
+            snubbed_until: None,
+        }
+    }
+
+    /// The peer's name in logs and reports: its listening address when known.
+    pub fn name(&self) -> String {
+        self.listen.unwrap_or(self.addr).to_string()
+    }
+
+    pub fn seed(&self) -> bool {
+        self.has_count == self.has.len()
+    }
+
+    /// Removes `r` from the blocks in flight; answers whether it was there.
+    pub fn take_inflight(&mut self, r: &BlockRef) -> bool {
+        match self.inflight.iter().position(|b| b == r) {
+            Some(pos) => {
+                self.inflight.remove(pos);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Connected peers in key order (so the core's outputs come in the same order for the same
+/// inputs), and the history of every peer's totals for the report.
+#[derive(Default)]
+pub struct PeerTable {
+    peers: BTreeMap<PeerKey, Peer>,
+    history: HashMap<String, PeerReport>,
+}
+
+impl PeerTable {
+    pub fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+
+    pub fn get(&self, k: PeerKey) -> Option<&Peer> {
+        self.peers.get(&k)
+    }
+
+    pub fn get_mut(&mut self, k: PeerKey) -> Option<&mut Peer> {
+        self.peers.get_mut(&k)
+    }
+
+    pub fn insert(&mut self, k: PeerKey, p: Peer) {
+        self.peers.insert(k, p);
+    }
+
+    /// Removes a peer, moving its counters into the history.
+    pub fn remove(&mut self, k: PeerKey) -> Option<Peer> {
+        let mut p = self.peers.remove(&k)?;
+        record(&mut self.history, &mut p);
+        Some(p)
+    }
+
+    pub fn keys(&self) -> Vec<PeerKey> {
+        self.peers.keys().copied().collect()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&PeerKey, &Peer)> {
+        self.peers.iter()
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Peer> {
+        self.peers.values()
+    }
+
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut Peer> {
+        self.peers.values_mut()
+    }
+
+    pub fn find_id(&self, id: &[u8; 20]) -> Option<PeerKey> {
+        self.peers.iter().find(|(_, p)| p.peer_id == *id).map(|(k, _)| *k)
+    }
+
+    /// Moves every peer's counters into the history (the report stays current).
+    pub fn record_all(&mut self) {
+        for p in self.peers.values_mut() {
+            record(&mut self.history, p);
+        }
+    }
+
+    /// Payload bytes sent to all peers, connected or gone.
+    pub fn uploaded(&self) -> u64 {
+        self.history.values().map(|h| h.uploaded).sum::<u64>()
+            + self.peers.values().map(|p| p.uploaded - p.up_recorded.min(p.uploaded)).sum::<u64>()
+    }
+
+    /// Every peer that sent or received something, sorted by address.
+    pub fn reports(&self) -> Vec<PeerReport> {
+        let mut h = self.history.clone();
+        for p in self.peers.values() {
+            let e = entry(&mut h, p);
+            e.downloaded += p.downloaded;
+            e.uploaded += p.uploaded - p.up_recorded.min(p.uploaded);
+        }
+        let mut v: Vec<PeerReport> = h.into_values().filter(|p| p.downloaded > 0 || p.uploaded > 0).collect();
+        v.sort_by(|a, b| a.addr.cmp(&b.addr));
+        v
+    }
+}
+
+fn entry<'a>(history: &'a mut HashMap<String, PeerReport>, p: &Peer) -> &'a mut PeerReport {
+    history.entry(p.name()).or_insert_with(|| PeerReport { addr: p.name(), client: p.client.clone(), downloaded: 0, uploaded: 0 })
+}
+
+/// Moves a peer's counters since the last call into the per-address history.
+fn record(history: &mut HashMap<String, PeerReport>, p: &mut Peer) {
+    let e = entry(history, p);
+    e.downloaded += p.downloaded;
+    e.uploaded += p.uploaded - p.up_recorded.min(p.uploaded);
+    p.downloaded = 0;
+    p.up_recorded = p.uploaded;
+}

@@ -1,0 +1,58 @@
+//! Super-seeding (BEP 16 style): an origin that reveals its pieces one peer at a time, so
+//! each byte leaves the origin about once and the peers spread it among themselves.
+//!
+//! A peer is shown one piece it lacks; the next only after the peer announces that piece
+//! (to us: a HAVE, which it sends once it has verified it). The piece chosen is one not
+//! currently revealed to anybody else (a piece shown to two peers would leave the origin
+//! twice), and among those the one the fewest connected peers have (the picker's
+//! availability counts), ties broken from a random starting point.
+
+use crate::picker::Picker;
+use std::collections::HashSet;
+
+/// The piece to reveal to a peer that has `peer_has`; `taken` holds the pieces revealed to
+/// other peers and not yet seen back; `start` is where the scan begins (random).
+pub fn pick(picker: &Picker, peer_has: &[bool], taken: &HashSet<u32>, start: usize) -> Option<u32> {
+    let n = picker.num_pieces();
+    let mut best: Option<(bool, u32, usize)> = None;
+    for j in 0..n {
+        let i = (start + j) % n;
+        if peer_has[i] || !picker.have(i) {
+            continue;
+        }
+        let cand = (taken.contains(&(i as u32)), picker.availability(i), i);
+        if best.map(|b| (cand.0, cand.1) < (b.0, b.1)).unwrap_or(true) {
+            best = Some(cand);
+            if !cand.0 && cand.1 == 0 {
+                break; // nobody has it and nobody was shown it: cannot do better
+            }
+        }
+    }
+    best.map(|b| b.2 as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reveals_the_rarest_piece_nobody_else_was_shown() {
+        let mut pk = Picker::new(16384, 4 * 16384, &[true; 4], 1);
+        pk.add_availability(&[true, false, false, true]);
+        pk.add_availability(&[true, true, false, false]);
+        // Pieces 2 (nobody) < 1 = 3 (one peer each) < 0 (two peers).
+        let none = HashSet::new();
+        assert_eq!(pick(&pk, &[false; 4], &none, 0), Some(2));
+        let taken: HashSet<u32> = [2].into_iter().collect();
+        let got = pick(&pk, &[false; 4], &taken, 0);
+        assert!(got == Some(1) || got == Some(3), "2 is being shown to another peer: {got:?}");
+        assert_eq!(pick(&pk, &[false, true, true, true], &taken, 0), Some(0), "the only piece it lacks");
+        assert_eq!(pick(&pk, &[true; 4], &taken, 0), None, "a seed is shown nothing");
+    }
+
+    #[test]
+    fn only_pieces_we_have() {
+        let pk = Picker::new(16384, 2 * 16384, &[false, true], 1);
+        assert_eq!(pick(&pk, &[false, false], &HashSet::new(), 0), Some(1));
+    }
+}

@@ -1,0 +1,483 @@
+//! Unit tests of the swarm core: deterministic, no sockets, no threads, no sleeps. Time is
+//! a number passed in; payloads are a byte that says whether a block is good (1) or not (0).
+
+use super::*;
+use crate::peer::wire::BLOCK;
+
+type C = Core<u8>;
+type Out = Output<u8>;
+
+const PIECE: u64 = 4 * BLOCK as u64;
+const US: [u8; 20] = *b"-SH0100-ourselves000";
+
+fn s(x: u64) -> Duration {
+    Duration::from_secs(x)
+}
+
+fn cfg(pieces: u64, lifecycle: Lifecycle) -> Config {
+    Config {
+        peer_id: US,
+        max_peers: 50,
+        upload_slots: 2,
+        super_seed: false,
+        lifecycle,
+        timeout: None,
+        stall_timeout: None,
+        peers: Vec::new(),
+        seed: 1,
+        block: BLOCK,
+        piece_length: PIECE,
+        total_length: pieces * PIECE,
+    }
+}
+
+fn addr(n: u64) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, n as u8], 6881))
+}
+
+fn id(n: u64) -> [u8; 20] {
+    let mut id = *b"-XX0000-000000000000";
+    id[19] = b'a' + n as u8;
+    id
+}
+
+fn outs(c: &mut C) -> Vec<Out> {
+    c.outputs().collect()
+}
+
+/// Peer `n` connects (incoming, key = n) and says it has `has`.
+fn join(c: &mut C, n: u64, has: Option<Vec<bool>>, now: Duration) -> Vec<Out> {
+    let pieces = c.picker().num_pieces();
+    c.handle(now, Input::Connected { key: n, addr: addr(n), peer_id: id(n), outgoing: false, sent_have: vec![false; pieces] });
+    match has {
+        Some(h) => c.handle(now, Input::Message { key: n, msg: Message::Bitfield(wire::bitfield_bytes(&h)) }),
+        None => c.handle(now, Input::Message { key: n, msg: Message::HaveNone }),
+    }
+    outs(c)
+}
+
+fn requests(o: &[Out], key: PeerKey) -> Vec<BlockRef> {
+    o.iter()
+        .filter_map(|o| match o {
+            Output::Request { key: k, blocks } if *k == key => Some(blocks.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+fn sent(o: &[Out], key: PeerKey) -> Vec<&Message> {
+    o.iter()
+        .filter_map(|o| match o {
+            Output::Send { key: k, msg } if *k == key => Some(msg),
+            _ => None,
+        })
+        .collect()
+}
+
+fn closes(o: &[Out]) -> Vec<(PeerKey, CloseReason)> {
+    o.iter()
+        .filter_map(|o| match o {
+            Output::Close { key, reason } => Some((*key, reason.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn chokes(o: &[Out]) -> Vec<(PeerKey, bool)> {
+    o.iter()
+        .filter_map(|o| match o {
+            Output::SetChoke { key, choke } => Some((*key, *choke)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Delivers blocks from `key` and carries out writes and hashes; `good` decides each
+/// piece's hash result. Answers every output on the way.
+fn deliver(c: &mut C, key: PeerKey, blocks: &[BlockRef], good: bool, now: Duration) -> Vec<Out> {
+    let mut all = Vec::new();
+    c.handle(now, Input::Blocks { key, blocks: blocks.iter().map(|b| (*b, good as u8)).collect() });
+    let mut pending: VecDeque<Out> = outs(c).into();
+    while let Some(o) = pending.pop_front() {
+        match &o {
+            Output::Write(bs) => {
+                let refs = bs.iter().map(|b| b.0).collect();
+                c.handle(now, Input::Written(refs));
+                pending.extend(outs(c));
+            }
+            Output::Hash(i) => {
+                c.handle(now, Input::Hashed { index: *i, ok: good });
+                pending.extend(outs(c));
+            }
+            Output::Finalize => {
+                c.handle(now, Input::Finalized);
+                pending.extend(outs(c));
+            }
+            _ => {}
+        }
+        all.push(o);
+    }
+    all
+}
+
+use std::collections::VecDeque;
+
+#[test]
+fn a_download_from_request_to_verified_and_done() {
+    let mut c = C::new(cfg(2, Lifecycle::Exit), vec![false; 2], s(0));
+    let o = join(&mut c, 1, Some(vec![true, true]), s(0));
+    assert!(matches!(sent(&o, 1)[..], [Message::Interested]), "{o:?}");
+    assert!(requests(&o, 1).is_empty(), "nothing asked while choked");
+    c.handle(s(1), Input::Message { key: 1, msg: Message::Unchoke });
+    let o = outs(&mut c);
+    let asked = requests(&o, 1);
+    assert_eq!(asked.len(), 8, "every block of both pieces");
+    let o = deliver(&mut c, 1, &asked, true, s(2));
+    let verified: Vec<u32> = o.iter().filter_map(|o| if let Output::Verified(i) = o { Some(*i) } else { None }).collect();
+    assert_eq!(verified.len(), 2);
+    assert!(o.iter().any(|o| matches!(o, Output::Finalize)));
+    assert!(o.iter().any(|o| matches!(o, Output::Announce(Announce::Completed))));
+    assert!(sent(&o, 1).iter().filter(|m| matches!(m, Message::Have(_))).count() == 2, "HAVE after each verified piece");
+    assert!(sent(&o, 1).contains(&&Message::NotInterested));
+    assert!(c.complete());
+    assert_eq!(c.end(), None, "ends at a tick");
+    c.handle(s(3), Input::Tick);
+    assert_eq!(c.end(), Some(&End::Done));
+    assert_eq!(c.downloaded(), 2 * PIECE);
+}
+
+#[test]
+fn unrequested_and_duplicate_blocks_are_discarded() {
+    let mut c = C::new(cfg(1, Lifecycle::Exit), vec![false], s(0));
+    join(&mut c, 1, Some(vec![true]), s(0));
+    c.handle(s(0), Input::Message { key: 1, msg: Message::Unchoke });
+    let asked = requests(&outs(&mut c), 1);
+    let stray = BlockRef { index: 0, begin: 1, length: 5 };
+    c.handle(s(1), Input::Blocks { key: 1, blocks: vec![(asked[0], 1), (asked[0], 1), (stray, 1)] });
+    let o = outs(&mut c);
+    let written: usize = o.iter().map(|o| if let Output::Write(b) = o { b.len() } else { 0 }).sum();
+    assert_eq!(written, 1);
+    let discarded: usize = o.iter().map(|o| if let Output::Discard(n) = o { *n } else { 0 }).sum();
+    assert_eq!(discarded, BLOCK as usize + 5);
+}
+
+#[test]
+fn a_verified_piece_is_never_counted_before_its_hash() {
+    let mut c = C::new(cfg(1, Lifecycle::Exit), vec![false], s(0));
+    join(&mut c, 1, Some(vec![true]), s(0));
+    c.handle(s(0), Input::Message { key: 1, msg: Message::Unchoke });
+    let asked = requests(&outs(&mut c), 1);
+    c.handle(s(1), Input::Blocks { key: 1, blocks: asked.iter().map(|b| (*b, 1)).collect() });
+    c.handle(s(1), Input::Written(asked.clone()));
+    let o = outs(&mut c);
+    assert!(o.iter().any(|o| matches!(o, Output::Hash(0))));
+    assert!(!o.iter().any(|o| matches!(o, Output::Verified(_) | Output::SaveResume { .. })));
+    assert_eq!(c.have_bytes(), 0);
+    assert!(!c.complete());
+}
+
+#[test]
+fn tit_for_tat_unchokes_who_sends_us_most() {
+    let mut c = C::new(cfg(8, Lifecycle::Exit), vec![false; 8], s(0));
+    for n in 1..=5 {
+        join(&mut c, n, Some(vec![true; 8]), s(0));
+        c.handle(s(0), Input::Message { key: n, msg: Message::Interested });
+    }
+    outs(&mut c);
+    // Peer 4 sends us blocks; the others send nothing.
+    c.handle(s(1), Input::Message { key: 4, msg: Message::Unchoke });
+    let asked = requests(&outs(&mut c), 4);
+    deliver(&mut c, 4, &asked[..8], true, s(2));
+    c.handle(s(2), Input::Tick);
+    let o = outs(&mut c);
+    let ch = chokes(&o);
+    let unchoked: Vec<PeerKey> = (1..=5).filter(|k| !ch.contains(&(*k, true)) && (ch.contains(&(*k, false)) || *k <= 2)).collect();
+    assert!(unchoked.contains(&4), "the peer that sends keeps a slot: {ch:?}");
+    assert_eq!(unchoked.len(), 2, "two slots: {ch:?}");
+}
+
+#[test]
+fn seeding_round_robin_gives_every_downloader_a_turn() {
+    let mut cf = cfg(4, Lifecycle::Forever);
+    cf.upload_slots = 1;
+    let mut c = C::new(cf, vec![true; 4], s(0));
+    c.handle(s(0), Input::Finalized);
+    for n in 1..=3 {
+        join(&mut c, n, None, s(0));
+        c.handle(s(0), Input::Message { key: n, msg: Message::Interested });
+    }
+    outs(&mut c);
+    let mut turns = Vec::new();
+    let mut on: Option<PeerKey> = Some(1); // the first interested peer took the free slot
+    for t in 1..=12 {
+        c.handle(s(10 * t), Input::Tick);
+        for (k, choke) in chokes(&outs(&mut c)) {
+            if !choke {
+                on = Some(k);
+                turns.push(k);
+            } else if on == Some(k) {
+                on = None;
+            }
+        }
+    }
+    for k in 1..=3 {
+        assert!(turns.contains(&k) || k == 1, "peer {k} never got a turn: {turns:?}");
+    }
+    assert!(turns.len() >= 3, "slots rotate: {turns:?}");
+}
+
+#[test]
+fn a_silent_peer_is_snubbed_and_its_requests_go_to_others() {
+    let mut c = C::new(cfg(1, Lifecycle::Exit), vec![false], s(0));
+    join(&mut c, 1, Some(vec![true]), s(0));
+    c.handle(s(0), Input::Message { key: 1, msg: Message::Unchoke });
+    let asked = requests(&outs(&mut c), 1);
+    assert_eq!(asked.len(), 4);
+    join(&mut c, 2, Some(vec![true]), s(0));
+    c.handle(s(0), Input::Message { key: 2, msg: Message::Unchoke });
+    outs(&mut c);
+    assert_eq!(c.inflight(2), 4, "endgame: peer 2 doubles the blocks peer 1 was asked for");
+    c.handle(s(5), Input::Tick);
+    assert_eq!(c.inflight(1), 4, "not yet snubbed at 5 s");
+    c.handle(s(11), Input::Tick);
+    let o = outs(&mut c);
+    assert_eq!(c.inflight(1), 0, "snubbed after 10 s of silence");
+    assert!(o.iter().any(|o| matches!(o, Output::Log(m) if m.contains("sent nothing"))));
+    // Peer 1 is asked for nothing during its penalty, even when unchoked again.
+    c.handle(s(12), Input::Message { key: 1, msg: Message::Unchoke });
+    assert!(requests(&outs(&mut c), 1).is_empty());
+    // A block from it ends the penalty.
+    deliver(&mut c, 2, &asked[..1], true, s(13));
+    c.handle(s(45), Input::Tick);
+    let o = outs(&mut c);
+    let _ = o;
+}
+
+#[test]
+fn two_corrupt_pieces_from_one_peer_ban_it() {
+    let mut c = C::new(cfg(2, Lifecycle::Exit), vec![false; 2], s(0));
+    join(&mut c, 1, Some(vec![true, true]), s(0));
+    c.handle(s(0), Input::Message { key: 1, msg: Message::Unchoke });
+    let asked = requests(&outs(&mut c), 1);
+    let piece0: Vec<BlockRef> = asked.iter().copied().filter(|b| b.index == asked[0].index).collect();
+    let o = deliver(&mut c, 1, &piece0, false, s(1));
+    assert!(closes(&o).is_empty(), "one strike is not a ban");
+    assert_eq!(c.hash_failures(), 1);
+    // The failed piece is asked again of the same single peer; it fails again.
+    c.handle(s(2), Input::Tick);
+    let again: Vec<BlockRef> = requests(&outs(&mut c), 1).into_iter().filter(|b| b.index == piece0[0].index).collect();
+    let mut again = again;
+    if again.is_empty() {
+        // Still in flight from the first pick: the failed piece's blocks were re-requested
+        // by the picker at once.
+        again = piece0.clone();
+    }
+    let o = deliver(&mut c, 1, &again, false, s(3));
+    assert_eq!(closes(&o), vec![(1, CloseReason::CorruptData)], "{o:?}");
+    assert!(c.is_banned(&id(1)));
+    c.handle(s(4), Input::Closed { key: 1, addr: addr(1), reason: CloseReason::Shutdown });
+    // The same peer id is refused when it comes back.
+    c.handle(s(5), Input::Connected { key: 9, addr: addr(9), peer_id: id(1), outgoing: false, sent_have: vec![false; 2] });
+    assert_eq!(closes(&outs(&mut c)), vec![(9, CloseReason::Banned)]);
+}
+
+#[test]
+fn a_have_past_the_last_piece_drops_and_bans_the_peer() {
+    let mut c = C::new(cfg(2, Lifecycle::Exit), vec![false; 2], s(0));
+    join(&mut c, 1, None, s(0));
+    c.handle(s(0), Input::Message { key: 1, msg: Message::Have(7) });
+    let cl = closes(&outs(&mut c));
+    assert!(matches!(&cl[..], [(1, CloseReason::Protocol(_))]), "{cl:?}");
+    assert!(c.is_banned(&id(1)));
+}
+
+#[test]
+fn a_second_connection_to_the_same_peer_is_closed() {
+    let mut c = C::new(cfg(2, Lifecycle::Exit), vec![false; 2], s(0));
+    join(&mut c, 1, None, s(0));
+    // The same peer id dials us: of two connections, keep the one opened by the lower id.
+    c.handle(s(1), Input::Connected { key: 2, addr: addr(2), peer_id: id(1), outgoing: false, sent_have: vec![false; 2] });
+    let cl = closes(&outs(&mut c));
+    assert_eq!(cl.len(), 1);
+    assert_eq!(cl[0].1, CloseReason::Duplicate);
+}
+
+#[test]
+fn super_seeding_reveals_one_piece_per_peer_until_seen_back() {
+    let mut cf = cfg(8, Lifecycle::Forever);
+    cf.super_seed = true;
+    let mut c = C::new(cf, vec![true; 8], s(0));
+    c.handle(s(0), Input::Finalized);
+    outs(&mut c);
+    let o1 = join(&mut c, 1, None, s(0));
+    let o2 = join(&mut c, 2, None, s(0));
+    let h1: Vec<u32> = sent(&o1, 1).iter().filter_map(|m| if let Message::Have(i) = m { Some(*i) } else { None }).collect();
+    let h2: Vec<u32> = sent(&o2, 2).iter().filter_map(|m| if let Message::Have(i) = m { Some(*i) } else { None }).collect();
+    assert_eq!(h1.len(), 1, "one piece at a time");
+    assert_eq!(h2.len(), 1);
+    assert_ne!(h1, h2, "different peers are shown different pieces");
+    // Peer 2 announces it has peer 1's piece: peer 1 gets nothing new until it shows its own.
+    c.handle(s(1), Input::Message { key: 2, msg: Message::Have(h1[0]) });
+    assert!(sent(&outs(&mut c), 1).is_empty());
+    c.handle(s(2), Input::Message { key: 1, msg: Message::Have(h1[0]) });
+    let next: Vec<u32> = sent(&outs(&mut c), 1).iter().filter_map(|m| if let Message::Have(i) = m { Some(*i) } else { None }).collect();
+    assert_eq!(next.len(), 1);
+    assert!(next[0] != h1[0] && next[0] != h2[0], "a piece nobody has and nobody is shown: {next:?}");
+}
+
+#[test]
+fn endgame_asks_a_second_peer_and_cancels_the_loser() {
+    let mut c = C::new(cfg(1, Lifecycle::Exit), vec![false], s(0));
+    join(&mut c, 1, Some(vec![true]), s(0));
+    c.handle(s(0), Input::Message { key: 1, msg: Message::Unchoke });
+    let a = requests(&outs(&mut c), 1);
+    join(&mut c, 2, Some(vec![true]), s(0));
+    c.handle(s(0), Input::Message { key: 2, msg: Message::Unchoke });
+    let b = requests(&outs(&mut c), 2);
+    assert_eq!(a, b, "the last blocks are asked of both");
+    let o = deliver(&mut c, 1, &a[..1], true, s(1));
+    assert!(sent(&o, 2).iter().any(|m| matches!(m, Message::Cancel { .. })), "the slower peer's copy is cancelled: {o:?}");
+    let o = deliver(&mut c, 2, &a[..1], true, s(1));
+    assert!(o.iter().any(|o| matches!(o, Output::Discard(_))), "a late duplicate is dropped");
+}
+
+#[test]
+fn lingering_ends_when_only_seeds_remain_and_no_tracker_counts() {
+    let mut c = C::new(cfg(2, Lifecycle::Linger { cap: None }), vec![true; 2], s(0));
+    c.handle(s(0), Input::Finalized);
+    join(&mut c, 1, Some(vec![false, true]), s(0));
+    c.handle(s(1), Input::Tick);
+    c.handle(s(5), Input::Tick);
+    assert_eq!(c.end(), None, "a downloader is connected");
+    c.handle(s(5), Input::Message { key: 1, msg: Message::Have(0) });
+    c.handle(s(6), Input::Tick);
+    assert_eq!(c.end(), None);
+    c.handle(s(7), Input::Tick);
+    assert_eq!(c.end(), Some(&End::Done), "within 2 s of only seeds");
+}
+
+#[test]
+fn lingering_follows_the_tracker_counts_and_the_cap() {
+    let mut c = C::new(cfg(2, Lifecycle::Linger { cap: None }), vec![true; 2], s(0));
+    c.handle(s(0), Input::Finalized);
+    c.handle(s(0), Input::SwarmIncomplete(3));
+    for t in 1..=30 {
+        c.handle(s(t), Input::Tick);
+    }
+    assert_eq!(c.end(), None, "no peer connected, but the tracker counts 3 downloading");
+    c.handle(s(31), Input::SwarmIncomplete(0));
+    c.handle(s(31), Input::Tick);
+    assert_eq!(c.end(), Some(&End::Done));
+
+    let mut c = C::new(cfg(2, Lifecycle::Linger { cap: Some(s(10)) }), vec![true; 2], s(0));
+    c.handle(s(0), Input::Finalized);
+    c.handle(s(0), Input::SwarmIncomplete(3));
+    c.handle(s(9), Input::Tick);
+    assert_eq!(c.end(), None);
+    c.handle(s(10), Input::Tick);
+    assert_eq!(c.end(), Some(&End::Done), "capped");
+}
+
+#[test]
+fn nothing_ends_before_the_content_is_finalized() {
+    let mut c = C::new(cfg(1, Lifecycle::Exit), vec![true], s(0));
+    assert!(matches!(outs(&mut c)[..], [Output::Finalize]));
+    c.handle(s(5), Input::Tick);
+    assert_eq!(c.end(), None);
+    c.handle(s(5), Input::Finalized);
+    c.handle(s(6), Input::Tick);
+    assert_eq!(c.end(), Some(&End::Done));
+}
+
+#[test]
+fn timeouts_end_an_unfinished_session() {
+    let mut cf = cfg(1, Lifecycle::Exit);
+    cf.stall_timeout = Some(s(30));
+    let mut c = C::new(cf, vec![false], s(0));
+    c.handle(s(30), Input::Tick);
+    assert_eq!(c.end(), None);
+    c.handle(s(31), Input::Tick);
+    assert!(matches!(c.end(), Some(End::Unfinished(m)) if m.contains("no peers")));
+
+    let mut cf = cfg(1, Lifecycle::Exit);
+    cf.timeout = Some(s(60));
+    let mut c = C::new(cf, vec![false], s(0));
+    join(&mut c, 1, Some(vec![true]), s(0));
+    c.handle(s(61), Input::Tick);
+    assert!(matches!(c.end(), Some(End::Unfinished(m)) if m.contains("timed out")));
+}
+
+#[test]
+fn resume_after_restart_fetches_only_what_is_missing() {
+    let mut c = C::new(cfg(4, Lifecycle::Exit), vec![false; 4], s(0));
+    join(&mut c, 1, Some(vec![true; 4]), s(0));
+    c.handle(s(0), Input::Message { key: 1, msg: Message::Unchoke });
+    let asked = requests(&outs(&mut c), 1);
+    let first: Vec<BlockRef> = asked.iter().copied().filter(|b| b.index == asked[0].index).collect();
+    let o = deliver(&mut c, 1, &first, true, s(10));
+    // The last resume record holds exactly the verified piece.
+    let saved = o
+        .iter()
+        .rev()
+        .find_map(|o| if let Output::SaveResume { have, .. } = o { Some(have.clone()) } else { None })
+        .expect("resume saved after a verified piece");
+    assert_eq!(saved.iter().filter(|h| **h).count(), 1);
+    assert!(saved[first[0].index as usize]);
+    // Restart from it: the verified piece is not asked for again.
+    let mut c2 = C::new(cfg(4, Lifecycle::Exit), saved.clone(), s(0));
+    assert_eq!(c2.have_bytes(), PIECE);
+    join(&mut c2, 1, Some(vec![true; 4]), s(0));
+    c2.handle(s(0), Input::Message { key: 1, msg: Message::Unchoke });
+    let again = requests(&outs(&mut c2), 1);
+    assert_eq!(again.len(), 12);
+    assert!(again.iter().all(|b| b.index != first[0].index));
+    let o = deliver(&mut c2, 1, &again, true, s(1));
+    assert!(o.iter().any(|o| matches!(o, Output::Finalize)));
+    assert!(c2.picker().consistent());
+}
+
+#[test]
+fn a_dial_that_fails_backs_off_and_learned_peers_are_dialled() {
+    let mut c = C::new(cfg(1, Lifecycle::Exit), vec![false], s(0));
+    c.handle(s(0), Input::Peers(vec![addr(1), addr(2)]));
+    c.handle(s(0), Input::Tick);
+    let dials: Vec<(PeerKey, SocketAddr)> =
+        outs(&mut c).into_iter().filter_map(|o| if let Output::Dial { key, addr } = o { Some((key, addr)) } else { None }).collect();
+    assert_eq!(dials.len(), 2);
+    let (k, a) = dials[0];
+    c.handle(s(1), Input::ConnectFailed { key: k, addr: a, reason: "refused".into() });
+    c.handle(s(2), Input::Tick);
+    assert!(!outs(&mut c).iter().any(|o| matches!(o, Output::Dial { .. })), "backed off");
+    c.handle(s(5), Input::Tick);
+    let again: Vec<SocketAddr> = outs(&mut c).into_iter().filter_map(|o| if let Output::Dial { addr, .. } = o { Some(addr) } else { None }).collect();
+    assert_eq!(again, vec![a], "redialled after 4 s");
+}
+
+#[test]
+fn the_same_inputs_give_the_same_outputs() {
+    let run = |seed: u64| {
+        let mut cf = cfg(16, Lifecycle::Exit);
+        cf.seed = seed;
+        let mut c = C::new(cf, vec![false; 16], s(0));
+        let mut log = Vec::new();
+        for n in 1..=4 {
+            join(&mut c, n, Some(vec![true; 16]), s(0));
+            c.handle(s(0), Input::Message { key: n, msg: Message::Unchoke });
+            c.handle(s(0), Input::Message { key: n, msg: Message::Interested });
+        }
+        c.handle(s(1), Input::Tick);
+        for o in outs(&mut c) {
+            log.push(format!("{o:?}"));
+        }
+        log
+    };
+    assert_eq!(run(7), run(7));
+    assert_ne!(run(7), run(8), "the seed matters (piece order, optimistic unchoke)");
+}
+
+#[test]
+fn printable_escapes_control_characters() {
+    assert_eq!(printable("ok\x1b[2Jx\nforged", 40), "ok\\u{1b}[2Jx\\nforged");
+    assert_eq!(printable("abcdef", 3), "abc");
+}
