@@ -24,6 +24,7 @@ pub mod picker;
 pub mod rate;
 pub mod seeder;
 pub mod session;
+pub mod sim;
 pub mod storage;
 pub mod swarm;
 pub mod tracker;

@@ -272,6 +272,27 @@ impl<P> Core<P> {
         self.peers.reports()
     }
 
+    /// Recounts what the core keeps counted (the picker's counts, availability as the sum
+    /// of the peers' bitfields, each peer's wanted pieces) and answers whether all agree.
+    /// O(peers × pieces): for tests and the simulator's invariant checks.
+    pub fn consistent(&self) -> bool {
+        if !self.picker.consistent() {
+            return false;
+        }
+        let n = self.picker.num_pieces();
+        let mut avail = vec![0u32; n];
+        for p in self.peers.values() {
+            let wanted = (0..n).filter(|i| p.has[*i] && !self.picker.have(*i)).count();
+            if wanted != p.wanted || p.has_count != p.has.iter().filter(|h| **h).count() {
+                return false;
+            }
+            for (a, h) in avail.iter_mut().zip(&p.has) {
+                *a += *h as u32;
+            }
+        }
+        (0..n).all(|i| avail[i] == self.picker.availability(i))
+    }
+
     /// Receive and send rates summed over the connected peers, bytes per second.
     pub fn rates(&mut self, now: Duration) -> (f64, f64) {
         self.peers.values_mut().fold((0.0, 0.0), |(d, u), p| (d + p.down.rate(now), u + p.up.rate(now)))
@@ -474,6 +495,7 @@ impl<P> Core<P> {
                 if !p.has[i as usize] {
                     p.has[i as usize] = true;
                     p.has_count += 1;
+                    p.wanted += !self.picker.have(i as usize) as usize;
                     self.picker.add_have(i as usize);
                 }
                 if p.revealed == Some(i) {
@@ -516,6 +538,7 @@ impl<P> Core<P> {
         let Some(p) = self.peers.get_mut(key) else { return };
         self.picker.remove_availability(&p.has);
         p.has_count = bits.iter().filter(|b| **b).count();
+        p.wanted = bits.iter().enumerate().filter(|(i, b)| **b && !self.picker.have(*i)).count();
         p.has = bits;
         self.picker.add_availability(&p.has);
         if p.revealed.map(|i| p.has[i as usize]).unwrap_or(false) {
@@ -530,7 +553,7 @@ impl<P> Core<P> {
     fn update_interest(&mut self, now: Duration, key: PeerKey) {
         let complete = self.picker.complete();
         let Some(p) = self.peers.get_mut(key) else { return };
-        let want = !complete && self.picker.interesting(&p.has);
+        let want = !complete && p.wanted > 0;
         if want != p.am_interested {
             p.am_interested = want;
             let peer_choking = p.peer_choking;
@@ -635,6 +658,11 @@ impl<P> Core<P> {
     fn on_verified(&mut self, now: Duration, i: u32) {
         self.picker.hashed(i, true);
         self.out.push(Output::Verified(i));
+        for p in self.peers.values_mut() {
+            if p.has[i as usize] {
+                p.wanted -= 1;
+            }
+        }
         self.resume_dirty = true;
         if !self.picker.complete() {
             self.save_resume(now);

@@ -31,6 +31,8 @@ pub struct Peer {
     pub outgoing: bool,
     pub has: Vec<bool>,
     pub has_count: usize,
+    /// Pieces the peer has that we have not verified: we are interested while this is not 0.
+    pub wanted: usize,
     pub am_interested: bool,
     pub am_choking: bool,
     pub peer_choking: bool,
@@ -63,6 +65,7 @@ impl Peer {
             outgoing,
             has: vec![false; num_pieces],
             has_count: 0,
+            wanted: 0,
             am_interested: false,
             am_choking: true,
             peer_choking: true,

@@ -434,7 +434,7 @@ fn resume_after_restart_fetches_only_what_is_missing() {
     assert!(again.iter().all(|b| b.index != first[0].index));
     let o = deliver(&mut c2, 1, &again, true, s(1));
     assert!(o.iter().any(|o| matches!(o, Output::Finalize)));
-    assert!(c2.picker().consistent());
+    assert!(c2.consistent());
 }
 
 #[test]
