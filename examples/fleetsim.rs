@@ -82,6 +82,14 @@ fn rate(s: &str) -> Result<u64, String> {
     units::parse_size(s)
 }
 
+/// A duration that may be given in milliseconds ("1ms", "10ms") as well as units::parse_duration's forms.
+fn duration(s: &str) -> Result<Duration, String> {
+    match s.strip_suffix("ms") {
+        Some(n) => n.parse::<f64>().map(|v| Duration::from_secs_f64(v / 1000.0)).map_err(|_| format!("bad duration: {s}")),
+        None => units::parse_duration(s),
+    }
+}
+
 fn rates(s: &str) -> Result<Vec<(f64, u64)>, String> {
     let mut out = Vec::new();
     for part in s.split(',') {
@@ -108,14 +116,14 @@ fn scenario(a: &Args) -> Result<Scenario, String> {
         sc.block = units::parse_size(b)? as u32;
     }
     sc.origin_rate = a.origin_rate.as_deref().map(rate).transpose()?;
-    sc.latency = units::parse_duration(&a.latency)?;
+    sc.latency = duration(&a.latency)?;
     sc.super_seed = a.super_seed;
     sc.seed = a.seed;
     sc.churn = a.churn;
     sc.hostile = a.hostile;
     sc.max_peers = a.max_peers;
     sc.upload_slots = a.upload_slots;
-    sc.step = units::parse_duration(&a.step)?;
+    sc.step = duration(&a.step)?;
     sc.check_every = a.check_every;
     if let Some(c) = &a.origin_crash {
         let (at, secs) = c.split_once(':').ok_or("--origin-crash wants AT_FRACTION:DOWN_SECS")?;

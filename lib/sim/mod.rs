@@ -219,6 +219,7 @@ pub struct Sim {
     origin_down: Option<(Duration, Duration)>,
     /// (honest host, hostile host) pairs where the first banned the second.
     bans: std::collections::HashSet<(usize, usize)>,
+    dbg: HashMap<BlockRef, u32>,
 }
 
 fn addr(h: usize) -> SocketAddr {
@@ -327,6 +328,7 @@ impl Sim {
             tracker: Vec::new(),
             origin_down,
             bans: Default::default(),
+            dbg: Default::default(),
             conns: Vec::new(),
             hosts,
             sc,
@@ -398,10 +400,33 @@ impl Sim {
         let done = self.flows.transfer(self.sc.step, &|h| self.hosts[h].rate);
         for (c, from_end, r) in done {
             let from = self.conns[c].host[from_end];
+            if from == 0 && std::env::var_os("SIM_DEBUG").is_some() {
+                *self.dbg.entry(r).or_insert(0) += 1;
+                if r.index == 5 && r.begin == 0 {
+                    eprintln!("origin sends piece 5 block 0 to host {} on conn {c} at {:.3}", self.conns[c].host[1 - from_end], self.now.as_secs_f64());
+                }
+            }
             self.hosts[from].uploaded += r.length as u64;
             *self.hosts[from].sent.entry(self.conns[c].key[from_end]).or_insert(0) += r.length as u64;
             let corrupt = self.hosts[from].hostile;
             self.send(c, 1 - from_end, Msg::Block(r, corrupt));
+        }
+        if std::env::var_os("SIM_DEBUG").is_some() && self.step_no % 500 == 0 {
+            let o = self.hosts[0].uploaded;
+            let all: u64 = self.hosts.iter().map(|h| h.uploaded).sum();
+            let active = self.flows.active_count();
+            let unchoked: usize = self.conns.iter().filter(|c| c.open).map(|c| (!c.choking[0]) as usize + (!c.choking[1]) as usize).sum();
+            let open = self.conns.iter().filter(|c| c.open).count();
+            let done = self.hosts.iter().filter(|h| h.done_at.is_some()).count();
+            if let Some(h) = (1..self.hosts.len()).find(|h| self.hosts[*h].done_at.is_none() && self.hosts[*h].core.is_some()) {
+                let have = self.hosts[h].have.iter().filter(|x| **x).count();
+                let conns: Vec<usize> = self.hosts[h].conns.values().copied().collect();
+                let peers_done = conns.iter().filter(|c| { let c = &self.conns[**c]; let o = if c.host[0] == h { c.host[1] } else { c.host[0] }; self.hosts[o].done_at.is_some() }).count();
+                let unchoked_me = conns.iter().filter(|c| { let c = &self.conns[**c]; let e = if c.host[0] == h { 1 } else { 0 }; !c.choking[e] }).count();
+                eprintln!("  core states {:?}", self.hosts[h].core.as_ref().unwrap().peer_states());
+                eprintln!("  host {h}: have {have}, conns {}, of which done {peers_done}, unchoking it {unchoked_me}, core peers {}", conns.len(), self.hosts[h].core.as_ref().unwrap().peer_count());
+            }
+            eprintln!("t={:.0} origin={:.0}MB all={:.0}MB flows={active} open={open} unchoked={unchoked} done={done}", self.now.as_secs_f64(), o as f64 / 1e6, all as f64 / 1e6);
         }
         if self.sc.check_every > 0 && self.step_no % self.sc.check_every == 0 {
             for h in 0..self.hosts.len() {
@@ -490,6 +515,7 @@ impl Sim {
         let n = self.tracker.len();
         let mut peers = Vec::new();
         if n > 1 {
+            if std::env::var_os("SIM_WINDOW").is_some() {
             let start = self.rng.below(n);
             for k in 0..n {
                 if peers.len() >= 50 {
@@ -500,6 +526,22 @@ impl Sim {
                     continue;
                 }
                 peers.push(addr(x));
+            }
+            } else {
+                // A random sample (partial Fisher–Yates over the list).
+                let mut idx: Vec<usize> = (0..n).collect();
+                for k in 0..n {
+                    if peers.len() >= 50 {
+                        break;
+                    }
+                    let j = k + self.rng.below(n - k);
+                    idx.swap(k, j);
+                    let (x, x_seed) = self.tracker[idx[k]];
+                    if x == h || (seed && x_seed) {
+                        continue;
+                    }
+                    peers.push(addr(x));
+                }
             }
         }
         let incomplete = self.tracker.iter().filter(|(_, s)| !s).count() as u32;
@@ -520,6 +562,14 @@ impl Sim {
         self.events += 1;
         core.handle(self.now, i);
         self.drain(h);
+        // The lifecycle may have ended the host.
+        let ended = self.hosts[h].core.as_ref().and_then(|c| c.end().cloned());
+        if let Some(e) = ended {
+            if let End::Unfinished(why) = &e {
+                self.violations.push(format!("host {h}: unfinished: {why}"));
+            }
+            self.exit(h);
+        }
     }
 
     fn arrive(&mut self, c: usize, to_end: usize, m: Msg) {
@@ -711,14 +761,6 @@ impl Sim {
             }
             Output::Log(_) => {}
         }
-        // The lifecycle may have ended the host.
-        let ended = self.hosts[h].core.as_ref().and_then(|c| c.end().cloned());
-        if let Some(e) = ended {
-            if let End::Unfinished(why) = &e {
-                self.violations.push(format!("host {h}: unfinished: {why}"));
-            }
-            self.exit(h);
-        }
     }
 
     /// The host's process ends on its own (lingering over): it says `stopped` and closes.
@@ -730,6 +772,13 @@ impl Sim {
     }
 
     fn outcome(&mut self, wall: f64) -> Outcome {
+        if std::env::var_os("SIM_DEBUG").is_some() {
+            let mut hist: std::collections::BTreeMap<u32, usize> = Default::default();
+            for v in self.dbg.values() {
+                *hist.entry(*v).or_insert(0) += 1;
+            }
+            eprintln!("origin block send counts: {hist:?}");
+        }
         let fb = self.sc.f_over_b();
         let fastest = self.sc.rates.iter().map(|r| r.1).max().unwrap_or(1);
         let honest: Vec<usize> = (1..self.hosts.len()).filter(|h| !self.hosts[*h].hostile).collect();

@@ -45,6 +45,10 @@ impl Flows {
         c * 2 + d.0
     }
 
+    pub fn active_count(&self) -> usize {
+        self.active.len()
+    }
+
     /// Queues block `b` for sending from host `from` to host `to` on connection `c`.
     pub fn push(&mut self, c: usize, d: Dir, from: usize, to: usize, b: BlockRef) {
         let id = Flows::id(c, d);

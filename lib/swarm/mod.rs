@@ -293,6 +293,19 @@ impl<P> Core<P> {
         (0..n).all(|i| avail[i] == self.picker.availability(i))
     }
 
+    /// (peers, peers interested in us, peers we unchoke, peers we are interested in,
+    /// peers unchoking us): for diagnostics.
+    pub fn peer_states(&self) -> (usize, usize, usize, usize, usize) {
+        let v: Vec<&Peer> = self.peers.values().collect();
+        (
+            v.len(),
+            v.iter().filter(|p| p.peer_interested).count(),
+            v.iter().filter(|p| !p.am_choking).count(),
+            v.iter().filter(|p| p.am_interested).count(),
+            v.iter().filter(|p| !p.peer_choking).count(),
+        )
+    }
+
     /// Receive and send rates summed over the connected peers, bytes per second.
     pub fn rates(&mut self, now: Duration) -> (f64, f64) {
         self.peers.values_mut().fold((0.0, 0.0), |(d, u), p| (d + p.down.rate(now), u + p.up.rate(now)))
@@ -448,14 +461,18 @@ impl<P> Core<P> {
         if self.completed_at.is_some() && !self.cfg.lifecycle.keeps_seeding() {
             return;
         }
+        // Dial up to three quarters of the peer limit and keep the rest for peers that dial
+        // us: a fleet where every host filled its table by dialling splits into groups that
+        // cannot reach each other (the simulator shows it at 100 hosts).
+        let dial_limit = (self.cfg.max_peers * 3 / 4).max(1);
         let busy = self.peers.len() + self.admission.dials_in_progress();
-        if busy >= self.cfg.max_peers {
+        if busy >= dial_limit {
             return;
         }
         let connected: HashSet<SocketAddr> = self.peers.values().flat_map(|p| [Some(p.addr), p.listen]).flatten().collect();
         let mut candidates = self.admission.candidates(now, &connected);
         let mut busy = busy;
-        while busy < self.cfg.max_peers && !candidates.is_empty() {
+        while busy < dial_limit && !candidates.is_empty() {
             let addr = candidates.swap_remove(self.rng.below(candidates.len()));
             let key = self.next_key;
             self.next_key += 1;
