@@ -73,7 +73,11 @@ struct Args {
 
 fn rate(s: &str) -> Result<u64, String> {
     let l = s.to_ascii_lowercase();
-    for (suffix, mult) in [("gbit", 1e9 / 8.0), ("mbit", 1e6 / 8.0), ("kbit", 1e3 / 8.0)] {
+    for (suffix, mult) in [
+        ("gbit", 1e9 / 8.0),
+        ("mbit", 1e6 / 8.0),
+        ("kbit", 1e3 / 8.0),
+    ] {
         if let Some(n) = l.strip_suffix(suffix) {
             let v: f64 = n.parse().map_err(|_| format!("bad rate: {s}"))?;
             return Ok((v * mult) as u64);
@@ -85,7 +89,10 @@ fn rate(s: &str) -> Result<u64, String> {
 /// A duration that may be given in milliseconds ("1ms", "10ms") as well as units::parse_duration's forms.
 fn duration(s: &str) -> Result<Duration, String> {
     match s.strip_suffix("ms") {
-        Some(n) => n.parse::<f64>().map(|v| Duration::from_secs_f64(v / 1000.0)).map_err(|_| format!("bad duration: {s}")),
+        Some(n) => n
+            .parse::<f64>()
+            .map(|v| Duration::from_secs_f64(v / 1000.0))
+            .map_err(|_| format!("bad duration: {s}")),
         None => units::parse_duration(s),
     }
 }
@@ -95,7 +102,10 @@ fn rates(s: &str) -> Result<Vec<(f64, u64)>, String> {
     for part in s.split(',') {
         match part.split_once(':') {
             Some((pct, r)) => {
-                let p: f64 = pct.trim_end_matches('%').parse().map_err(|_| format!("bad share: {pct}"))?;
+                let p: f64 = pct
+                    .trim_end_matches('%')
+                    .parse()
+                    .map_err(|_| format!("bad share: {pct}"))?;
                 out.push((p / 100.0, rate(r)?));
             }
             None => out.push((1.0, rate(part)?)),
@@ -126,9 +136,14 @@ fn scenario(a: &Args) -> Result<Scenario, String> {
     sc.step = duration(&a.step)?;
     sc.check_every = a.check_every;
     if let Some(c) = &a.origin_crash {
-        let (at, secs) = c.split_once(':').ok_or("--origin-crash wants AT_FRACTION:DOWN_SECS")?;
+        let (at, secs) = c
+            .split_once(':')
+            .ok_or("--origin-crash wants AT_FRACTION:DOWN_SECS")?;
         let at: f64 = at.parse().map_err(|_| format!("bad fraction: {at}"))?;
-        let secs: f64 = secs.trim_end_matches('s').parse().map_err(|_| format!("bad seconds: {secs}"))?;
+        let secs: f64 = secs
+            .trim_end_matches('s')
+            .parse()
+            .map_err(|_| format!("bad seconds: {secs}"))?;
         sc.origin_crash = Some((at, Duration::from_secs_f64(secs)));
     }
     if sc.step.is_zero() || sc.block == 0 || sc.block as u64 > sc.piece_length {
@@ -156,7 +171,11 @@ fn plot(o: &Outcome, file: &str) -> Result<(), String> {
         "the given rates",
         file
     );
-    let st = std::process::Command::new("python3").arg("-c").arg(script).status().map_err(|e| format!("python3: {e}"))?;
+    let st = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .status()
+        .map_err(|e| format!("python3: {e}"))?;
     if !st.success() {
         return Err("python3 could not draw the plot (is matplotlib installed?)".into());
     }
@@ -178,15 +197,47 @@ fn main() {
     };
     let o = Sim::new(sc).run();
     let fb = o.f_over_b_secs;
-    let ratio = |x: Option<f64>| x.map(|v| format!("{:.3}", v / fb)).unwrap_or_else(|| "-".into());
-    eprintln!("fleetsim: {} hosts x {} (piece {}, block {}), seed {}", o.hosts, units::human_bytes(o.size), units::human_bytes(o.piece_length), units::human_bytes(o.block as u64), o.seed);
+    let ratio = |x: Option<f64>| {
+        x.map(|v| format!("{:.3}", v / fb))
+            .unwrap_or_else(|| "-".into())
+    };
+    eprintln!(
+        "fleetsim: {} hosts x {} (piece {}, block {}), seed {}",
+        o.hosts,
+        units::human_bytes(o.size),
+        units::human_bytes(o.piece_length),
+        units::human_bytes(o.block as u64),
+        o.seed
+    );
     eprintln!("  F/B              {fb:.1} s");
-    eprintln!("  last host        {} ({} x F/B)", secs(o.last_secs), ratio(o.last_secs));
-    eprintln!("  fastest class    {} ({} x F/B)", secs(o.fast_last_secs), ratio(o.fast_last_secs));
-    eprintln!("  median / p99     {} / {}", secs(o.median_secs), secs(o.p99_secs));
-    eprintln!("  origin uploaded  {} ({:.3} x F)", units::human_bytes(o.origin_uploaded), o.origin_uploaded as f64 / o.size as f64);
-    eprintln!("  complete         {}/{} honest; hostile banned {}/{}", o.complete, o.honest, o.banned, o.hostile);
-    eprintln!("  wall             {:.1} s for {:.1} simulated s, {} events", o.wall_secs, o.sim_secs, o.events);
+    eprintln!(
+        "  last host        {} ({} x F/B)",
+        secs(o.last_secs),
+        ratio(o.last_secs)
+    );
+    eprintln!(
+        "  fastest class    {} ({} x F/B)",
+        secs(o.fast_last_secs),
+        ratio(o.fast_last_secs)
+    );
+    eprintln!(
+        "  median / p99     {} / {}",
+        secs(o.median_secs),
+        secs(o.p99_secs)
+    );
+    eprintln!(
+        "  origin uploaded  {} ({:.3} x F)",
+        units::human_bytes(o.origin_uploaded),
+        o.origin_uploaded as f64 / o.size as f64
+    );
+    eprintln!(
+        "  complete         {}/{} honest; hostile banned {}/{}",
+        o.complete, o.honest, o.banned, o.hostile
+    );
+    eprintln!(
+        "  wall             {:.1} s for {:.1} simulated s, {} events",
+        o.wall_secs, o.sim_secs, o.events
+    );
     for v in &o.violations {
         eprintln!("  VIOLATION: {v}");
     }

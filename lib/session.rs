@@ -124,7 +124,12 @@ impl std::error::Error for Error {}
 enum DiskJob {
     Write(Vec<(BlockRef, Vec<u8>)>),
     Hash(u32),
-    SaveResume { seq: u64, synced: Vec<bool>, have: Vec<bool>, sync: bool },
+    SaveResume {
+        seq: u64,
+        synced: Vec<bool>,
+        have: Vec<bool>,
+        sync: bool,
+    },
     Finalize,
 }
 
@@ -152,9 +157,19 @@ pub struct Setup {
 
 /// Runs the session until it is done (see [`Config`]) or shut down.
 pub fn run(setup: Setup) -> Result<Report, Error> {
-    let Setup { meta, storage, have, config, shutdown } = setup;
-    let listener = TcpListener::bind(("0.0.0.0", config.port)).map_err(|e| Error::Listen(config.port, e))?;
-    let port = listener.local_addr().map_err(|e| Error::Listen(config.port, e))?.port();
+    let Setup {
+        meta,
+        storage,
+        have,
+        config,
+        shutdown,
+    } = setup;
+    let listener =
+        TcpListener::bind(("0.0.0.0", config.port)).map_err(|e| Error::Listen(config.port, e))?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| Error::Listen(config.port, e))?
+        .port();
     let mut s = Session::new(meta, storage, have, config, shutdown, port);
     s.log(&format!("listening on port {port}"));
     s.start_acceptor(listener);
@@ -199,7 +214,8 @@ struct Session {
 
 fn random_peer_id() -> [u8; 20] {
     let mut id = *b"-SH0100-000000000000";
-    let mut x = crate::tracker::client::random_u32() as u64 | ((crate::tracker::client::random_u32() as u64) << 32);
+    let mut x = crate::tracker::client::random_u32() as u64
+        | ((crate::tracker::client::random_u32() as u64) << 32);
     for b in id[8..].iter_mut() {
         x ^= x << 13;
         x ^= x >> 7;
@@ -210,11 +226,19 @@ fn random_peer_id() -> [u8; 20] {
 }
 
 impl Session {
-    fn new(meta: Metainfo, storage: Storage, have: Vec<bool>, cfg: Config, shutdown: Arc<AtomicBool>, port: u16) -> Session {
+    fn new(
+        meta: Metainfo,
+        storage: Storage,
+        have: Vec<bool>,
+        cfg: Config,
+        shutdown: Arc<AtomicBool>,
+        port: u16,
+    ) -> Session {
         let info = meta.info.clone();
         let storage = Arc::new(storage);
         let peer_id = random_peer_id();
-        let seed = crate::tracker::client::random_u32() as u64 | ((crate::tracker::client::random_u32() as u64) << 32);
+        let seed = crate::tracker::client::random_u32() as u64
+            | ((crate::tracker::client::random_u32() as u64) << 32);
         let (net_tx, net_rx) = channel::bounded(4096);
         let (disk_done, disk_rx) = channel::unbounded();
         let unwritten = Arc::new(crate::rate::ByteBudget::new(UNWRITTEN_BUDGET));
@@ -263,9 +287,18 @@ impl Session {
             Duration::ZERO,
         );
         let stats = Arc::new(Stats::default());
-        stats.left.store(info.total_length - core.have_bytes(), Ordering::SeqCst);
+        stats
+            .left
+            .store(info.total_length - core.have_bytes(), Ordering::SeqCst);
         let (tracker_tx, tracker_rx) = channel::unbounded();
-        let announcer = Announcer::spawn(cfg.trackers.clone(), meta.info_hash.0, peer_id, port, stats.clone(), tracker_tx);
+        let announcer = Announcer::spawn(
+            cfg.trackers.clone(),
+            meta.info_hash.0,
+            peer_id,
+            port,
+            stats.clone(),
+            tracker_tx,
+        );
         let progress = Progress::new(cfg.prog, info.name.clone(), info.total_length, cfg.quiet);
         let final_path = storage.final_root().to_path_buf();
         Session {
@@ -361,7 +394,9 @@ impl Session {
             self.carry_out()?;
             match self.core.end() {
                 Some(End::Done) => return Ok(()),
-                Some(End::Unfinished(why)) => return Err(Error::Unfinished(why.clone(), Box::default())),
+                Some(End::Unfinished(why)) => {
+                    return Err(Error::Unfinished(why.clone(), Box::default()))
+                }
                 None => {}
             }
             if self.shutdown.load(Ordering::SeqCst) {
@@ -379,26 +414,57 @@ impl Session {
 
     fn on_net(&mut self, ev: Event) {
         let i = match ev {
-            Event::Connected { key, addr, handshake, outgoing, cmd, shared, sent_have } => {
+            Event::Connected {
+                key,
+                addr,
+                handshake,
+                outgoing,
+                cmd,
+                shared,
+                sent_have,
+            } => {
                 self.conns.insert(key, Conn { cmd, shared });
-                Input::Connected { key, addr, peer_id: handshake.peer_id, outgoing, sent_have }
+                Input::Connected {
+                    key,
+                    addr,
+                    peer_id: handshake.peer_id,
+                    outgoing,
+                    sent_have,
+                }
             }
             Event::Message { key, msg } => Input::Message { key, msg },
             Event::Blocks { key, blocks } => {
                 let n: u64 = blocks.iter().map(|b| b.2.len() as u64).sum();
                 self.stats.downloaded.fetch_add(n, Ordering::Relaxed);
-                let blocks = blocks.into_iter().map(|(index, begin, d)| (BlockRef { index, begin, length: d.len() as u32 }, d)).collect();
+                let blocks = blocks
+                    .into_iter()
+                    .map(|(index, begin, d)| {
+                        (
+                            BlockRef {
+                                index,
+                                begin,
+                                length: d.len() as u32,
+                            },
+                            d,
+                        )
+                    })
+                    .collect();
                 Input::Blocks { key, blocks }
             }
             Event::Closed { key, addr, reason } => {
                 if let Some(c) = self.conns.remove(&key) {
-                    self.feedback.push(Input::Uploaded { key, total: c.shared.uploaded.load(Ordering::SeqCst) });
+                    self.feedback.push(Input::Uploaded {
+                        key,
+                        total: c.shared.uploaded.load(Ordering::SeqCst),
+                    });
                 }
                 let fb = std::mem::take(&mut self.feedback);
                 fb.into_iter().for_each(|i| self.input(i));
                 Input::Closed { key, addr, reason }
             }
-            Event::ConnectFailed { key, addr, reason } => Input::ConnectFailed { key, addr, reason },
+            Event::ConnectFailed { key, addr, reason } => {
+                Input::ConnectFailed { key, addr, reason }
+            }
         };
         self.input(i);
     }
@@ -406,7 +472,9 @@ impl Session {
     fn on_disk(&mut self, ev: DiskDone) -> Result<(), Error> {
         match ev {
             DiskDone::Written(rs, Ok(())) => self.input(Input::Written(rs)),
-            DiskDone::Written(_, Err(e)) | DiskDone::Hashed(_, Err(e)) | DiskDone::Finalized(Err(e)) => return Err(Error::Disk(e)),
+            DiskDone::Written(_, Err(e))
+            | DiskDone::Hashed(_, Err(e))
+            | DiskDone::Finalized(Err(e)) => return Err(Error::Disk(e)),
             DiskDone::Hashed(index, Ok(ok)) => self.input(Input::Hashed { index, ok }),
             DiskDone::Saved(Err(e)) => self.log(&format!("cannot save resume data: {e}")),
             DiskDone::Saved(Ok(())) => {}
@@ -432,7 +500,9 @@ impl Session {
     fn on_tracker(&mut self, ev: announce::Report) {
         match ev {
             announce::Report::Peers(list) => self.input(Input::Peers(list)),
-            announce::Report::Swarm { incomplete, .. } => self.input(Input::SwarmIncomplete(incomplete)),
+            announce::Report::Swarm { incomplete, .. } => {
+                self.input(Input::SwarmIncomplete(incomplete))
+            }
             announce::Report::Error(e) => self.log(&e),
         }
     }
@@ -440,7 +510,11 @@ impl Session {
     /// Once a second: the connections' upload counters, the core's tick, and the progress
     /// line (or, while seeding, a status line now and then when something was sent).
     fn tick(&mut self) {
-        let counts: Vec<(PeerKey, u64)> = self.conns.iter().map(|(k, c)| (*k, c.shared.uploaded.load(Ordering::SeqCst))).collect();
+        let counts: Vec<(PeerKey, u64)> = self
+            .conns
+            .iter()
+            .map(|(k, c)| (*k, c.shared.uploaded.load(Ordering::SeqCst)))
+            .collect();
         for (key, total) in counts {
             self.input(Input::Uploaded { key, total });
         }
@@ -456,7 +530,9 @@ impl Session {
                 crate::units::human_bytes(uploaded)
             );
             self.progress.update(self.core.have_bytes(), &extra);
-        } else if uploaded != self.status_uploaded && self.last_status.elapsed() >= Duration::from_secs(30) {
+        } else if uploaded != self.status_uploaded
+            && self.last_status.elapsed() >= Duration::from_secs(30)
+        {
             self.last_status = Instant::now();
             self.status_uploaded = uploaded;
             let msg = format!(
@@ -502,8 +578,14 @@ impl Session {
             Output::Close { key, .. } => self.cmd(key, Cmd::Close),
             Output::Dial { key, addr } => {
                 let ctx = self.ctx.clone();
-                if let Err(e) = conn::spawn(format!("dial-{key}"), move || conn::dial(ctx, key, addr)) {
-                    self.feedback.push(Input::ConnectFailed { key, addr, reason: e.to_string() });
+                if let Err(e) =
+                    conn::spawn(format!("dial-{key}"), move || conn::dial(ctx, key, addr))
+                {
+                    self.feedback.push(Input::ConnectFailed {
+                        key,
+                        addr,
+                        reason: e.to_string(),
+                    });
                 }
             }
             Output::Write(blocks) => {
@@ -524,11 +606,18 @@ impl Session {
             }
             Output::Verified(i) => {
                 self.ctx.have[i as usize].store(true, Ordering::SeqCst);
-                self.stats.left.fetch_sub(self.meta.info.piece_size(i as usize), Ordering::SeqCst);
+                self.stats
+                    .left
+                    .fetch_sub(self.meta.info.piece_size(i as usize), Ordering::SeqCst);
             }
             Output::SaveResume { have, synced, sync } => {
                 self.resume_seq += 1;
-                let job = DiskJob::SaveResume { seq: self.resume_seq, synced, have, sync };
+                let job = DiskJob::SaveResume {
+                    seq: self.resume_seq,
+                    synced,
+                    have,
+                    sync,
+                };
                 if self.disk_tx[0].try_send(job).is_err() {
                     self.feedback.push(Input::ResumeSkipped);
                 }
@@ -536,8 +625,12 @@ impl Session {
             Output::Finalize => {
                 let _ = self.disk_tx[0].send(DiskJob::Finalize);
             }
-            Output::Announce(swarm::Announce::Completed) => self.announcer.send(announce::Cmd::Completed),
-            Output::Announce(swarm::Announce::Poll(on)) => self.announcer.send(announce::Cmd::Poll(on)),
+            Output::Announce(swarm::Announce::Completed) => {
+                self.announcer.send(announce::Cmd::Completed)
+            }
+            Output::Announce(swarm::Announce::Poll(on)) => {
+                self.announcer.send(announce::Cmd::Poll(on))
+            }
             Output::Log(m) => self.log(&m),
         }
         Ok(())
@@ -547,14 +640,21 @@ impl Session {
 
     fn finish(&mut self) {
         self.progress.finish();
-        let counts: Vec<(PeerKey, u64)> = self.conns.iter().map(|(k, c)| (*k, c.shared.uploaded.load(Ordering::SeqCst))).collect();
+        let counts: Vec<(PeerKey, u64)> = self
+            .conns
+            .iter()
+            .map(|(k, c)| (*k, c.shared.uploaded.load(Ordering::SeqCst)))
+            .collect();
         for (key, total) in counts {
             self.input(Input::Uploaded { key, total });
             self.cmd(key, Cmd::Close);
         }
         self.shutdown.store(true, Ordering::SeqCst);
         // Wake the acceptor and wait for it, so the port is free when we return.
-        let _ = TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], self.port)), Duration::from_secs(1));
+        let _ = TcpStream::connect_timeout(
+            &SocketAddr::from(([127, 0, 0, 1], self.port)),
+            Duration::from_secs(1),
+        );
         if let Some(h) = self.acceptor.take() {
             let _ = h.join();
         }
@@ -584,7 +684,12 @@ impl Session {
 /// A disk thread: writes blocks, checks pieces, saves resume data. Blocks of a piece reach
 /// the same thread in the order they arrived, so while they come in order the piece is
 /// hashed as it is written and needs no read-back; otherwise it is read back and hashed.
-fn disk_worker(storage: Arc<Storage>, unwritten: Arc<crate::rate::ByteBudget>, jobs: Receiver<DiskJob>, done: Sender<DiskDone>) {
+fn disk_worker(
+    storage: Arc<Storage>,
+    unwritten: Arc<crate::rate::ByteBudget>,
+    jobs: Receiver<DiskJob>,
+    done: Sender<DiskDone>,
+) {
     use sha1::{Digest, Sha1};
     let mut buf = Vec::new();
     // Per piece being written: running hash, next offset expected, still in order.
@@ -592,10 +697,14 @@ fn disk_worker(storage: Arc<Storage>, unwritten: Arc<crate::rate::ByteBudget>, j
     for job in jobs {
         let r = match job {
             DiskJob::Write(blocks) => {
-                let res = blocks.iter().try_for_each(|(r, data)| storage.write(r.index as usize, r.begin as u64, data));
+                let res = blocks.iter().try_for_each(|(r, data)| {
+                    storage.write(r.index as usize, r.begin as u64, data)
+                });
                 if res.is_ok() {
                     for (r, data) in &blocks {
-                        let e = running.entry(r.index).or_insert_with(|| (Sha1::new(), 0, true));
+                        let e = running
+                            .entry(r.index)
+                            .or_insert_with(|| (Sha1::new(), 0, true));
                         if e.2 && e.1 == r.begin as u64 {
                             e.0.update(data);
                             e.1 += data.len() as u64;
@@ -617,7 +726,12 @@ fn disk_worker(storage: Arc<Storage>, unwritten: Arc<crate::rate::ByteBudget>, j
                     _ => DiskDone::Hashed(i, storage.check_piece(i as usize, &mut buf)),
                 }
             }
-            DiskJob::SaveResume { seq, synced, have, sync } => DiskDone::Saved(storage.save_resume(seq, &synced, &have, sync)),
+            DiskJob::SaveResume {
+                seq,
+                synced,
+                have,
+                sync,
+            } => DiskDone::Saved(storage.save_resume(seq, &synced, &have, sync)),
             DiskJob::Finalize => DiskDone::Finalized(storage.finalize()),
         };
         if done.send(r).is_err() {

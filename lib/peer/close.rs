@@ -102,7 +102,12 @@ mod tests {
         assert!(CloseReason::RequestFlood.misbehaved());
         assert!(CloseReason::Protocol("x".into()).misbehaved());
         assert!(!CloseReason::PeerClosed.misbehaved());
-        assert!(!CloseReason::io("read", io::Error::from(io::ErrorKind::ConnectionReset)).misbehaved());
-        assert_eq!(CloseReason::io("read", io::Error::from(io::ErrorKind::TimedOut)), CloseReason::Silent);
+        assert!(
+            !CloseReason::io("read", io::Error::from(io::ErrorKind::ConnectionReset)).misbehaved()
+        );
+        assert_eq!(
+            CloseReason::io("read", io::Error::from(io::ErrorKind::TimedOut)),
+            CloseReason::Silent
+        );
     }
 }

@@ -219,7 +219,6 @@ pub struct Sim {
     origin_down: Option<(Duration, Duration)>,
     /// (honest host, hostile host) pairs where the first banned the second.
     bans: std::collections::HashSet<(usize, usize)>,
-    dbg: HashMap<BlockRef, u32>,
 }
 
 fn addr(h: usize) -> SocketAddr {
@@ -255,7 +254,11 @@ impl Sim {
         // shuffled so classes are spread over the fleet.
         let mut rates = Vec::with_capacity(sc.hosts);
         for (i, (frac, r)) in sc.rates.iter().enumerate() {
-            let count = if i + 1 == sc.rates.len() { sc.hosts - rates.len() } else { (frac * sc.hosts as f64).round() as usize };
+            let count = if i + 1 == sc.rates.len() {
+                sc.hosts - rates.len()
+            } else {
+                (frac * sc.hosts as f64).round() as usize
+            };
             rates.extend(std::iter::repeat_n(*r, count.min(sc.hosts - rates.len())));
         }
         for i in (1..rates.len()).rev() {
@@ -269,7 +272,11 @@ impl Sim {
         let mut hosts: Vec<Host> = (0..n)
             .map(|h| Host {
                 core: None,
-                rate: if h == 0 { sc.origin_rate.unwrap_or(fastest) } else { rates[h - 1] },
+                rate: if h == 0 {
+                    sc.origin_rate.unwrap_or(fastest)
+                } else {
+                    rates[h - 1]
+                },
                 hostile: false,
                 have: vec![h == 0; pieces],
                 resume: vec![h == 0; pieces],
@@ -307,7 +314,11 @@ impl Sim {
         }
         // Start times spread over the first 100 ms (as an Ansible fan-out would, roughly).
         for (h, host) in hosts.iter_mut().enumerate() {
-            let at = if h == 0 { Duration::ZERO } else { Duration::from_millis(rng.below(100) as u64) };
+            let at = if h == 0 {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(rng.below(100) as u64)
+            };
             host.next_tick = at;
             host.next_announce = at;
         }
@@ -328,7 +339,6 @@ impl Sim {
             tracker: Vec::new(),
             origin_down,
             bans: Default::default(),
-            dbg: Default::default(),
             conns: Vec::new(),
             hosts,
             sc,
@@ -342,9 +352,17 @@ impl Sim {
         swarm::Config {
             peer_id: peer_id(h),
             max_peers: if origin { 100 } else { self.sc.max_peers },
-            upload_slots: if origin { self.sc.origin_slots } else { self.sc.upload_slots },
+            upload_slots: if origin {
+                self.sc.origin_slots
+            } else {
+                self.sc.upload_slots
+            },
             super_seed: origin && self.sc.super_seed,
-            lifecycle: if origin { Lifecycle::Forever } else { Lifecycle::Linger { cap: None } },
+            lifecycle: if origin {
+                Lifecycle::Forever
+            } else {
+                Lifecycle::Linger { cap: None }
+            },
             timeout: None,
             stall_timeout: None,
             peers: Vec::new(),
@@ -400,39 +418,22 @@ impl Sim {
         let done = self.flows.transfer(self.sc.step, &|h| self.hosts[h].rate);
         for (c, from_end, r) in done {
             let from = self.conns[c].host[from_end];
-            if from == 0 && std::env::var_os("SIM_DEBUG").is_some() {
-                *self.dbg.entry(r).or_insert(0) += 1;
-                if r.index == 5 && r.begin == 0 {
-                    eprintln!("origin sends piece 5 block 0 to host {} on conn {c} at {:.3}", self.conns[c].host[1 - from_end], self.now.as_secs_f64());
-                }
-            }
             self.hosts[from].uploaded += r.length as u64;
-            *self.hosts[from].sent.entry(self.conns[c].key[from_end]).or_insert(0) += r.length as u64;
+            *self.hosts[from]
+                .sent
+                .entry(self.conns[c].key[from_end])
+                .or_insert(0) += r.length as u64;
             let corrupt = self.hosts[from].hostile;
             self.send(c, 1 - from_end, Msg::Block(r, corrupt));
-        }
-        if std::env::var_os("SIM_DEBUG").is_some() && self.step_no % 500 == 0 {
-            let o = self.hosts[0].uploaded;
-            let all: u64 = self.hosts.iter().map(|h| h.uploaded).sum();
-            let active = self.flows.active_count();
-            let unchoked: usize = self.conns.iter().filter(|c| c.open).map(|c| (!c.choking[0]) as usize + (!c.choking[1]) as usize).sum();
-            let open = self.conns.iter().filter(|c| c.open).count();
-            let done = self.hosts.iter().filter(|h| h.done_at.is_some()).count();
-            if let Some(h) = (1..self.hosts.len()).find(|h| self.hosts[*h].done_at.is_none() && self.hosts[*h].core.is_some()) {
-                let have = self.hosts[h].have.iter().filter(|x| **x).count();
-                let conns: Vec<usize> = self.hosts[h].conns.values().copied().collect();
-                let peers_done = conns.iter().filter(|c| { let c = &self.conns[**c]; let o = if c.host[0] == h { c.host[1] } else { c.host[0] }; self.hosts[o].done_at.is_some() }).count();
-                let unchoked_me = conns.iter().filter(|c| { let c = &self.conns[**c]; let e = if c.host[0] == h { 1 } else { 0 }; !c.choking[e] }).count();
-                eprintln!("  core states {:?}", self.hosts[h].core.as_ref().unwrap().peer_states());
-                eprintln!("  host {h}: have {have}, conns {}, of which done {peers_done}, unchoking it {unchoked_me}, core peers {}", conns.len(), self.hosts[h].core.as_ref().unwrap().peer_count());
-            }
-            eprintln!("t={:.0} origin={:.0}MB all={:.0}MB flows={active} open={open} unchoked={unchoked} done={done}", self.now.as_secs_f64(), o as f64 / 1e6, all as f64 / 1e6);
         }
         if self.sc.check_every > 0 && self.step_no % self.sc.check_every == 0 {
             for h in 0..self.hosts.len() {
                 if let Some(core) = &self.hosts[h].core {
                     if !core.consistent() {
-                        self.violations.push(format!("host {h}: core counts inconsistent at {:.2}s", self.now.as_secs_f64()));
+                        self.violations.push(format!(
+                            "host {h}: core counts inconsistent at {:.2}s",
+                            self.now.as_secs_f64()
+                        ));
                     }
                 }
             }
@@ -472,7 +473,8 @@ impl Sim {
         }
         if now >= self.hosts[h].next_tick {
             self.hosts[h].next_tick = now + Duration::from_secs(1);
-            let sent: Vec<(PeerKey, u64)> = self.hosts[h].sent.iter().map(|(k, v)| (*k, *v)).collect();
+            let sent: Vec<(PeerKey, u64)> =
+                self.hosts[h].sent.iter().map(|(k, v)| (*k, *v)).collect();
             for (key, total) in sent {
                 self.input(h, Input::Uploaded { key, total });
             }
@@ -515,37 +517,27 @@ impl Sim {
         let n = self.tracker.len();
         let mut peers = Vec::new();
         if n > 1 {
-            if std::env::var_os("SIM_WINDOW").is_some() {
-            let start = self.rng.below(n);
+            // A random sample (partial Fisher–Yates over the list).
+            let mut idx: Vec<usize> = (0..n).collect();
             for k in 0..n {
                 if peers.len() >= 50 {
                     break;
                 }
-                let (x, x_seed) = self.tracker[(start + k) % n];
+                let j = k + self.rng.below(n - k);
+                idx.swap(k, j);
+                let (x, x_seed) = self.tracker[idx[k]];
                 if x == h || (seed && x_seed) {
                     continue;
                 }
                 peers.push(addr(x));
             }
-            } else {
-                // A random sample (partial Fisher–Yates over the list).
-                let mut idx: Vec<usize> = (0..n).collect();
-                for k in 0..n {
-                    if peers.len() >= 50 {
-                        break;
-                    }
-                    let j = k + self.rng.below(n - k);
-                    idx.swap(k, j);
-                    let (x, x_seed) = self.tracker[idx[k]];
-                    if x == h || (seed && x_seed) {
-                        continue;
-                    }
-                    peers.push(addr(x));
-                }
-            }
         }
         let incomplete = self.tracker.iter().filter(|(_, s)| !s).count() as u32;
-        let wait = if self.hosts[h].polling { Duration::from_secs(2) } else { Duration::from_secs(30) };
+        let wait = if self.hosts[h].polling {
+            Duration::from_secs(2)
+        } else {
+            Duration::from_secs(30)
+        };
         self.hosts[h].next_announce = self.now + wait;
         self.input(h, Input::Peers(peers));
         self.input(h, Input::SwarmIncomplete(incomplete));
@@ -558,7 +550,9 @@ impl Sim {
     }
 
     fn input(&mut self, h: usize, i: Input<bool>) {
-        let Some(core) = self.hosts[h].core.as_mut() else { return };
+        let Some(core) = self.hosts[h].core.as_mut() else {
+            return;
+        };
         self.events += 1;
         core.handle(self.now, i);
         self.drain(h);
@@ -587,14 +581,36 @@ impl Sim {
                 }
                 self.conns[c].up[to_end] = true;
                 let outgoing = to_end == 0;
-                self.input(h, Input::Connected { key, addr: addr(other), peer_id: peer_id(other), outgoing, sent_have: vec![false; self.hosts[h].have.len()] });
+                self.input(
+                    h,
+                    Input::Connected {
+                        key,
+                        addr: addr(other),
+                        peer_id: peer_id(other),
+                        outgoing,
+                        sent_have: vec![false; self.hosts[h].have.len()],
+                    },
+                );
                 if sent_have.iter().any(|x| *x) {
-                    self.input(h, Input::Message { key, msg: Message::Bitfield(wire::bitfield_bytes(&sent_have)) });
+                    self.input(
+                        h,
+                        Input::Message {
+                            key,
+                            msg: Message::Bitfield(wire::bitfield_bytes(&sent_have)),
+                        },
+                    );
                 }
             }
             Msg::Refused => {
                 self.hosts[h].conns.remove(&key);
-                self.input(h, Input::ConnectFailed { key, addr: addr(other), reason: "refused".into() });
+                self.input(
+                    h,
+                    Input::ConnectFailed {
+                        key,
+                        addr: addr(other),
+                        reason: "refused".into(),
+                    },
+                );
             }
             Msg::Closed => {
                 self.hosts[h].conns.remove(&key);
@@ -602,15 +618,42 @@ impl Sim {
                 self.conns[c].open = false;
                 self.flows.stop(c);
                 if self.conns[c].up[to_end] {
-                    self.input(h, Input::Closed { key, addr: addr(other), reason: CloseReason::PeerClosed });
+                    self.input(
+                        h,
+                        Input::Closed {
+                            key,
+                            addr: addr(other),
+                            reason: CloseReason::PeerClosed,
+                        },
+                    );
                 } else if to_end == 0 {
-                    self.input(h, Input::ConnectFailed { key, addr: addr(other), reason: "closed".into() });
+                    self.input(
+                        h,
+                        Input::ConnectFailed {
+                            key,
+                            addr: addr(other),
+                            reason: "closed".into(),
+                        },
+                    );
                 }
             }
             _ if !self.conns[c].open => {}
             Msg::Wire(msg) => {
-                if let Message::Cancel { index, begin, length } = msg {
-                    self.flows.cancel(c, Dir(to_end), &BlockRef { index, begin, length });
+                if let Message::Cancel {
+                    index,
+                    begin,
+                    length,
+                } = msg
+                {
+                    self.flows.cancel(
+                        c,
+                        Dir(to_end),
+                        &BlockRef {
+                            index,
+                            begin,
+                            length,
+                        },
+                    );
                 }
                 self.input(h, Input::Message { key, msg });
             }
@@ -621,14 +664,21 @@ impl Sim {
                 }
                 for b in blocks {
                     if self.hosts[h].have[b.index as usize] {
-                        self.flows.push(c, Dir(to_end), self.conns[c].host[to_end], other, b);
+                        self.flows
+                            .push(c, Dir(to_end), self.conns[c].host[to_end], other, b);
                     }
                 }
             }
             Msg::Block(r, corrupt) => {
                 self.conns[c].blocks_from[1 - to_end] += 1;
                 self.hosts[h].downloaded += r.length as u64;
-                self.input(h, Input::Blocks { key, blocks: vec![(r, corrupt)] });
+                self.input(
+                    h,
+                    Input::Blocks {
+                        key,
+                        blocks: vec![(r, corrupt)],
+                    },
+                );
             }
         }
     }
@@ -636,7 +686,9 @@ impl Sim {
     /// Carries out host `h`'s outputs (which may feed it more inputs).
     fn drain(&mut self, h: usize) {
         loop {
-            let Some(core) = self.hosts[h].core.as_mut() else { return };
+            let Some(core) = self.hosts[h].core.as_mut() else {
+                return;
+            };
             let outs: Vec<Output<bool>> = core.outputs().collect();
             if outs.is_empty() {
                 return;
@@ -649,7 +701,11 @@ impl Sim {
 
     fn conn_end(&self, h: usize, key: PeerKey) -> Option<(usize, usize)> {
         let c = *self.hosts[h].conns.get(&key)?;
-        let end = if self.conns[c].host[0] == h && self.conns[c].key[0] == key { 0 } else { 1 };
+        let end = if self.conns[c].host[0] == h && self.conns[c].key[0] == key {
+            0
+        } else {
+            1
+        };
         Some((c, end))
     }
 
@@ -677,7 +733,15 @@ impl Sim {
                         self.flows.clear(c, Dir(end));
                     }
                     if self.conns[c].open {
-                        self.send(c, 1 - end, Msg::Wire(if choke { Message::Choke } else { Message::Unchoke }));
+                        self.send(
+                            c,
+                            1 - end,
+                            Msg::Wire(if choke {
+                                Message::Choke
+                            } else {
+                                Message::Unchoke
+                            }),
+                        );
                     }
                 }
             }
@@ -690,13 +754,27 @@ impl Sim {
                     if reason == CloseReason::CorruptData {
                         self.bans.insert((h, other));
                     }
-                    self.input(h, Input::Closed { key, addr: addr(other), reason });
+                    self.input(
+                        h,
+                        Input::Closed {
+                            key,
+                            addr: addr(other),
+                            reason,
+                        },
+                    );
                 }
             }
             Output::Dial { key, addr: a } => {
                 let to = host_of(&a);
                 let c = self.conns.len();
-                self.conns.push(Conn { host: [h, to], key: [key, 0], open: true, choking: [true, true], up: [false, false], blocks_from: [0, 0] });
+                self.conns.push(Conn {
+                    host: [h, to],
+                    key: [key, 0],
+                    open: true,
+                    choking: [true, true],
+                    up: [false, false],
+                    blocks_from: [0, 0],
+                });
                 self.hosts[h].conns.insert(key, c);
                 if to >= self.hosts.len() || self.hosts[to].core.is_none() {
                     self.conns[c].open = false;
@@ -707,7 +785,13 @@ impl Sim {
                 self.hosts[to].next_key += 1;
                 self.conns[c].key[1] = k;
                 self.hosts[to].conns.insert(k, c);
-                let bits = |x: &Host, hide: bool| if hide { vec![false; x.have.len()] } else { x.have.clone() };
+                let bits = |x: &Host, hide: bool| {
+                    if hide {
+                        vec![false; x.have.len()]
+                    } else {
+                        x.have.clone()
+                    }
+                };
                 let hide_from = |x: usize| x == 0 && self.sc.super_seed;
                 let a_have = bits(&self.hosts[h], hide_from(h));
                 let b_have = bits(&self.hosts[to], hide_from(to));
@@ -737,7 +821,9 @@ impl Sim {
             }
             Output::Verified(i) => {
                 if !self.hosts[h].passed[i as usize] {
-                    self.violations.push(format!("host {h}: piece {i} counted without passing its hash check"));
+                    self.violations.push(format!(
+                        "host {h}: piece {i} counted without passing its hash check"
+                    ));
                 }
                 self.hosts[h].have[i as usize] = true;
             }
@@ -748,7 +834,10 @@ impl Sim {
                 if self.hosts[h].done_at.is_none() && h != 0 {
                     self.hosts[h].done_at = Some(now);
                     if !self.hosts[h].hostile {
-                        let n = self.hosts[1..].iter().filter(|x| x.done_at.is_some() && !x.hostile).count();
+                        let n = self.hosts[1..]
+                            .iter()
+                            .filter(|x| x.done_at.is_some() && !x.hostile)
+                            .count();
                         self.timeline.push((now.as_secs_f64(), n));
                     }
                 }
@@ -757,7 +846,9 @@ impl Sim {
             Output::Announce(Announce::Completed) => self.announce(h, false),
             Output::Announce(Announce::Poll(on)) => {
                 self.hosts[h].polling = on;
-                self.hosts[h].next_announce = self.hosts[h].next_announce.min(now + Duration::from_secs(2));
+                self.hosts[h].next_announce = self.hosts[h]
+                    .next_announce
+                    .min(now + Duration::from_secs(2));
             }
             Output::Log(_) => {}
         }
@@ -772,19 +863,22 @@ impl Sim {
     }
 
     fn outcome(&mut self, wall: f64) -> Outcome {
-        if std::env::var_os("SIM_DEBUG").is_some() {
-            let mut hist: std::collections::BTreeMap<u32, usize> = Default::default();
-            for v in self.dbg.values() {
-                *hist.entry(*v).or_insert(0) += 1;
-            }
-            eprintln!("origin block send counts: {hist:?}");
-        }
         let fb = self.sc.f_over_b();
         let fastest = self.sc.rates.iter().map(|r| r.1).max().unwrap_or(1);
-        let honest: Vec<usize> = (1..self.hosts.len()).filter(|h| !self.hosts[*h].hostile).collect();
-        let mut times: Vec<f64> = honest.iter().filter_map(|h| self.hosts[*h].done_at.map(|t| t.as_secs_f64())).collect();
+        let honest: Vec<usize> = (1..self.hosts.len())
+            .filter(|h| !self.hosts[*h].hostile)
+            .collect();
+        let mut times: Vec<f64> = honest
+            .iter()
+            .filter_map(|h| self.hosts[*h].done_at.map(|t| t.as_secs_f64()))
+            .collect();
         times.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        let complete = honest.iter().filter(|h| self.hosts[**h].have.iter().all(|x| *x) && self.hosts[**h].done_at.is_some()).count();
+        let complete = honest
+            .iter()
+            .filter(|h| {
+                self.hosts[**h].have.iter().all(|x| *x) && self.hosts[**h].done_at.is_some()
+            })
+            .count();
         let all_done = complete == honest.len();
         let pct = |p: f64| -> Option<f64> {
             if !all_done || times.is_empty() {
@@ -793,10 +887,20 @@ impl Sim {
             let i = ((p * times.len() as f64).ceil() as usize).clamp(1, times.len()) - 1;
             Some(times[i])
         };
-        let fast: Vec<f64> = honest.iter().filter(|h| self.hosts[**h].rate == fastest).filter_map(|h| self.hosts[*h].done_at.map(|t| t.as_secs_f64())).collect();
-        let fast_all = fast.len() == honest.iter().filter(|h| self.hosts[**h].rate == fastest).count();
+        let fast: Vec<f64> = honest
+            .iter()
+            .filter(|h| self.hosts[**h].rate == fastest)
+            .filter_map(|h| self.hosts[*h].done_at.map(|t| t.as_secs_f64()))
+            .collect();
+        let fast_all = fast.len()
+            == honest
+                .iter()
+                .filter(|h| self.hosts[**h].rate == fastest)
+                .count();
         // Banned: every honest host that received a block from a hostile one banned it.
-        let hostile: Vec<usize> = (1..self.hosts.len()).filter(|h| self.hosts[*h].hostile).collect();
+        let hostile: Vec<usize> = (1..self.hosts.len())
+            .filter(|h| self.hosts[*h].hostile)
+            .collect();
         let mut met: HashMap<usize, Vec<usize>> = HashMap::new();
         for c in &self.conns {
             for e in 0..2 {
@@ -809,12 +913,23 @@ impl Sim {
         let banned = hostile
             .iter()
             .filter(|x| {
-                met.get(x).map(|hs| hs.iter().all(|h| self.banned_by(*h, **x))).unwrap_or(true)
+                met.get(x)
+                    .map(|hs| hs.iter().all(|h| self.banned_by(*h, **x)))
+                    .unwrap_or(true)
             })
             .count();
         if !all_done {
-            let missing: Vec<usize> = honest.iter().copied().filter(|h| self.hosts[*h].done_at.is_none()).take(10).collect();
-            self.violations.push(format!("{} honest hosts not complete at {:.0}s (e.g. {missing:?})", honest.len() - complete, self.now.as_secs_f64()));
+            let missing: Vec<usize> = honest
+                .iter()
+                .copied()
+                .filter(|h| self.hosts[*h].done_at.is_none())
+                .take(10)
+                .collect();
+            self.violations.push(format!(
+                "{} honest hosts not complete at {:.0}s (e.g. {missing:?})",
+                honest.len() - complete,
+                self.now.as_secs_f64()
+            ));
         }
         Outcome {
             hosts: self.sc.hosts,
@@ -823,10 +938,20 @@ impl Sim {
             block: self.sc.block,
             seed: self.sc.seed,
             f_over_b_secs: fb,
-            last_secs: if all_done { times.last().copied() } else { None },
+            last_secs: if all_done {
+                times.last().copied()
+            } else {
+                None
+            },
             median_secs: pct(0.5),
             p99_secs: pct(0.99),
-            fast_last_secs: if fast_all { fast.iter().cloned().fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x)))) } else { None },
+            fast_last_secs: if fast_all {
+                fast.iter()
+                    .cloned()
+                    .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))))
+            } else {
+                None
+            },
             origin_uploaded: self.hosts[0].uploaded,
             complete,
             honest: honest.len(),

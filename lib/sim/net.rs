@@ -38,15 +38,18 @@ pub struct Flows {
 
 impl Flows {
     pub fn new(hosts: usize) -> Flows {
-        Flows { flows: Vec::new(), active: Vec::new(), rem_up: vec![0.0; hosts], rem_down: vec![0.0; hosts], n_up: vec![0; hosts], n_down: vec![0; hosts] }
+        Flows {
+            flows: Vec::new(),
+            active: Vec::new(),
+            rem_up: vec![0.0; hosts],
+            rem_down: vec![0.0; hosts],
+            n_up: vec![0; hosts],
+            n_down: vec![0; hosts],
+        }
     }
 
     fn id(c: usize, d: Dir) -> usize {
         c * 2 + d.0
-    }
-
-    pub fn active_count(&self) -> usize {
-        self.active.len()
     }
 
     /// Queues block `b` for sending from host `from` to host `to` on connection `c`.
@@ -55,7 +58,14 @@ impl Flows {
         if self.flows.len() <= id {
             self.flows.resize_with(id + 1, || None);
         }
-        let f = self.flows[id].get_or_insert_with(|| Flow { from, to, queue: VecDeque::new(), head_left: 0.0, queued: 0.0, active: false });
+        let f = self.flows[id].get_or_insert_with(|| Flow {
+            from,
+            to,
+            queue: VecDeque::new(),
+            head_left: 0.0,
+            queued: 0.0,
+            active: false,
+        });
         if f.queue.is_empty() {
             f.head_left = b.length as f64;
         }
@@ -69,7 +79,9 @@ impl Flows {
 
     /// Drops a queued block that was cancelled (not the one being sent).
     pub fn cancel(&mut self, c: usize, d: Dir, b: &BlockRef) {
-        let Some(Some(f)) = self.flows.get_mut(Flows::id(c, d)) else { return };
+        let Some(Some(f)) = self.flows.get_mut(Flows::id(c, d)) else {
+            return;
+        };
         if let Some(pos) = f.queue.iter().skip(1).position(|x| x == b) {
             f.queue.remove(pos + 1);
             f.queued -= b.length as f64;
@@ -78,7 +90,9 @@ impl Flows {
 
     /// Drops every queued block but the one being sent (the sender choked the receiver).
     pub fn clear(&mut self, c: usize, d: Dir) {
-        let Some(Some(f)) = self.flows.get_mut(Flows::id(c, d)) else { return };
+        let Some(Some(f)) = self.flows.get_mut(Flows::id(c, d)) else {
+            return;
+        };
         f.queue.truncate(1);
         f.queued = if f.queue.is_empty() { 0.0 } else { f.head_left };
     }
@@ -94,7 +108,11 @@ impl Flows {
     }
 
     /// Moves `dt` worth of data; answers the blocks that finished: (connection, sending end, block).
-    pub fn transfer(&mut self, dt: Duration, rate: &dyn Fn(usize) -> u64) -> Vec<(usize, usize, BlockRef)> {
+    pub fn transfer(
+        &mut self,
+        dt: Duration,
+        rate: &dyn Fn(usize) -> u64,
+    ) -> Vec<(usize, usize, BlockRef)> {
         let secs = dt.as_secs_f64();
         self.active.retain(|id| {
             let f = self.flows[*id].as_mut().unwrap();
@@ -116,7 +134,10 @@ impl Flows {
             let mut any = false;
             for (j, id) in self.active.iter().enumerate() {
                 let f = self.flows[*id].as_ref().unwrap();
-                if f.queued - alloc[j] > 0.5 && self.rem_up[f.from] > 0.5 && self.rem_down[f.to] > 0.5 {
+                if f.queued - alloc[j] > 0.5
+                    && self.rem_up[f.from] > 0.5
+                    && self.rem_down[f.to] > 0.5
+                {
                     self.n_up[f.from] += 1;
                     self.n_down[f.to] += 1;
                     any = true;
@@ -150,7 +171,9 @@ impl Flows {
             let mut bytes = alloc[j];
             f.queued -= bytes;
             while bytes > 0.0 {
-                let Some(b) = f.queue.front().copied() else { break };
+                let Some(b) = f.queue.front().copied() else {
+                    break;
+                };
                 if f.head_left <= bytes + 1e-6 {
                     bytes -= f.head_left;
                     f.queue.pop_front();
@@ -174,7 +197,11 @@ mod tests {
     use super::*;
 
     fn b(i: u32) -> BlockRef {
-        BlockRef { index: i, begin: 0, length: 1000 }
+        BlockRef {
+            index: i,
+            begin: 0,
+            length: 1000,
+        }
     }
 
     #[test]
@@ -210,9 +237,15 @@ mod tests {
             f.push(0, Dir(1), 1, 0, b(i));
         }
         let done = f.transfer(Duration::from_secs(1), &rate);
-        assert_eq!(done.iter().map(|d| d.2.index).collect::<Vec<_>>(), vec![0, 1]);
+        assert_eq!(
+            done.iter().map(|d| d.2.index).collect::<Vec<_>>(),
+            vec![0, 1]
+        );
         assert!(done.iter().all(|d| d.0 == 0 && d.1 == 1));
         f.clear(0, Dir(1));
-        assert!(f.transfer(Duration::from_secs(1), &rate).is_empty(), "cleared");
+        assert!(
+            f.transfer(Duration::from_secs(1), &rate).is_empty(),
+            "cleared"
+        );
     }
 }

@@ -37,7 +37,10 @@ impl Admission {
         if addr.port() == 0 || self.own.contains(&addr) {
             return;
         }
-        self.known.entry(addr).or_insert(Known { fails: 0, next: now });
+        self.known.entry(addr).or_insert(Known {
+            fails: 0,
+            next: now,
+        });
     }
 
     pub fn known_count(&self) -> usize {
@@ -46,7 +49,10 @@ impl Admission {
 
     /// The address failed or closed: wait longer before the next dial.
     pub fn backoff(&mut self, addr: SocketAddr, now: Duration) {
-        let e = self.known.entry(addr).or_insert(Known { fails: 0, next: now });
+        let e = self.known.entry(addr).or_insert(Known {
+            fails: 0,
+            next: now,
+        });
         e.fails = (e.fails + 1).min(MAX_BACKOFF_STEP);
         e.next = now + Duration::from_secs(2u64 << e.fails);
     }
@@ -155,7 +161,11 @@ mod tests {
         assert_eq!(ad.candidates(s(228), &none), vec![a(1)], "capped at 128 s");
         ad.reached(a(1));
         ad.backoff(a(1), s(300));
-        assert_eq!(ad.candidates(s(304), &none), vec![a(1)], "reset after a connection");
+        assert_eq!(
+            ad.candidates(s(304), &none),
+            vec![a(1)],
+            "reset after a connection"
+        );
     }
 
     #[test]

@@ -45,7 +45,14 @@ pub struct Optimistic {
 
 /// Answers the peers to unchoke (all others are choked), sorted, and the optimistic unchoke
 /// for the next round.
-pub fn decide(views: &[View], mode: Mode, slots: usize, now: Duration, opt: Optimistic, rng: &mut Rng) -> (Vec<PeerKey>, Optimistic) {
+pub fn decide(
+    views: &[View],
+    mode: Mode,
+    slots: usize,
+    now: Duration,
+    opt: Optimistic,
+    rng: &mut Rng,
+) -> (Vec<PeerKey>, Optimistic) {
     let slots = slots.max(1);
     let mut interested: Vec<&View> = views.iter().filter(|v| v.interested).collect();
     interested.sort_by_key(|v| v.key);
@@ -66,13 +73,28 @@ pub fn decide(views: &[View], mode: Mode, slots: usize, now: Duration, opt: Opti
         ranked.into_iter().take(slots).map(|(_, _, k)| k).collect()
     } else {
         let mut ranked: Vec<&&View> = interested.iter().collect();
-        ranked.sort_by(|a, b| b.down_rate.partial_cmp(&a.down_rate).unwrap_or(std::cmp::Ordering::Equal).then(a.key.cmp(&b.key)));
+        ranked.sort_by(|a, b| {
+            b.down_rate
+                .partial_cmp(&a.down_rate)
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then(a.key.cmp(&b.key))
+        });
         let mut keep: Vec<PeerKey> = ranked.iter().take(slots - 1).map(|v| v.key).collect();
-        let stale = opt.peer.map(|k| !interested.iter().any(|v| v.key == k)).unwrap_or(true);
-        let due = opt.since.map(|t| now.saturating_sub(t) >= OPTIMISTIC_EVERY).unwrap_or(true);
+        let stale = opt
+            .peer
+            .map(|k| !interested.iter().any(|v| v.key == k))
+            .unwrap_or(true);
+        let due = opt
+            .since
+            .map(|t| now.saturating_sub(t) >= OPTIMISTIC_EVERY)
+            .unwrap_or(true);
         let mut next = opt;
         if due || stale {
-            let rest: Vec<PeerKey> = interested.iter().map(|v| v.key).filter(|k| !keep.contains(k)).collect();
+            let rest: Vec<PeerKey> = interested
+                .iter()
+                .map(|v| v.key)
+                .filter(|k| !keep.contains(k))
+                .collect();
             next.since = Some(now);
             if !rest.is_empty() {
                 next.peer = Some(rest[rng.below(rest.len())]);
@@ -99,7 +121,13 @@ mod tests {
     }
 
     fn view(key: PeerKey, rate: f64) -> View {
-        View { key, interested: true, down_rate: rate, unchoked_at: None, choked_since: secs(0) }
+        View {
+            key,
+            interested: true,
+            down_rate: rate,
+            unchoked_at: None,
+            choked_since: secs(0),
+        }
     }
 
     #[test]
@@ -107,7 +135,14 @@ mod tests {
         let mut rng = Rng::new(1);
         let mut vs = vec![view(1, 0.0), view(2, 0.0), view(3, 0.0)];
         vs[2].interested = false;
-        let (keep, _) = decide(&vs, Mode::Download, 4, secs(100), Optimistic::default(), &mut rng);
+        let (keep, _) = decide(
+            &vs,
+            Mode::Download,
+            4,
+            secs(100),
+            Optimistic::default(),
+            &mut rng,
+        );
         assert_eq!(keep, vec![1, 2], "the uninterested peer stays choked");
     }
 
@@ -115,19 +150,41 @@ mod tests {
     fn tit_for_tat_ranks_by_what_peers_send_us() {
         let mut rng = Rng::new(1);
         let vs: Vec<View> = (1..=6).map(|k| view(k, k as f64 * 100.0)).collect();
-        let (keep, opt) = decide(&vs, Mode::Download, 3, secs(100), Optimistic::default(), &mut rng);
-        assert!(keep.contains(&6) && keep.contains(&5), "the two fastest senders keep slots: {keep:?}");
+        let (keep, opt) = decide(
+            &vs,
+            Mode::Download,
+            3,
+            secs(100),
+            Optimistic::default(),
+            &mut rng,
+        );
+        assert!(
+            keep.contains(&6) && keep.contains(&5),
+            "the two fastest senders keep slots: {keep:?}"
+        );
         assert_eq!(keep.len(), 3);
         let o = opt.peer.unwrap();
-        assert!(o <= 4 && keep.contains(&o), "one optimistic unchoke among the others");
+        assert!(
+            o <= 4 && keep.contains(&o),
+            "one optimistic unchoke among the others"
+        );
         assert_eq!(opt.since, Some(secs(100)));
     }
 
     #[test]
     fn optimistic_unchoke_rotates_every_30s() {
         let mut rng = Rng::new(3);
-        let vs: Vec<View> = (1..=10).map(|k| view(k, if k == 10 { 1000.0 } else { 0.0 })).collect();
-        let (_, first) = decide(&vs, Mode::Download, 2, secs(0), Optimistic::default(), &mut rng);
+        let vs: Vec<View> = (1..=10)
+            .map(|k| view(k, if k == 10 { 1000.0 } else { 0.0 }))
+            .collect();
+        let (_, first) = decide(
+            &vs,
+            Mode::Download,
+            2,
+            secs(0),
+            Optimistic::default(),
+            &mut rng,
+        );
         let (keep, same) = decide(&vs, Mode::Download, 2, secs(29), first, &mut rng);
         assert_eq!(same, first, "kept before 30 s");
         assert!(keep.contains(&first.peer.unwrap()));
@@ -140,14 +197,20 @@ mod tests {
             o = next;
         }
         assert!(seen.len() >= 4, "rotation reaches many peers: {seen:?}");
-        assert!(!seen.contains(&10), "the regular slot's peer is never the optimistic one");
+        assert!(
+            !seen.contains(&10),
+            "the regular slot's peer is never the optimistic one"
+        );
     }
 
     #[test]
     fn a_departed_optimistic_peer_is_replaced_at_once() {
         let mut rng = Rng::new(5);
         let vs: Vec<View> = (1..=5).map(|k| view(k, 0.0)).collect();
-        let gone = Optimistic { peer: Some(42), since: Some(secs(99)) };
+        let gone = Optimistic {
+            peer: Some(42),
+            since: Some(secs(99)),
+        };
         let (keep, next) = decide(&vs, Mode::Download, 2, secs(100), gone, &mut rng);
         assert_ne!(next.peer, Some(42));
         assert!(keep.contains(&next.peer.unwrap()));
@@ -159,13 +222,48 @@ mod tests {
         // Slots: 2. Peer 1 unchoked 5 s ago (in its turn), peer 2 unchoked 25 s ago (turn
         // over), peer 3 waiting since 0, peer 4 waiting since 10.
         let vs = vec![
-            View { key: 1, interested: true, down_rate: 0.0, unchoked_at: Some(secs(95)), choked_since: secs(0) },
-            View { key: 2, interested: true, down_rate: 9e9, unchoked_at: Some(secs(75)), choked_since: secs(0) },
-            View { key: 3, interested: true, down_rate: 0.0, unchoked_at: None, choked_since: secs(0) },
-            View { key: 4, interested: true, down_rate: 0.0, unchoked_at: None, choked_since: secs(10) },
+            View {
+                key: 1,
+                interested: true,
+                down_rate: 0.0,
+                unchoked_at: Some(secs(95)),
+                choked_since: secs(0),
+            },
+            View {
+                key: 2,
+                interested: true,
+                down_rate: 9e9,
+                unchoked_at: Some(secs(75)),
+                choked_since: secs(0),
+            },
+            View {
+                key: 3,
+                interested: true,
+                down_rate: 0.0,
+                unchoked_at: None,
+                choked_since: secs(0),
+            },
+            View {
+                key: 4,
+                interested: true,
+                down_rate: 0.0,
+                unchoked_at: None,
+                choked_since: secs(10),
+            },
         ];
-        let (keep, _) = decide(&vs, Mode::Seed, 2, secs(100), Optimistic::default(), &mut rng);
-        assert_eq!(keep, vec![1, 3], "in-turn peer stays, longest waiter next; the fast peer's turn is over");
+        let (keep, _) = decide(
+            &vs,
+            Mode::Seed,
+            2,
+            secs(100),
+            Optimistic::default(),
+            &mut rng,
+        );
+        assert_eq!(
+            keep,
+            vec![1, 3],
+            "in-turn peer stays, longest waiter next; the fast peer's turn is over"
+        );
         // Over many rounds every peer gets a turn.
         let mut state: Vec<View> = (1..=6).map(|k| view(k, 0.0)).collect();
         let mut served = std::collections::HashSet::new();

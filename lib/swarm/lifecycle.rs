@@ -81,15 +81,29 @@ mod tests {
 
     #[test]
     fn each_exit_condition() {
-        let l = Lifecycle::Linger { cap: Some(Duration::from_secs(100)) };
+        let l = Lifecycle::Linger {
+            cap: Some(Duration::from_secs(100)),
+        };
         assert!(!l.done(&v(10, Some(3), 0)), "others still downloading");
         assert!(l.done(&v(100, Some(3), 0)), "cap reached");
-        assert!(!l.done(&v(1, Some(0), 0)), "tracker says done, but not before LINGER_MIN");
+        assert!(
+            !l.done(&v(1, Some(0), 0)),
+            "tracker says done, but not before LINGER_MIN"
+        );
         assert!(l.done(&v(2, Some(0), 0)), "tracker says done");
-        assert!(!l.done(&v(30, None, 0)), "no counts, a leecher is connected");
+        assert!(
+            !l.done(&v(30, None, 0)),
+            "no counts, a leecher is connected"
+        );
         assert!(l.done(&v(30, None, 1)), "no counts, only seeds connected");
-        assert!(!l.done(&v(30, Some(2), 59)), "counts say others download; seeds only for a while");
-        assert!(l.done(&v(90, Some(2), 60)), "only seeds for a minute: the tracker's list is stale");
+        assert!(
+            !l.done(&v(30, Some(2), 59)),
+            "counts say others download; seeds only for a while"
+        );
+        assert!(
+            l.done(&v(90, Some(2), 60)),
+            "only seeds for a minute: the tracker's list is stale"
+        );
         let uncapped = Lifecycle::Linger { cap: None };
         assert!(!uncapped.done(&v(100_000, Some(3), 0)));
     }

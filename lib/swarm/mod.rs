@@ -37,8 +37,8 @@ use crate::picker::{Arrival, BlockRef, PeerKey, Picker};
 use admission::Admission;
 use choker::{Mode, Optimistic};
 pub use lifecycle::Lifecycle;
-use peers::{Peer, PeerTable};
 pub use peers::PeerReport;
+use peers::{Peer, PeerTable};
 use rng::Rng;
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -85,18 +85,44 @@ pub struct Config {
 pub enum Input<P> {
     /// A connection finished its handshake. `sent_have` holds the pieces announced in the
     /// bitfield it sent (the core sends HAVEs for pieces verified since).
-    Connected { key: PeerKey, addr: SocketAddr, peer_id: [u8; 20], outgoing: bool, sent_have: Vec<bool> },
+    Connected {
+        key: PeerKey,
+        addr: SocketAddr,
+        peer_id: [u8; 20],
+        outgoing: bool,
+        sent_have: Vec<bool>,
+    },
     /// A dial asked for by [`Output::Dial`] failed before a connection existed.
-    ConnectFailed { key: PeerKey, addr: SocketAddr, reason: String },
-    Closed { key: PeerKey, addr: SocketAddr, reason: CloseReason },
-    Message { key: PeerKey, msg: Message },
+    ConnectFailed {
+        key: PeerKey,
+        addr: SocketAddr,
+        reason: String,
+    },
+    Closed {
+        key: PeerKey,
+        addr: SocketAddr,
+        reason: CloseReason,
+    },
+    Message {
+        key: PeerKey,
+        msg: Message,
+    },
     /// Blocks that arrived from one peer, in order.
-    Blocks { key: PeerKey, blocks: Vec<(BlockRef, P)> },
+    Blocks {
+        key: PeerKey,
+        blocks: Vec<(BlockRef, P)>,
+    },
     /// Payload bytes sent to a peer so far (its connection counts them).
-    Uploaded { key: PeerKey, total: u64 },
+    Uploaded {
+        key: PeerKey,
+        total: u64,
+    },
     /// These blocks reached the disk.
     Written(Vec<BlockRef>),
-    Hashed { index: u32, ok: bool },
+    Hashed {
+        index: u32,
+        ok: bool,
+    },
     /// A resume save was not queued (the disk is busy): try again later.
     ResumeSkipped,
     /// The content is in its final place and durable.
@@ -119,14 +145,29 @@ pub enum Announce {
 /// What the core decided, for the driver to carry out.
 #[derive(Debug)]
 pub enum Output<P> {
-    Send { key: PeerKey, msg: Message },
+    Send {
+        key: PeerKey,
+        msg: Message,
+    },
     /// Request these blocks (the connection counts them as outstanding).
-    Request { key: PeerKey, blocks: Vec<BlockRef> },
+    Request {
+        key: PeerKey,
+        blocks: Vec<BlockRef>,
+    },
     /// Choke or unchoke (the connection sends the message and then ignores or serves the
     /// peer's requests).
-    SetChoke { key: PeerKey, choke: bool },
-    Close { key: PeerKey, reason: CloseReason },
-    Dial { key: PeerKey, addr: SocketAddr },
+    SetChoke {
+        key: PeerKey,
+        choke: bool,
+    },
+    Close {
+        key: PeerKey,
+        reason: CloseReason,
+    },
+    Dial {
+        key: PeerKey,
+        addr: SocketAddr,
+    },
     Write(Vec<(BlockRef, P)>),
     /// Bytes of received blocks that were dropped (not written).
     Discard(usize),
@@ -135,7 +176,11 @@ pub enum Output<P> {
     Verified(u32),
     /// Save resume data. `have`: verified pieces; `synced`: pieces whose data an fsync
     /// covers; with `sync`, fsync the data first, after which `synced` is `have`.
-    SaveResume { have: Vec<bool>, synced: Vec<bool>, sync: bool },
+    SaveResume {
+        have: Vec<bool>,
+        synced: Vec<bool>,
+        sync: bool,
+    },
     /// Every piece is verified: move the content to its final name and make it durable,
     /// then answer [`Input::Finalized`].
     Finalize,
@@ -180,7 +225,13 @@ impl<P> Core<P> {
     /// A core for a torrent of which `have` is verified. Look at [`Core::outputs`] after.
     pub fn new(cfg: Config, have: Vec<bool>, now: Duration) -> Core<P> {
         let mut rng = Rng::new(cfg.seed);
-        let picker = Picker::with_block(cfg.piece_length, cfg.total_length, &have, rng.next_u64(), cfg.block);
+        let picker = Picker::with_block(
+            cfg.piece_length,
+            cfg.total_length,
+            &have,
+            rng.next_u64(),
+            cfg.block,
+        );
         let mut admission = Admission::default();
         for a in &cfg.peers {
             admission.learn(*a, now);
@@ -282,7 +333,9 @@ impl<P> Core<P> {
         let n = self.picker.num_pieces();
         let mut avail = vec![0u32; n];
         for p in self.peers.values() {
-            let wanted = (0..n).filter(|i| p.has[*i] && !self.picker.have(*i)).count();
+            let wanted = (0..n)
+                .filter(|i| p.has[*i] && !self.picker.have(*i))
+                .count();
             if wanted != p.wanted || p.has_count != p.has.iter().filter(|h| **h).count() {
                 return false;
             }
@@ -293,27 +346,22 @@ impl<P> Core<P> {
         (0..n).all(|i| avail[i] == self.picker.availability(i))
     }
 
-    /// (peers, peers interested in us, peers we unchoke, peers we are interested in,
-    /// peers unchoking us): for diagnostics.
-    pub fn peer_states(&self) -> (usize, usize, usize, usize, usize) {
-        let v: Vec<&Peer> = self.peers.values().collect();
-        (
-            v.len(),
-            v.iter().filter(|p| p.peer_interested).count(),
-            v.iter().filter(|p| !p.am_choking).count(),
-            v.iter().filter(|p| p.am_interested).count(),
-            v.iter().filter(|p| !p.peer_choking).count(),
-        )
-    }
-
     /// Receive and send rates summed over the connected peers, bytes per second.
     pub fn rates(&mut self, now: Duration) -> (f64, f64) {
-        self.peers.values_mut().fold((0.0, 0.0), |(d, u), p| (d + p.down.rate(now), u + p.up.rate(now)))
+        self.peers.values_mut().fold((0.0, 0.0), |(d, u), p| {
+            (d + p.down.rate(now), u + p.up.rate(now))
+        })
     }
 
     pub fn handle(&mut self, now: Duration, input: Input<P>) {
         match input {
-            Input::Connected { key, addr, peer_id, outgoing, sent_have } => self.on_connected(now, key, addr, peer_id, outgoing, sent_have),
+            Input::Connected {
+                key,
+                addr,
+                peer_id,
+                outgoing,
+                sent_have,
+            } => self.on_connected(now, key, addr, peer_id, outgoing, sent_have),
             Input::ConnectFailed { key, addr, reason } => {
                 self.admission.dial_ended(key);
                 self.admission.backoff(addr, now);
@@ -369,7 +417,15 @@ impl<P> Core<P> {
 
     // ---- connections -----------------------------------------------------------------
 
-    fn on_connected(&mut self, now: Duration, key: PeerKey, addr: SocketAddr, id: [u8; 20], outgoing: bool, sent_have: Vec<bool>) {
+    fn on_connected(
+        &mut self,
+        now: Duration,
+        key: PeerKey,
+        addr: SocketAddr,
+        id: [u8; 20],
+        outgoing: bool,
+        sent_have: Vec<bool>,
+    ) {
         if outgoing {
             self.admission.dial_ended(key);
             self.admission.reached(addr);
@@ -379,8 +435,13 @@ impl<P> Core<P> {
         } else if let Some(old) = self.peers.find_id(&id) {
             // One connection per peer: of two, keep the one opened by the lower peer id.
             let initiator = |out: bool| if out { self.cfg.peer_id } else { id };
-            if initiator(outgoing) < initiator(self.peers.get(old).map(|p| p.outgoing).unwrap_or(false)) {
-                self.out.push(Output::Close { key: old, reason: CloseReason::Duplicate });
+            if initiator(outgoing)
+                < initiator(self.peers.get(old).map(|p| p.outgoing).unwrap_or(false))
+            {
+                self.out.push(Output::Close {
+                    key: old,
+                    reason: CloseReason::Duplicate,
+                });
                 None
             } else {
                 Some(CloseReason::Duplicate)
@@ -398,7 +459,12 @@ impl<P> Core<P> {
             return;
         }
         let peer = Peer::new(addr, id, outgoing, self.picker.num_pieces(), now);
-        self.log(format!("peer {} connected ({}, {})", addr, peer.client, if outgoing { "outgoing" } else { "incoming" }));
+        self.log(format!(
+            "peer {} connected ({}, {})",
+            addr,
+            peer.client,
+            if outgoing { "outgoing" } else { "incoming" }
+        ));
         self.peers.insert(key, peer);
         // Pieces verified after the bitfield was sent.
         if !self.cfg.super_seed {
@@ -416,7 +482,9 @@ impl<P> Core<P> {
 
     /// Drops a peer that broke the rules; it is banned and not dialled again.
     fn drop_peer(&mut self, key: PeerKey, reason: CloseReason) {
-        let Some(p) = self.peers.get_mut(key) else { return };
+        let Some(p) = self.peers.get_mut(key) else {
+            return;
+        };
         p.am_choking = true;
         let (name, id, listen) = (p.name(), p.peer_id, p.listen);
         self.log(format!("dropping peer {name}: {reason}"));
@@ -469,7 +537,12 @@ impl<P> Core<P> {
         if busy >= dial_limit {
             return;
         }
-        let connected: HashSet<SocketAddr> = self.peers.values().flat_map(|p| [Some(p.addr), p.listen]).flatten().collect();
+        let connected: HashSet<SocketAddr> = self
+            .peers
+            .values()
+            .flat_map(|p| [Some(p.addr), p.listen])
+            .flatten()
+            .collect();
         let mut candidates = self.admission.candidates(now, &connected);
         let mut busy = busy;
         while busy < dial_limit && !candidates.is_empty() {
@@ -486,7 +559,9 @@ impl<P> Core<P> {
 
     fn on_message(&mut self, now: Duration, key: PeerKey, msg: Message) {
         let n = self.picker.num_pieces();
-        let Some(p) = self.peers.get_mut(key) else { return };
+        let Some(p) = self.peers.get_mut(key) else {
+            return;
+        };
         match msg {
             Message::Choke => {
                 p.peer_choking = true;
@@ -507,7 +582,10 @@ impl<P> Core<P> {
             Message::NotInterested => p.peer_interested = false,
             Message::Have(i) => {
                 if i as usize >= n {
-                    return self.drop_peer(key, CloseReason::Protocol(format!("have for piece {i} of {n}")));
+                    return self.drop_peer(
+                        key,
+                        CloseReason::Protocol(format!("have for piece {i} of {n}")),
+                    );
                 }
                 if !p.has[i as usize] {
                     p.has[i as usize] = true;
@@ -529,14 +607,24 @@ impl<P> Core<P> {
             },
             Message::HaveAll => self.set_has(now, key, vec![true; n]),
             Message::HaveNone => self.set_has(now, key, vec![false; n]),
-            Message::Reject { index, begin, length } => {
-                let r = BlockRef { index, begin, length };
+            Message::Reject {
+                index,
+                begin,
+                length,
+            } => {
+                let r = BlockRef {
+                    index,
+                    begin,
+                    length,
+                };
                 if p.take_inflight(&r) {
                     self.picker.forget(key, &[r]);
                 }
             }
             Message::Extended { id: 0, payload } => {
-                let Ok(v) = crate::bencode::decode(&payload) else { return };
+                let Ok(v) = crate::bencode::decode(&payload) else {
+                    return;
+                };
                 let Some(d) = v.as_dict() else { return };
                 if let Some(name) = d.get("v").and_then(|v| v.as_str()) {
                     p.client = printable(name, 40);
@@ -552,10 +640,16 @@ impl<P> Core<P> {
     }
 
     fn set_has(&mut self, now: Duration, key: PeerKey, bits: Vec<bool>) {
-        let Some(p) = self.peers.get_mut(key) else { return };
+        let Some(p) = self.peers.get_mut(key) else {
+            return;
+        };
         self.picker.remove_availability(&p.has);
         p.has_count = bits.iter().filter(|b| **b).count();
-        p.wanted = bits.iter().enumerate().filter(|(i, b)| **b && !self.picker.have(*i)).count();
+        p.wanted = bits
+            .iter()
+            .enumerate()
+            .filter(|(i, b)| **b && !self.picker.have(*i))
+            .count();
         p.has = bits;
         self.picker.add_availability(&p.has);
         if p.revealed.map(|i| p.has[i as usize]).unwrap_or(false) {
@@ -569,12 +663,21 @@ impl<P> Core<P> {
 
     fn update_interest(&mut self, now: Duration, key: PeerKey) {
         let complete = self.picker.complete();
-        let Some(p) = self.peers.get_mut(key) else { return };
+        let Some(p) = self.peers.get_mut(key) else {
+            return;
+        };
         let want = !complete && p.wanted > 0;
         if want != p.am_interested {
             p.am_interested = want;
             let peer_choking = p.peer_choking;
-            self.send(key, if want { Message::Interested } else { Message::NotInterested });
+            self.send(
+                key,
+                if want {
+                    Message::Interested
+                } else {
+                    Message::NotInterested
+                },
+            );
             if want && !peer_choking {
                 self.request_more(now, key);
             }
@@ -608,7 +711,9 @@ impl<P> Core<P> {
     fn on_block(&mut self, now: Duration, key: PeerKey, r: &BlockRef) -> bool {
         let len = r.length as u64;
         self.downloaded += len;
-        let Some(p) = self.peers.get_mut(key) else { return false };
+        let Some(p) = self.peers.get_mut(key) else {
+            return false;
+        };
         p.downloaded += len;
         p.down.add(now, len);
         p.last_block = now;
@@ -621,7 +726,14 @@ impl<P> Core<P> {
                 for other in cancel {
                     if let Some(o) = self.peers.get_mut(other) {
                         if o.take_inflight(r) {
-                            self.send(other, Message::Cancel { index: r.index, begin: r.begin, length: r.length });
+                            self.send(
+                                other,
+                                Message::Cancel {
+                                    index: r.index,
+                                    begin: r.begin,
+                                    length: r.length,
+                                },
+                            );
                         }
                     }
                 }
@@ -638,7 +750,9 @@ impl<P> Core<P> {
             return;
         }
         let block = self.picker.block_size() as f64;
-        let Some(p) = self.peers.get_mut(key) else { return };
+        let Some(p) = self.peers.get_mut(key) else {
+            return;
+        };
         if p.peer_choking || !p.am_interested || p.snubbed_until.map(|t| t > now).unwrap_or(false) {
             return;
         }
@@ -647,7 +761,9 @@ impl<P> Core<P> {
             return;
         }
         let want = depth - p.inflight.len().min(depth);
-        let blocks = self.picker.pick(key, &p.has, want, p.inflight.len() < ENDGAME_QUEUE);
+        let blocks = self
+            .picker
+            .pick(key, &p.has, want, p.inflight.len() < ENDGAME_QUEUE);
         if blocks.is_empty() {
             return;
         }
@@ -660,8 +776,15 @@ impl<P> Core<P> {
     fn on_hash_failed(&mut self, index: u32) {
         self.hash_failures += 1;
         let senders = self.picker.hashed(index, false);
-        let names: Vec<String> = senders.iter().filter_map(|k| self.peers.get(*k)).map(|p| p.name()).collect();
-        self.log(format!("piece {index} failed its hash check (data from {}); fetching it again", names.join(", ")));
+        let names: Vec<String> = senders
+            .iter()
+            .filter_map(|k| self.peers.get(*k))
+            .map(|p| p.name())
+            .collect();
+        self.log(format!(
+            "piece {index} failed its hash check (data from {}); fetching it again",
+            names.join(", ")
+        ));
         // Only a piece that came from one peer alone names a culprit (the picker fetches a
         // failed piece from a single peer next time).
         if let [k] = senders[..] {
@@ -714,7 +837,11 @@ impl<P> Core<P> {
     fn save_resume(&mut self, now: Duration) {
         let have = self.picker.have_vec();
         let sync = now.saturating_sub(self.last_sync) > RESUME_SYNC_EVERY;
-        self.out.push(Output::SaveResume { have: have.clone(), synced: self.synced.clone(), sync });
+        self.out.push(Output::SaveResume {
+            have: have.clone(),
+            synced: self.synced.clone(),
+            sync,
+        });
         self.resume_dirty = false;
         if sync {
             self.last_sync = now;
@@ -725,7 +852,9 @@ impl<P> Core<P> {
     // ---- choking -------------------------------------------------------------------------
 
     fn set_choke(&mut self, now: Duration, key: PeerKey, choke: bool) {
-        let Some(p) = self.peers.get_mut(key) else { return };
+        let Some(p) = self.peers.get_mut(key) else {
+            return;
+        };
         if p.am_choking == choke {
             return;
         }
@@ -740,7 +869,11 @@ impl<P> Core<P> {
     }
 
     fn choke(&mut self, now: Duration) {
-        if self.last_choke.map(|t| now.saturating_sub(t) < choker::INTERVAL).unwrap_or(false) {
+        if self
+            .last_choke
+            .map(|t| now.saturating_sub(t) < choker::INTERVAL)
+            .unwrap_or(false)
+        {
             return;
         }
         self.last_choke = Some(now);
@@ -757,10 +890,25 @@ impl<P> Core<P> {
             .collect();
         let mut views = views;
         for v in views.iter_mut() {
-            v.down_rate = self.peers.get_mut(v.key).map(|p| p.down.rate(now)).unwrap_or(0.0);
+            v.down_rate = self
+                .peers
+                .get_mut(v.key)
+                .map(|p| p.down.rate(now))
+                .unwrap_or(0.0);
         }
-        let mode = if self.completed_at.is_some() { Mode::Seed } else { Mode::Download };
-        let (keep, opt) = choker::decide(&views, mode, self.cfg.upload_slots, now, self.optimistic, &mut self.rng);
+        let mode = if self.completed_at.is_some() {
+            Mode::Seed
+        } else {
+            Mode::Download
+        };
+        let (keep, opt) = choker::decide(
+            &views,
+            mode,
+            self.cfg.upload_slots,
+            now,
+            self.optimistic,
+            &mut self.rng,
+        );
         self.optimistic = opt;
         for k in self.peers.keys() {
             self.set_choke(now, k, keep.binary_search(&k).is_err());
@@ -797,7 +945,11 @@ impl<P> Core<P> {
                 p.snubbed_until = Some(now + SNUB_PENALTY);
                 let name = p.name();
                 self.picker.forget(k, &inflight);
-                self.log(format!("peer {name} sent nothing for {}s: its {} requests go to others", SNUB_TIMEOUT.as_secs(), inflight.len()));
+                self.log(format!(
+                    "peer {name} sent nothing for {}s: its {} requests go to others",
+                    SNUB_TIMEOUT.as_secs(),
+                    inflight.len()
+                ));
             }
         }
         self.peers.record_all();
@@ -826,7 +978,10 @@ impl<P> Core<P> {
             let view = lifecycle::LingerView {
                 seeded: now.saturating_sub(t),
                 swarm_incomplete: self.swarm_incomplete,
-                all_seeds_for: self.all_seeds_since.map(|s| now.saturating_sub(s)).unwrap_or(Duration::ZERO),
+                all_seeds_for: self
+                    .all_seeds_since
+                    .map(|s| now.saturating_sub(s))
+                    .unwrap_or(Duration::ZERO),
             };
             return self.cfg.lifecycle.done(&view).then_some(End::Done);
         }
@@ -849,7 +1004,16 @@ impl<P> Core<P> {
 /// A peer-supplied string made safe to print: control characters escaped, at most `max`
 /// characters.
 pub fn printable(s: &str, max: usize) -> String {
-    s.chars().take(max).flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect()
+    s.chars()
+        .take(max)
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
 }
 
 /// Blocks in flight per peer, for tests.

@@ -56,7 +56,13 @@ pub struct Peer {
 }
 
 impl Peer {
-    pub fn new(addr: SocketAddr, peer_id: [u8; 20], outgoing: bool, num_pieces: usize, now: Duration) -> Peer {
+    pub fn new(
+        addr: SocketAddr,
+        peer_id: [u8; 20],
+        outgoing: bool,
+        num_pieces: usize,
+        now: Duration,
+    ) -> Peer {
         Peer {
             addr,
             listen: if outgoing { Some(addr) } else { None },
@@ -158,7 +164,10 @@ impl PeerTable {
     }
 
     pub fn find_id(&self, id: &[u8; 20]) -> Option<PeerKey> {
-        self.peers.iter().find(|(_, p)| p.peer_id == *id).map(|(k, _)| *k)
+        self.peers
+            .iter()
+            .find(|(_, p)| p.peer_id == *id)
+            .map(|(k, _)| *k)
     }
 
     /// Moves every peer's counters into the history (the report stays current).
@@ -171,7 +180,11 @@ impl PeerTable {
     /// Payload bytes sent to all peers, connected or gone.
     pub fn uploaded(&self) -> u64 {
         self.history.values().map(|h| h.uploaded).sum::<u64>()
-            + self.peers.values().map(|p| p.uploaded - p.up_recorded.min(p.uploaded)).sum::<u64>()
+            + self
+                .peers
+                .values()
+                .map(|p| p.uploaded - p.up_recorded.min(p.uploaded))
+                .sum::<u64>()
     }
 
     /// Every peer that sent or received something, sorted by address.
@@ -182,14 +195,22 @@ impl PeerTable {
             e.downloaded += p.downloaded;
             e.uploaded += p.uploaded - p.up_recorded.min(p.uploaded);
         }
-        let mut v: Vec<PeerReport> = h.into_values().filter(|p| p.downloaded > 0 || p.uploaded > 0).collect();
+        let mut v: Vec<PeerReport> = h
+            .into_values()
+            .filter(|p| p.downloaded > 0 || p.uploaded > 0)
+            .collect();
         v.sort_by(|a, b| a.addr.cmp(&b.addr));
         v
     }
 }
 
 fn entry<'a>(history: &'a mut HashMap<String, PeerReport>, p: &Peer) -> &'a mut PeerReport {
-    history.entry(p.name()).or_insert_with(|| PeerReport { addr: p.name(), client: p.client.clone(), downloaded: 0, uploaded: 0 })
+    history.entry(p.name()).or_insert_with(|| PeerReport {
+        addr: p.name(),
+        client: p.client.clone(),
+        downloaded: 0,
+        uploaded: 0,
+    })
 }
 
 /// Moves a peer's counters since the last call into the per-address history.

@@ -45,9 +45,20 @@ mod tests {
         assert_eq!(pick(&pk, &[false; 4], &none, 0), Some(2));
         let taken: HashSet<u32> = [2].into_iter().collect();
         let got = pick(&pk, &[false; 4], &taken, 0);
-        assert!(got == Some(1) || got == Some(3), "2 is being shown to another peer: {got:?}");
-        assert_eq!(pick(&pk, &[false, true, true, true], &taken, 0), Some(0), "the only piece it lacks");
-        assert_eq!(pick(&pk, &[true; 4], &taken, 0), None, "a seed is shown nothing");
+        assert!(
+            got == Some(1) || got == Some(3),
+            "2 is being shown to another peer: {got:?}"
+        );
+        assert_eq!(
+            pick(&pk, &[false, true, true, true], &taken, 0),
+            Some(0),
+            "the only piece it lacks"
+        );
+        assert_eq!(
+            pick(&pk, &[true; 4], &taken, 0),
+            None,
+            "a seed is shown nothing"
+        );
     }
 
     #[test]

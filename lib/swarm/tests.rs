@@ -48,10 +48,31 @@ fn outs(c: &mut C) -> Vec<Out> {
 /// Peer `n` connects (incoming, key = n) and says it has `has`.
 fn join(c: &mut C, n: u64, has: Option<Vec<bool>>, now: Duration) -> Vec<Out> {
     let pieces = c.picker().num_pieces();
-    c.handle(now, Input::Connected { key: n, addr: addr(n), peer_id: id(n), outgoing: false, sent_have: vec![false; pieces] });
+    c.handle(
+        now,
+        Input::Connected {
+            key: n,
+            addr: addr(n),
+            peer_id: id(n),
+            outgoing: false,
+            sent_have: vec![false; pieces],
+        },
+    );
     match has {
-        Some(h) => c.handle(now, Input::Message { key: n, msg: Message::Bitfield(wire::bitfield_bytes(&h)) }),
-        None => c.handle(now, Input::Message { key: n, msg: Message::HaveNone }),
+        Some(h) => c.handle(
+            now,
+            Input::Message {
+                key: n,
+                msg: Message::Bitfield(wire::bitfield_bytes(&h)),
+            },
+        ),
+        None => c.handle(
+            now,
+            Input::Message {
+                key: n,
+                msg: Message::HaveNone,
+            },
+        ),
     }
     outs(c)
 }
@@ -97,7 +118,13 @@ fn chokes(o: &[Out]) -> Vec<(PeerKey, bool)> {
 /// piece's hash result. Answers every output on the way.
 fn deliver(c: &mut C, key: PeerKey, blocks: &[BlockRef], good: bool, now: Duration) -> Vec<Out> {
     let mut all = Vec::new();
-    c.handle(now, Input::Blocks { key, blocks: blocks.iter().map(|b| (*b, good as u8)).collect() });
+    c.handle(
+        now,
+        Input::Blocks {
+            key,
+            blocks: blocks.iter().map(|b| (*b, good as u8)).collect(),
+        },
+    );
     let mut pending: VecDeque<Out> = outs(c).into();
     while let Some(o) = pending.pop_front() {
         match &o {
@@ -107,7 +134,13 @@ fn deliver(c: &mut C, key: PeerKey, blocks: &[BlockRef], good: bool, now: Durati
                 pending.extend(outs(c));
             }
             Output::Hash(i) => {
-                c.handle(now, Input::Hashed { index: *i, ok: good });
+                c.handle(
+                    now,
+                    Input::Hashed {
+                        index: *i,
+                        ok: good,
+                    },
+                );
                 pending.extend(outs(c));
             }
             Output::Finalize => {
@@ -129,16 +162,40 @@ fn a_download_from_request_to_verified_and_done() {
     let o = join(&mut c, 1, Some(vec![true, true]), s(0));
     assert!(matches!(sent(&o, 1)[..], [Message::Interested]), "{o:?}");
     assert!(requests(&o, 1).is_empty(), "nothing asked while choked");
-    c.handle(s(1), Input::Message { key: 1, msg: Message::Unchoke });
+    c.handle(
+        s(1),
+        Input::Message {
+            key: 1,
+            msg: Message::Unchoke,
+        },
+    );
     let o = outs(&mut c);
     let asked = requests(&o, 1);
     assert_eq!(asked.len(), 8, "every block of both pieces");
     let o = deliver(&mut c, 1, &asked, true, s(2));
-    let verified: Vec<u32> = o.iter().filter_map(|o| if let Output::Verified(i) = o { Some(*i) } else { None }).collect();
+    let verified: Vec<u32> = o
+        .iter()
+        .filter_map(|o| {
+            if let Output::Verified(i) = o {
+                Some(*i)
+            } else {
+                None
+            }
+        })
+        .collect();
     assert_eq!(verified.len(), 2);
     assert!(o.iter().any(|o| matches!(o, Output::Finalize)));
-    assert!(o.iter().any(|o| matches!(o, Output::Announce(Announce::Completed))));
-    assert!(sent(&o, 1).iter().filter(|m| matches!(m, Message::Have(_))).count() == 2, "HAVE after each verified piece");
+    assert!(o
+        .iter()
+        .any(|o| matches!(o, Output::Announce(Announce::Completed))));
+    assert!(
+        sent(&o, 1)
+            .iter()
+            .filter(|m| matches!(m, Message::Have(_)))
+            .count()
+            == 2,
+        "HAVE after each verified piece"
+    );
     assert!(sent(&o, 1).contains(&&Message::NotInterested));
     assert!(c.complete());
     assert_eq!(c.end(), None, "ends at a tick");
@@ -151,14 +208,36 @@ fn a_download_from_request_to_verified_and_done() {
 fn unrequested_and_duplicate_blocks_are_discarded() {
     let mut c = C::new(cfg(1, Lifecycle::Exit), vec![false], s(0));
     join(&mut c, 1, Some(vec![true]), s(0));
-    c.handle(s(0), Input::Message { key: 1, msg: Message::Unchoke });
+    c.handle(
+        s(0),
+        Input::Message {
+            key: 1,
+            msg: Message::Unchoke,
+        },
+    );
     let asked = requests(&outs(&mut c), 1);
-    let stray = BlockRef { index: 0, begin: 1, length: 5 };
-    c.handle(s(1), Input::Blocks { key: 1, blocks: vec![(asked[0], 1), (asked[0], 1), (stray, 1)] });
+    let stray = BlockRef {
+        index: 0,
+        begin: 1,
+        length: 5,
+    };
+    c.handle(
+        s(1),
+        Input::Blocks {
+            key: 1,
+            blocks: vec![(asked[0], 1), (asked[0], 1), (stray, 1)],
+        },
+    );
     let o = outs(&mut c);
-    let written: usize = o.iter().map(|o| if let Output::Write(b) = o { b.len() } else { 0 }).sum();
+    let written: usize = o
+        .iter()
+        .map(|o| if let Output::Write(b) = o { b.len() } else { 0 })
+        .sum();
     assert_eq!(written, 1);
-    let discarded: usize = o.iter().map(|o| if let Output::Discard(n) = o { *n } else { 0 }).sum();
+    let discarded: usize = o
+        .iter()
+        .map(|o| if let Output::Discard(n) = o { *n } else { 0 })
+        .sum();
     assert_eq!(discarded, BLOCK as usize + 5);
 }
 
@@ -166,13 +245,27 @@ fn unrequested_and_duplicate_blocks_are_discarded() {
 fn a_verified_piece_is_never_counted_before_its_hash() {
     let mut c = C::new(cfg(1, Lifecycle::Exit), vec![false], s(0));
     join(&mut c, 1, Some(vec![true]), s(0));
-    c.handle(s(0), Input::Message { key: 1, msg: Message::Unchoke });
+    c.handle(
+        s(0),
+        Input::Message {
+            key: 1,
+            msg: Message::Unchoke,
+        },
+    );
     let asked = requests(&outs(&mut c), 1);
-    c.handle(s(1), Input::Blocks { key: 1, blocks: asked.iter().map(|b| (*b, 1)).collect() });
+    c.handle(
+        s(1),
+        Input::Blocks {
+            key: 1,
+            blocks: asked.iter().map(|b| (*b, 1)).collect(),
+        },
+    );
     c.handle(s(1), Input::Written(asked.clone()));
     let o = outs(&mut c);
     assert!(o.iter().any(|o| matches!(o, Output::Hash(0))));
-    assert!(!o.iter().any(|o| matches!(o, Output::Verified(_) | Output::SaveResume { .. })));
+    assert!(!o
+        .iter()
+        .any(|o| matches!(o, Output::Verified(_) | Output::SaveResume { .. })));
     assert_eq!(c.have_bytes(), 0);
     assert!(!c.complete());
 }
@@ -182,18 +275,35 @@ fn tit_for_tat_unchokes_who_sends_us_most() {
     let mut c = C::new(cfg(8, Lifecycle::Exit), vec![false; 8], s(0));
     for n in 1..=5 {
         join(&mut c, n, Some(vec![true; 8]), s(0));
-        c.handle(s(0), Input::Message { key: n, msg: Message::Interested });
+        c.handle(
+            s(0),
+            Input::Message {
+                key: n,
+                msg: Message::Interested,
+            },
+        );
     }
     outs(&mut c);
     // Peer 4 sends us blocks; the others send nothing.
-    c.handle(s(1), Input::Message { key: 4, msg: Message::Unchoke });
+    c.handle(
+        s(1),
+        Input::Message {
+            key: 4,
+            msg: Message::Unchoke,
+        },
+    );
     let asked = requests(&outs(&mut c), 4);
     deliver(&mut c, 4, &asked[..8], true, s(2));
     c.handle(s(2), Input::Tick);
     let o = outs(&mut c);
     let ch = chokes(&o);
-    let unchoked: Vec<PeerKey> = (1..=5).filter(|k| !ch.contains(&(*k, true)) && (ch.contains(&(*k, false)) || *k <= 2)).collect();
-    assert!(unchoked.contains(&4), "the peer that sends keeps a slot: {ch:?}");
+    let unchoked: Vec<PeerKey> = (1..=5)
+        .filter(|k| !ch.contains(&(*k, true)) && (ch.contains(&(*k, false)) || *k <= 2))
+        .collect();
+    assert!(
+        unchoked.contains(&4),
+        "the peer that sends keeps a slot: {ch:?}"
+    );
     assert_eq!(unchoked.len(), 2, "two slots: {ch:?}");
 }
 
@@ -205,7 +315,13 @@ fn seeding_round_robin_gives_every_downloader_a_turn() {
     c.handle(s(0), Input::Finalized);
     for n in 1..=3 {
         join(&mut c, n, None, s(0));
-        c.handle(s(0), Input::Message { key: n, msg: Message::Interested });
+        c.handle(
+            s(0),
+            Input::Message {
+                key: n,
+                msg: Message::Interested,
+            },
+        );
     }
     outs(&mut c);
     let mut turns = Vec::new();
@@ -222,7 +338,10 @@ fn seeding_round_robin_gives_every_downloader_a_turn() {
         }
     }
     for k in 1..=3 {
-        assert!(turns.contains(&k) || k == 1, "peer {k} never got a turn: {turns:?}");
+        assert!(
+            turns.contains(&k) || k == 1,
+            "peer {k} never got a turn: {turns:?}"
+        );
     }
     assert!(turns.len() >= 3, "slots rotate: {turns:?}");
 }
@@ -231,21 +350,45 @@ fn seeding_round_robin_gives_every_downloader_a_turn() {
 fn a_silent_peer_is_snubbed_and_its_requests_go_to_others() {
     let mut c = C::new(cfg(1, Lifecycle::Exit), vec![false], s(0));
     join(&mut c, 1, Some(vec![true]), s(0));
-    c.handle(s(0), Input::Message { key: 1, msg: Message::Unchoke });
+    c.handle(
+        s(0),
+        Input::Message {
+            key: 1,
+            msg: Message::Unchoke,
+        },
+    );
     let asked = requests(&outs(&mut c), 1);
     assert_eq!(asked.len(), 4);
     join(&mut c, 2, Some(vec![true]), s(0));
-    c.handle(s(0), Input::Message { key: 2, msg: Message::Unchoke });
+    c.handle(
+        s(0),
+        Input::Message {
+            key: 2,
+            msg: Message::Unchoke,
+        },
+    );
     outs(&mut c);
-    assert_eq!(c.inflight(2), 4, "endgame: peer 2 doubles the blocks peer 1 was asked for");
+    assert_eq!(
+        c.inflight(2),
+        4,
+        "endgame: peer 2 doubles the blocks peer 1 was asked for"
+    );
     c.handle(s(5), Input::Tick);
     assert_eq!(c.inflight(1), 4, "not yet snubbed at 5 s");
     c.handle(s(11), Input::Tick);
     let o = outs(&mut c);
     assert_eq!(c.inflight(1), 0, "snubbed after 10 s of silence");
-    assert!(o.iter().any(|o| matches!(o, Output::Log(m) if m.contains("sent nothing"))));
+    assert!(o
+        .iter()
+        .any(|o| matches!(o, Output::Log(m) if m.contains("sent nothing"))));
     // Peer 1 is asked for nothing during its penalty, even when unchoked again.
-    c.handle(s(12), Input::Message { key: 1, msg: Message::Unchoke });
+    c.handle(
+        s(12),
+        Input::Message {
+            key: 1,
+            msg: Message::Unchoke,
+        },
+    );
     assert!(requests(&outs(&mut c), 1).is_empty());
     // A block from it ends the penalty.
     deliver(&mut c, 2, &asked[..1], true, s(13));
@@ -258,15 +401,28 @@ fn a_silent_peer_is_snubbed_and_its_requests_go_to_others() {
 fn two_corrupt_pieces_from_one_peer_ban_it() {
     let mut c = C::new(cfg(2, Lifecycle::Exit), vec![false; 2], s(0));
     join(&mut c, 1, Some(vec![true, true]), s(0));
-    c.handle(s(0), Input::Message { key: 1, msg: Message::Unchoke });
+    c.handle(
+        s(0),
+        Input::Message {
+            key: 1,
+            msg: Message::Unchoke,
+        },
+    );
     let asked = requests(&outs(&mut c), 1);
-    let piece0: Vec<BlockRef> = asked.iter().copied().filter(|b| b.index == asked[0].index).collect();
+    let piece0: Vec<BlockRef> = asked
+        .iter()
+        .copied()
+        .filter(|b| b.index == asked[0].index)
+        .collect();
     let o = deliver(&mut c, 1, &piece0, false, s(1));
     assert!(closes(&o).is_empty(), "one strike is not a ban");
     assert_eq!(c.hash_failures(), 1);
     // The failed piece is asked again of the same single peer; it fails again.
     c.handle(s(2), Input::Tick);
-    let again: Vec<BlockRef> = requests(&outs(&mut c), 1).into_iter().filter(|b| b.index == piece0[0].index).collect();
+    let again: Vec<BlockRef> = requests(&outs(&mut c), 1)
+        .into_iter()
+        .filter(|b| b.index == piece0[0].index)
+        .collect();
     let mut again = again;
     if again.is_empty() {
         // Still in flight from the first pick: the failed piece's blocks were re-requested
@@ -276,9 +432,25 @@ fn two_corrupt_pieces_from_one_peer_ban_it() {
     let o = deliver(&mut c, 1, &again, false, s(3));
     assert_eq!(closes(&o), vec![(1, CloseReason::CorruptData)], "{o:?}");
     assert!(c.is_banned(&id(1)));
-    c.handle(s(4), Input::Closed { key: 1, addr: addr(1), reason: CloseReason::Shutdown });
+    c.handle(
+        s(4),
+        Input::Closed {
+            key: 1,
+            addr: addr(1),
+            reason: CloseReason::Shutdown,
+        },
+    );
     // The same peer id is refused when it comes back.
-    c.handle(s(5), Input::Connected { key: 9, addr: addr(9), peer_id: id(1), outgoing: false, sent_have: vec![false; 2] });
+    c.handle(
+        s(5),
+        Input::Connected {
+            key: 9,
+            addr: addr(9),
+            peer_id: id(1),
+            outgoing: false,
+            sent_have: vec![false; 2],
+        },
+    );
     assert_eq!(closes(&outs(&mut c)), vec![(9, CloseReason::Banned)]);
 }
 
@@ -286,7 +458,13 @@ fn two_corrupt_pieces_from_one_peer_ban_it() {
 fn a_have_past_the_last_piece_drops_and_bans_the_peer() {
     let mut c = C::new(cfg(2, Lifecycle::Exit), vec![false; 2], s(0));
     join(&mut c, 1, None, s(0));
-    c.handle(s(0), Input::Message { key: 1, msg: Message::Have(7) });
+    c.handle(
+        s(0),
+        Input::Message {
+            key: 1,
+            msg: Message::Have(7),
+        },
+    );
     let cl = closes(&outs(&mut c));
     assert!(matches!(&cl[..], [(1, CloseReason::Protocol(_))]), "{cl:?}");
     assert!(c.is_banned(&id(1)));
@@ -297,7 +475,16 @@ fn a_second_connection_to_the_same_peer_is_closed() {
     let mut c = C::new(cfg(2, Lifecycle::Exit), vec![false; 2], s(0));
     join(&mut c, 1, None, s(0));
     // The same peer id dials us: of two connections, keep the one opened by the lower id.
-    c.handle(s(1), Input::Connected { key: 2, addr: addr(2), peer_id: id(1), outgoing: false, sent_have: vec![false; 2] });
+    c.handle(
+        s(1),
+        Input::Connected {
+            key: 2,
+            addr: addr(2),
+            peer_id: id(1),
+            outgoing: false,
+            sent_have: vec![false; 2],
+        },
+    );
     let cl = closes(&outs(&mut c));
     assert_eq!(cl.len(), 1);
     assert_eq!(cl[0].1, CloseReason::Duplicate);
@@ -312,34 +499,96 @@ fn super_seeding_reveals_one_piece_per_peer_until_seen_back() {
     outs(&mut c);
     let o1 = join(&mut c, 1, None, s(0));
     let o2 = join(&mut c, 2, None, s(0));
-    let h1: Vec<u32> = sent(&o1, 1).iter().filter_map(|m| if let Message::Have(i) = m { Some(*i) } else { None }).collect();
-    let h2: Vec<u32> = sent(&o2, 2).iter().filter_map(|m| if let Message::Have(i) = m { Some(*i) } else { None }).collect();
+    let h1: Vec<u32> = sent(&o1, 1)
+        .iter()
+        .filter_map(|m| {
+            if let Message::Have(i) = m {
+                Some(*i)
+            } else {
+                None
+            }
+        })
+        .collect();
+    let h2: Vec<u32> = sent(&o2, 2)
+        .iter()
+        .filter_map(|m| {
+            if let Message::Have(i) = m {
+                Some(*i)
+            } else {
+                None
+            }
+        })
+        .collect();
     assert_eq!(h1.len(), 1, "one piece at a time");
     assert_eq!(h2.len(), 1);
     assert_ne!(h1, h2, "different peers are shown different pieces");
     // Peer 2 announces it has peer 1's piece: peer 1 gets nothing new until it shows its own.
-    c.handle(s(1), Input::Message { key: 2, msg: Message::Have(h1[0]) });
+    c.handle(
+        s(1),
+        Input::Message {
+            key: 2,
+            msg: Message::Have(h1[0]),
+        },
+    );
     assert!(sent(&outs(&mut c), 1).is_empty());
-    c.handle(s(2), Input::Message { key: 1, msg: Message::Have(h1[0]) });
-    let next: Vec<u32> = sent(&outs(&mut c), 1).iter().filter_map(|m| if let Message::Have(i) = m { Some(*i) } else { None }).collect();
+    c.handle(
+        s(2),
+        Input::Message {
+            key: 1,
+            msg: Message::Have(h1[0]),
+        },
+    );
+    let next: Vec<u32> = sent(&outs(&mut c), 1)
+        .iter()
+        .filter_map(|m| {
+            if let Message::Have(i) = m {
+                Some(*i)
+            } else {
+                None
+            }
+        })
+        .collect();
     assert_eq!(next.len(), 1);
-    assert!(next[0] != h1[0] && next[0] != h2[0], "a piece nobody has and nobody is shown: {next:?}");
+    assert!(
+        next[0] != h1[0] && next[0] != h2[0],
+        "a piece nobody has and nobody is shown: {next:?}"
+    );
 }
 
 #[test]
 fn endgame_asks_a_second_peer_and_cancels_the_loser() {
     let mut c = C::new(cfg(1, Lifecycle::Exit), vec![false], s(0));
     join(&mut c, 1, Some(vec![true]), s(0));
-    c.handle(s(0), Input::Message { key: 1, msg: Message::Unchoke });
+    c.handle(
+        s(0),
+        Input::Message {
+            key: 1,
+            msg: Message::Unchoke,
+        },
+    );
     let a = requests(&outs(&mut c), 1);
     join(&mut c, 2, Some(vec![true]), s(0));
-    c.handle(s(0), Input::Message { key: 2, msg: Message::Unchoke });
+    c.handle(
+        s(0),
+        Input::Message {
+            key: 2,
+            msg: Message::Unchoke,
+        },
+    );
     let b = requests(&outs(&mut c), 2);
     assert_eq!(a, b, "the last blocks are asked of both");
     let o = deliver(&mut c, 1, &a[..1], true, s(1));
-    assert!(sent(&o, 2).iter().any(|m| matches!(m, Message::Cancel { .. })), "the slower peer's copy is cancelled: {o:?}");
+    assert!(
+        sent(&o, 2)
+            .iter()
+            .any(|m| matches!(m, Message::Cancel { .. })),
+        "the slower peer's copy is cancelled: {o:?}"
+    );
     let o = deliver(&mut c, 2, &a[..1], true, s(1));
-    assert!(o.iter().any(|o| matches!(o, Output::Discard(_))), "a late duplicate is dropped");
+    assert!(
+        o.iter().any(|o| matches!(o, Output::Discard(_))),
+        "a late duplicate is dropped"
+    );
 }
 
 #[test]
@@ -350,7 +599,13 @@ fn lingering_ends_when_only_seeds_remain_and_no_tracker_counts() {
     c.handle(s(1), Input::Tick);
     c.handle(s(5), Input::Tick);
     assert_eq!(c.end(), None, "a downloader is connected");
-    c.handle(s(5), Input::Message { key: 1, msg: Message::Have(0) });
+    c.handle(
+        s(5),
+        Input::Message {
+            key: 1,
+            msg: Message::Have(0),
+        },
+    );
     c.handle(s(6), Input::Tick);
     assert_eq!(c.end(), None);
     c.handle(s(7), Input::Tick);
@@ -365,12 +620,20 @@ fn lingering_follows_the_tracker_counts_and_the_cap() {
     for t in 1..=30 {
         c.handle(s(t), Input::Tick);
     }
-    assert_eq!(c.end(), None, "no peer connected, but the tracker counts 3 downloading");
+    assert_eq!(
+        c.end(),
+        None,
+        "no peer connected, but the tracker counts 3 downloading"
+    );
     c.handle(s(31), Input::SwarmIncomplete(0));
     c.handle(s(31), Input::Tick);
     assert_eq!(c.end(), Some(&End::Done));
 
-    let mut c = C::new(cfg(2, Lifecycle::Linger { cap: Some(s(10)) }), vec![true; 2], s(0));
+    let mut c = C::new(
+        cfg(2, Lifecycle::Linger { cap: Some(s(10)) }),
+        vec![true; 2],
+        s(0),
+    );
     c.handle(s(0), Input::Finalized);
     c.handle(s(0), Input::SwarmIncomplete(3));
     c.handle(s(9), Input::Tick);
@@ -412,15 +675,31 @@ fn timeouts_end_an_unfinished_session() {
 fn resume_after_restart_fetches_only_what_is_missing() {
     let mut c = C::new(cfg(4, Lifecycle::Exit), vec![false; 4], s(0));
     join(&mut c, 1, Some(vec![true; 4]), s(0));
-    c.handle(s(0), Input::Message { key: 1, msg: Message::Unchoke });
+    c.handle(
+        s(0),
+        Input::Message {
+            key: 1,
+            msg: Message::Unchoke,
+        },
+    );
     let asked = requests(&outs(&mut c), 1);
-    let first: Vec<BlockRef> = asked.iter().copied().filter(|b| b.index == asked[0].index).collect();
+    let first: Vec<BlockRef> = asked
+        .iter()
+        .copied()
+        .filter(|b| b.index == asked[0].index)
+        .collect();
     let o = deliver(&mut c, 1, &first, true, s(10));
     // The last resume record holds exactly the verified piece.
     let saved = o
         .iter()
         .rev()
-        .find_map(|o| if let Output::SaveResume { have, .. } = o { Some(have.clone()) } else { None })
+        .find_map(|o| {
+            if let Output::SaveResume { have, .. } = o {
+                Some(have.clone())
+            } else {
+                None
+            }
+        })
         .expect("resume saved after a verified piece");
     assert_eq!(saved.iter().filter(|h| **h).count(), 1);
     assert!(saved[first[0].index as usize]);
@@ -428,7 +707,13 @@ fn resume_after_restart_fetches_only_what_is_missing() {
     let mut c2 = C::new(cfg(4, Lifecycle::Exit), saved.clone(), s(0));
     assert_eq!(c2.have_bytes(), PIECE);
     join(&mut c2, 1, Some(vec![true; 4]), s(0));
-    c2.handle(s(0), Input::Message { key: 1, msg: Message::Unchoke });
+    c2.handle(
+        s(0),
+        Input::Message {
+            key: 1,
+            msg: Message::Unchoke,
+        },
+    );
     let again = requests(&outs(&mut c2), 1);
     assert_eq!(again.len(), 12);
     assert!(again.iter().all(|b| b.index != first[0].index));
@@ -442,15 +727,44 @@ fn a_dial_that_fails_backs_off_and_learned_peers_are_dialled() {
     let mut c = C::new(cfg(1, Lifecycle::Exit), vec![false], s(0));
     c.handle(s(0), Input::Peers(vec![addr(1), addr(2)]));
     c.handle(s(0), Input::Tick);
-    let dials: Vec<(PeerKey, SocketAddr)> =
-        outs(&mut c).into_iter().filter_map(|o| if let Output::Dial { key, addr } = o { Some((key, addr)) } else { None }).collect();
+    let dials: Vec<(PeerKey, SocketAddr)> = outs(&mut c)
+        .into_iter()
+        .filter_map(|o| {
+            if let Output::Dial { key, addr } = o {
+                Some((key, addr))
+            } else {
+                None
+            }
+        })
+        .collect();
     assert_eq!(dials.len(), 2);
     let (k, a) = dials[0];
-    c.handle(s(1), Input::ConnectFailed { key: k, addr: a, reason: "refused".into() });
+    c.handle(
+        s(1),
+        Input::ConnectFailed {
+            key: k,
+            addr: a,
+            reason: "refused".into(),
+        },
+    );
     c.handle(s(2), Input::Tick);
-    assert!(!outs(&mut c).iter().any(|o| matches!(o, Output::Dial { .. })), "backed off");
+    assert!(
+        !outs(&mut c)
+            .iter()
+            .any(|o| matches!(o, Output::Dial { .. })),
+        "backed off"
+    );
     c.handle(s(5), Input::Tick);
-    let again: Vec<SocketAddr> = outs(&mut c).into_iter().filter_map(|o| if let Output::Dial { addr, .. } = o { Some(addr) } else { None }).collect();
+    let again: Vec<SocketAddr> = outs(&mut c)
+        .into_iter()
+        .filter_map(|o| {
+            if let Output::Dial { addr, .. } = o {
+                Some(addr)
+            } else {
+                None
+            }
+        })
+        .collect();
     assert_eq!(again, vec![a], "redialled after 4 s");
 }
 
@@ -463,8 +777,20 @@ fn the_same_inputs_give_the_same_outputs() {
         let mut log = Vec::new();
         for n in 1..=4 {
             join(&mut c, n, Some(vec![true; 16]), s(0));
-            c.handle(s(0), Input::Message { key: n, msg: Message::Unchoke });
-            c.handle(s(0), Input::Message { key: n, msg: Message::Interested });
+            c.handle(
+                s(0),
+                Input::Message {
+                    key: n,
+                    msg: Message::Unchoke,
+                },
+            );
+            c.handle(
+                s(0),
+                Input::Message {
+                    key: n,
+                    msg: Message::Interested,
+                },
+            );
         }
         c.handle(s(1), Input::Tick);
         for o in outs(&mut c) {
@@ -473,11 +799,18 @@ fn the_same_inputs_give_the_same_outputs() {
         log
     };
     assert_eq!(run(7), run(7));
-    assert_ne!(run(7), run(8), "the seed matters (piece order, optimistic unchoke)");
+    assert_ne!(
+        run(7),
+        run(8),
+        "the seed matters (piece order, optimistic unchoke)"
+    );
 }
 
 #[test]
 fn printable_escapes_control_characters() {
-    assert_eq!(printable("ok\x1b[2Jx\nforged", 40), "ok\\u{1b}[2Jx\\nforged");
+    assert_eq!(
+        printable("ok\x1b[2Jx\nforged", 40),
+        "ok\\u{1b}[2Jx\\nforged"
+    );
     assert_eq!(printable("abcdef", 3), "abc");
 }
