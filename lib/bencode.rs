@@ -137,8 +137,13 @@ pub struct Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "malformed bencode at byte {}: ", self.offset)?;
-        match &self.kind {
+        write!(f, "malformed bencode at byte {}: {}", self.offset, self.kind)
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
             ErrorKind::UnexpectedEnd => write!(f, "input ends in the middle of a value"),
             ErrorKind::UnexpectedByte(b) if b.is_ascii_graphic() => write!(f, "unexpected byte '{}'", *b as char),
             ErrorKind::UnexpectedByte(b) => write!(f, "unexpected byte 0x{b:02x}"),
