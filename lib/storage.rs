@@ -180,8 +180,10 @@ pub struct Storage {
     /// Name of the resume file in the download directory (none when seeding).
     resume_name: Option<OsString>,
     info_hash: InfoHash,
-    /// Sequence number of the newest resume data written (older snapshots are skipped).
-    resume_seq: Mutex<u64>,
+    /// Sequence number of the newest resume data written (older snapshots are skipped), and
+    /// whether the content was finalized (no resume data is written after that: a snapshot
+    /// queued before completion must not leave a resume file beside finished content).
+    resume_seq: Mutex<(u64, bool)>,
 }
 
 /// What [`Storage::prepare_download`] found on disk.
@@ -750,10 +752,10 @@ impl Storage {
             Root::Plain(_) => return Ok(()),
         };
         let mut last = self.resume_seq.lock().unwrap();
-        if seq < *last {
+        if seq < last.0 || last.1 {
             return Ok(());
         }
-        *last = seq;
+        last.0 = seq;
         if sync {
             self.sync()?;
         }
@@ -774,6 +776,8 @@ impl Storage {
 
     /// Moves complete, verified content to its final name and removes the resume file.
     pub fn finalize(&self) -> Result<PathBuf, Error> {
+        // Lock order everywhere: resume_seq, files, root.
+        let mut resume = self.resume_seq.lock().unwrap();
         let mut o = self.files.lock().unwrap();
         self.sync_locked(&mut o)?;
         let mut root = self.root.lock().unwrap();
@@ -790,6 +794,7 @@ impl Storage {
             }
         })?;
         let _ = dir.sync_all();
+        resume.1 = true;
         if let Some(r) = &self.resume_name {
             unlink_at(dir, r);
         }
