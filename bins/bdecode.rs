@@ -81,10 +81,17 @@ fn run(args: Args) -> Result<i32, Failure> {
     Ok(0)
 }
 
-/// One `bdecode: warning:` line per tolerated departure from canonical bencode.
+/// One `bdecode: warning:` line per tolerated departure from canonical bencode. A closed
+/// stderr is not worth failing (or panicking, as `eprintln!` would) over.
 fn warn(name: &str, warnings: &[bencode::Error]) {
+    use std::io::Write;
+    let mut err = std::io::stderr().lock();
     for w in warnings {
-        eprintln!("bdecode: warning: {name}: byte {}: {} (read as libtorrent and Transmission do; --strict refuses)", w.offset, w.kind);
+        let _ = writeln!(
+            err,
+            "bdecode: warning: {name}: byte {}: {} (read as libtorrent and Transmission do; --strict refuses)",
+            w.offset, w.kind
+        );
     }
 }
 
