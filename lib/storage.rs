@@ -433,6 +433,10 @@ impl Storage {
         let dirf = Arc::new(open_dir(dir)?);
         let names = Names::new(&info.name, &info_hash);
         let final_root = dir.join(&names.final_name);
+        if info.name.len() > NAME_MAX {
+            // Found now rather than by the final rename, after the whole download.
+            return Err(Error::Io { path: final_root, err: std::io::Error::from_raw_os_error(libc::ENAMETOOLONG) });
+        }
         let part_root = dir.join(&names.part_name);
         let resume_path = dir.join(&names.resume_name);
         let n = info.num_pieces();
@@ -1018,6 +1022,13 @@ mod tests {
             assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
             assert_eq!(std::fs::read_dir(d.join("elsewhere")).unwrap().count(), 0);
         }
+        // A hard link to the victim as a content file of an existing .part.
+        std::fs::create_dir_all(out.join("top.part")).unwrap();
+        std::fs::hard_link(&victim, out.join("top.part/a")).unwrap();
+        let e = Storage::prepare_download(info.clone(), m.info_hash, &out, 2).err().unwrap();
+        assert!(e.to_string().contains("hard links"), "{e}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        std::fs::remove_dir_all(out.join("top.part")).unwrap();
         // A link inside a multi-file .part tree.
         std::fs::create_dir_all(out.join("top.part")).unwrap();
         symlink(d.join("elsewhere"), out.join("top.part/sub")).unwrap();
@@ -1087,6 +1098,13 @@ mod tests {
             let names: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
             assert_eq!(names, vec![name.clone()], "{len}");
             assert_eq!(std::fs::read(out.join(&name)).unwrap(), vec![5u8; 40_000]);
+            // A name no filesystem takes is refused before anything is written.
+            let opts = Options { piece_length: Some(16384), name: Some("n".repeat(256)), ..Default::default() };
+            let bytes = create::create(&d.join("src").join(&name), &opts, &mut |_, _| {}).unwrap();
+            let m = Metainfo::parse(&bytes).unwrap();
+            let e = Storage::prepare_download(Arc::new(m.info), m.info_hash, &d.join("out2"), 2).err().unwrap();
+            assert!(matches!(&e, Error::Io { err, .. } if err.raw_os_error() == Some(libc::ENAMETOOLONG)), "{e}");
+            assert_eq!(std::fs::read_dir(d.join("out2")).unwrap().count(), 0);
             std::fs::remove_dir_all(&d).unwrap();
         }
     }
