@@ -254,7 +254,7 @@ impl Metainfo {
     /// Reads and parses a .torrent file (`-` for standard input).
     pub fn read(path: &Path) -> Result<Metainfo, String> {
         let bytes = crate::cli::read_input(path)?;
-        Metainfo::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+        Metainfo::parse(&bytes).map_err(|e| format!("{}: {e}", crate::sanitize::printable_path(path)))
     }
 
     /// Every tracker URL: `announce-list` tiers when present (BEP 12), else `announce`.

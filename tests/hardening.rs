@@ -266,3 +266,27 @@ fn decoder_memory_is_bounded_for_64_mib_of_empty_lists() {
         assert!(err.contains("more than 2000000 values"), "{mode:?}: {err}");
     }
 }
+
+/// A reader that goes away (`bdecode big | head -c 1`) is success, not an error line: bdecode
+/// finds the broken pipe by its `io::ErrorKind`, whatever the message text.
+#[test]
+fn bdecode_into_a_closed_pipe_exits_0_quietly() {
+    use std::io::Read;
+    use std::process::Stdio;
+    let d = Dir::new("pipe");
+    let f = d.join("big.bencode");
+    let mut body = b"l".to_vec();
+    for i in 0..200_000 {
+        body.extend_from_slice(format!("i{i}e").as_bytes());
+    }
+    body.push(b'e');
+    fs::write(&f, &body).unwrap();
+    let mut child = cmd("bdecode").arg(&f).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut one = [0u8; 1];
+    out.read_exact(&mut one).unwrap();
+    drop(out);
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stderr(&o), "");
+}
