@@ -1,10 +1,14 @@
 //! bdecode: print any bencoded file as JSON, or summarise a torrent.
 //! Exit: 0 ok, 1 input is not valid bencode / not a valid torrent, 2 usage or I/O error.
+//! Input that libtorrent and Transmission read (keys out of order, bytes after the value) is
+//! read with a warning on stderr; `--strict` refuses it. Names and paths from the torrent are
+//! printed with control characters escaped (see `shoal::sanitize`).
 
 use argh::FromArgs;
 use shoal::bencode;
 use shoal::cli::{self, Failure};
 use shoal::metainfo::Metainfo;
+use shoal::sanitize::{printable, printable_path};
 use shoal::units::human_bytes;
 use std::path::PathBuf;
 
@@ -24,6 +28,9 @@ struct Args {
     /// print JSON on one line instead of indented
     #[argh(switch)]
     compact: bool,
+    /// refuse input that is not canonical bencode (dictionary keys out of order, data after the value) instead of reading it with a warning
+    #[argh(switch)]
+    strict: bool,
     /// the bencoded file to read; - or nothing reads standard input
     #[argh(positional, default = "PathBuf::from(\"-\")")]
     file: PathBuf,
@@ -40,10 +47,16 @@ fn run(args: Args) -> Result<i32, Failure> {
         return Err("--info, --info-hash and --magnet are exclusive".into());
     }
     let bytes = cli::read_input(&args.file)?;
-    let name = args.file.display();
+    let name = printable_path(&args.file);
     if modes == 0 {
-        let value = bencode::decode(&bytes).map_err(|e| Failure::new(1, format!("{name}: {e}")))?;
-        let json = bencode::to_json(&value, &[b"pieces"]);
+        let decoded = if args.strict {
+            bencode::decode(&bytes).map(|value| bencode::Lenient { value, warnings: Vec::new() })
+        } else {
+            bencode::decode_lenient(&bytes)
+        };
+        let decoded = decoded.map_err(|e| Failure::new(1, format!("{name}: {e}")))?;
+        warn(&name, &decoded.warnings);
+        let json = bencode::to_json(&decoded.value, &[b"pieces"]);
         let mut text = if args.compact {
             serde_json::to_string(&json)
         } else {
@@ -54,7 +67,9 @@ fn run(args: Args) -> Result<i32, Failure> {
         cli::write_stdout(text.as_bytes())?;
         return Ok(0);
     }
-    let m = Metainfo::parse(&bytes).map_err(|e| Failure::new(1, format!("{name}: {e}")))?;
+    let parsed = if args.strict { Metainfo::parse_strict(&bytes) } else { Metainfo::parse(&bytes) };
+    let m = parsed.map_err(|e| Failure::new(1, format!("{name}: {e}")))?;
+    warn(&name, &m.warnings);
     let out = if args.info_hash {
         format!("{}\n", m.info_hash)
     } else if args.magnet {
@@ -66,10 +81,24 @@ fn run(args: Args) -> Result<i32, Failure> {
     Ok(0)
 }
 
+/// One `bdecode: warning:` line per tolerated departure from canonical bencode. A closed
+/// stderr is not worth failing (or panicking, as `eprintln!` would) over.
+fn warn(name: &str, warnings: &[bencode::Error]) {
+    use std::io::Write;
+    let mut err = std::io::stderr().lock();
+    for w in warnings {
+        let _ = writeln!(
+            err,
+            "bdecode: warning: {name}: byte {}: {} (read as libtorrent and Transmission do; --strict refuses)",
+            w.offset, w.kind
+        );
+    }
+}
+
 fn summary(m: &Metainfo) -> String {
     let i = &m.info;
     let mut s = String::new();
-    s += &format!("name: {}\n", i.name);
+    s += &format!("name: {}\n", printable(&i.name));
     s += &format!("info hash: {}\n", m.info_hash);
     s += &format!("total size: {} ({} bytes)\n", human_bytes(i.total_length), i.total_length);
     s += &format!("piece length: {} ({} bytes)\n", human_bytes(i.piece_length), i.piece_length);
@@ -77,24 +106,24 @@ fn summary(m: &Metainfo) -> String {
     s += &format!("private: {}\n", if i.private { "yes" } else { "no" });
     for (n, tier) in m.trackers().iter().enumerate() {
         for url in tier {
-            s += &format!("tracker: {url} (tier {})\n", n + 1);
+            s += &format!("tracker: {} (tier {})\n", printable(url), n + 1);
         }
     }
     for ws in &m.url_list {
-        s += &format!("web seed: {ws}\n");
+        s += &format!("web seed: {}\n", printable(ws));
     }
     if let Some(c) = &m.comment {
-        s += &format!("comment: {}\n", c.replace('\n', " "));
+        s += &format!("comment: {}\n", printable(&c.replace('\n', " ")));
     }
     if let Some(c) = &m.created_by {
-        s += &format!("created by: {c}\n");
+        s += &format!("created by: {}\n", printable(c));
     }
     if let Some(d) = m.creation_date {
         s += &format!("creation date: {d}\n");
     }
     s += &format!("files: {}\n", i.files.len());
     for f in &i.files {
-        s += &format!("  {:>14}  {}\n", f.length, f.display_path(&i.name));
+        s += &format!("  {:>14}  {}\n", f.length, printable(&f.display_path(&i.name)));
     }
     s
 }

@@ -115,7 +115,7 @@ fn run(args: Args) -> Result<i32, Failure> {
     let prepared = Storage::prepare_download(info, meta.info_hash, &args.output, threads)
         .map_err(|e| Failure::new(3, e.to_string()))?;
     if !args.quiet {
-        eprintln!("bfetch: {}: {}", meta.info.name, prepared.note);
+        eprintln!("bfetch: {}: {}", shoal::sanitize::printable(&meta.info.name), prepared.note);
     }
     let shutdown = cli::shutdown_flag()?;
     let setup = Setup { meta, storage: prepared.storage, have: prepared.have, config, shutdown };

@@ -6,6 +6,7 @@ use argh::FromArgs;
 use shoal::cli::{self, Failure};
 use shoal::metainfo::Metainfo;
 use shoal::progress::Progress;
+use shoal::sanitize::{printable, printable_path};
 use shoal::verify::{self, FileStatus, Report};
 use shoal::{hashing, units};
 use std::path::PathBuf;
@@ -57,7 +58,7 @@ fn run(args: Args) -> Result<i32, Failure> {
 }
 
 fn text_report(r: &Report, m: &Metainfo) -> String {
-    let path = r.path.display();
+    let path = printable_path(&r.path);
     if r.complete() {
         return format!(
             "OK {path}: {} pieces, {} verified\n",
@@ -76,14 +77,14 @@ fn text_report(r: &Report, m: &Metainfo) -> String {
     for f in &r.files {
         match f.status {
             FileStatus::Ok => {}
-            FileStatus::Missing => s += &format!("missing: {}\n", f.path),
+            FileStatus::Missing => s += &format!("missing: {}\n", printable(&f.path)),
             FileStatus::WrongSize => s += &format!(
                 "wrong size: {} (expected {} bytes, found {})\n",
-                f.path,
+                printable(&f.path),
                 f.length,
                 f.actual_length.unwrap_or(0)
             ),
-            FileStatus::BadPieces => s += &format!("bad data: {} ({} bad pieces)\n", f.path, f.bad_pieces.len()),
+            FileStatus::BadPieces => s += &format!("bad data: {} ({} bad pieces)\n", printable(&f.path), f.bad_pieces.len()),
         }
     }
     for &p in &r.bad_pieces {
@@ -92,7 +93,7 @@ fn text_report(r: &Report, m: &Metainfo) -> String {
             .piece_files(p)
             .into_iter()
             .filter(|&f| !m.info.files[f].pad)
-            .map(|f| r.files[f].path.clone())
+            .map(|f| printable(&r.files[f].path).into_owned())
             .collect();
         s += &format!("bad piece {p}: {}\n", files.join(", "));
     }

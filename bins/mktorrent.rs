@@ -104,7 +104,7 @@ fn run(args: Args) -> Result<i32, Failure> {
         }
     };
     if !to_stdout && !args.force && out_path.exists() {
-        return Err(format!("{}: already exists (use -f to overwrite)", out_path.display()).into());
+        return Err(format!("{}: already exists (use -f to overwrite)", shoal::sanitize::printable_path(&out_path)).into());
     }
 
     let mut progress = Progress::new("mktorrent", "hashing", 0, args.quiet);
@@ -135,7 +135,7 @@ fn run(args: Args) -> Result<i32, Failure> {
     } else if !args.quiet {
         eprintln!(
             "mktorrent: wrote {} ({}, {} pieces of {}, info hash {})",
-            out_path.display(),
+            shoal::sanitize::printable_path(&out_path),
             units::human_bytes(m.info.total_length),
             m.info.num_pieces(),
             units::human_bytes(m.info.piece_length),
@@ -149,12 +149,16 @@ fn run(args: Args) -> Result<i32, Failure> {
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = dir.join(format!(".{}.tmp{}", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(), std::process::id()));
-    let res = std::fs::File::create(&tmp)
+    // create_new (O_EXCL): never through a symlink planted at the temporary name.
+    let res = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
         .and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()))
         .and_then(|_| std::fs::rename(&tmp, path));
     if let Err(e) = res {
         let _ = std::fs::remove_file(&tmp);
-        return Err(format!("{}: {e}", path.display()).into());
+        return Err(format!("{}: {e}", shoal::sanitize::printable_path(path)).into());
     }
     Ok(())
 }

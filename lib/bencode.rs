@@ -5,8 +5,15 @@
 //!   (a byte string's claimed length is checked against what is left before anything is
 //!   read; lists and dictionaries grow one parsed element at a time);
 //! - nesting deeper than [`MAX_DEPTH`] is an error, so hostile input cannot blow the stack;
-//! - it accepts only canonical bencode: no leading zeros, no `i-0e`, dictionary keys are
-//!   byte strings in strictly ascending order (so no duplicates), nothing after the value;
+//! - at most [`MAX_NODES`] values and keys are decoded from one input (libtorrent's default
+//!   token limit is of the same order), so memory stays bounded however many tiny values
+//!   (`le`, `0:`) the input packs: a 64 MiB body of `le` is refused after a few dozen MiB;
+//! - [`decode`] accepts only canonical bencode: no leading zeros, no `i-0e`, dictionary keys
+//!   are byte strings in strictly ascending order (so no duplicates), nothing after the value;
+//! - [`decode_lenient`] reads what libtorrent and Transmission read: keys out of order and
+//!   bytes after the value are accepted and reported as warnings (duplicate keys, leading
+//!   zeros and every other fault stay errors). Entries of an unsorted dictionary are sorted
+//!   by key after decoding, so lookups work; [`Dict::raw`] still holds the bytes as found;
 //! - every dictionary remembers the exact bytes it was parsed from ([`Dict::raw`]), so an
 //!   info-hash is the SHA-1 of exactly the bytes in the file.
 //!
@@ -21,6 +28,12 @@ use std::fmt;
 /// Deepest nesting of lists and dictionaries the decoder accepts.
 pub const MAX_DEPTH: usize = 64;
 
+/// Most values and dictionary keys decoded from one input. A value costs about 48 bytes in
+/// memory against as little as 2 bytes of input, so without a budget a 64 MiB input of empty
+/// lists would take over a gigabyte; with it the worst case is about 200 MB. Real torrents use
+/// far fewer: a file entry is about 8 nodes, so this allows about 250 000 files.
+pub const MAX_NODES: usize = 2_000_000;
+
 /// A decoded value borrowing from the input buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Value<'a> {
@@ -30,7 +43,8 @@ pub enum Value<'a> {
     Dict(Dict<'a>),
 }
 
-/// A decoded dictionary: entries in file order (which is sorted order) and its raw bytes.
+/// A decoded dictionary: entries in sorted key order (file order, unless a lenient decode
+/// found them unsorted and sorted them) and its raw bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dict<'a> {
     pub entries: Vec<(&'a [u8], Value<'a>)>,
@@ -110,6 +124,7 @@ pub enum ErrorKind {
     UnsortedKey,
     DuplicateKey,
     TooDeep,
+    TooManyValues,
     TrailingData,
 }
 
@@ -122,8 +137,13 @@ pub struct Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "malformed bencode at byte {}: ", self.offset)?;
-        match &self.kind {
+        write!(f, "malformed bencode at byte {}: {}", self.offset, self.kind)
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
             ErrorKind::UnexpectedEnd => write!(f, "input ends in the middle of a value"),
             ErrorKind::UnexpectedByte(b) if b.is_ascii_graphic() => write!(f, "unexpected byte '{}'", *b as char),
             ErrorKind::UnexpectedByte(b) => write!(f, "unexpected byte 0x{b:02x}"),
@@ -138,6 +158,7 @@ impl fmt::Display for Error {
             ErrorKind::UnsortedKey => write!(f, "dictionary keys are not in sorted order"),
             ErrorKind::DuplicateKey => write!(f, "duplicate dictionary key"),
             ErrorKind::TooDeep => write!(f, "nesting deeper than {MAX_DEPTH} levels"),
+            ErrorKind::TooManyValues => write!(f, "more than {MAX_NODES} values"),
             ErrorKind::TrailingData => write!(f, "data after the end of the value"),
         }
     }
@@ -145,7 +166,7 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-/// Decodes exactly one value spanning the whole input.
+/// Decodes exactly one canonical value spanning the whole input.
 pub fn decode(input: &[u8]) -> Result<Value<'_>, Error> {
     let (value, used) = decode_prefix(input)?;
     if used != input.len() {
@@ -154,16 +175,43 @@ pub fn decode(input: &[u8]) -> Result<Value<'_>, Error> {
     Ok(value)
 }
 
-/// Decodes one value from the start of the input; answers the value and the bytes it used.
+/// Decodes one canonical value from the start of the input; answers the value and the bytes
+/// it used.
 pub fn decode_prefix(input: &[u8]) -> Result<(Value<'_>, usize), Error> {
-    let mut p = Parser { input, pos: 0 };
+    let mut p = Parser { input, pos: 0, nodes: 0, lenient: false, warnings: Vec::new() };
     let v = p.value(0)?;
     Ok((v, p.pos))
+}
+
+/// The result of [`decode_lenient`]: the value and what was tolerated to get it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lenient<'a> {
+    pub value: Value<'a>,
+    /// Departures from canonical bencode that were accepted: the first unsorted key
+    /// ([`ErrorKind::UnsortedKey`]) and trailing bytes ([`ErrorKind::TrailingData`]), with
+    /// their offsets. Empty for canonical input.
+    pub warnings: Vec<Error>,
+}
+
+/// Decodes one value from the start of the input as libtorrent and Transmission do:
+/// dictionary keys out of order and bytes after the value are accepted and reported in
+/// [`Lenient::warnings`]; everything [`decode`] refuses otherwise is still refused.
+pub fn decode_lenient(input: &[u8]) -> Result<Lenient<'_>, Error> {
+    let mut p = Parser { input, pos: 0, nodes: 0, lenient: true, warnings: Vec::new() };
+    let value = p.value(0)?;
+    if p.pos != input.len() {
+        p.warnings.push(Error { offset: p.pos, kind: ErrorKind::TrailingData });
+    }
+    Ok(Lenient { value, warnings: p.warnings })
 }
 
 struct Parser<'a> {
     input: &'a [u8],
     pos: usize,
+    /// Values and keys decoded so far (bounded by [`MAX_NODES`]).
+    nodes: usize,
+    lenient: bool,
+    warnings: Vec<Error>,
 }
 
 impl<'a> Parser<'a> {
@@ -178,7 +226,16 @@ impl<'a> Parser<'a> {
         }
     }
 
+    fn count_node(&mut self) -> Result<(), Error> {
+        self.nodes += 1;
+        if self.nodes > MAX_NODES {
+            return self.err(ErrorKind::TooManyValues);
+        }
+        Ok(())
+    }
+
     fn value(&mut self, depth: usize) -> Result<Value<'a>, Error> {
+        self.count_node()?;
         match self.peek()? {
             b'i' => {
                 self.pos += 1;
@@ -205,11 +262,14 @@ impl<'a> Parser<'a> {
                 let start = self.pos;
                 self.pos += 1;
                 let mut entries: Vec<(&'a [u8], Value<'a>)> = Vec::new();
+                // Offsets of the keys, kept only once the dictionary turned out unsorted.
+                let mut key_offsets: Option<Vec<usize>> = None;
                 while self.peek()? != b'e' {
                     if !self.peek()?.is_ascii_digit() {
                         return self.err(ErrorKind::KeyNotString);
                     }
                     let key_at = self.pos;
+                    self.count_node()?;
                     let key = self.bytes()?;
                     if let Some((last, _)) = entries.last() {
                         match (*last).cmp(key) {
@@ -217,15 +277,42 @@ impl<'a> Parser<'a> {
                             std::cmp::Ordering::Equal => {
                                 return Err(Error { offset: key_at, kind: ErrorKind::DuplicateKey })
                             }
-                            std::cmp::Ordering::Greater => {
+                            std::cmp::Ordering::Greater if !self.lenient => {
                                 return Err(Error { offset: key_at, kind: ErrorKind::UnsortedKey })
                             }
+                            std::cmp::Ordering::Greater => {
+                                if !self.warnings.iter().any(|w| w.kind == ErrorKind::UnsortedKey) {
+                                    self.warnings.push(Error { offset: key_at, kind: ErrorKind::UnsortedKey });
+                                }
+                                if key_offsets.is_none() {
+                                    // Offsets of the earlier keys are not needed: a duplicate
+                                    // is reported at the later of the two, which is this one or
+                                    // one still to come.
+                                    key_offsets = Some(vec![0; entries.len()]);
+                                }
+                            }
                         }
+                    }
+                    if let Some(o) = &mut key_offsets {
+                        o.push(key_at);
                     }
                     let v = self.value(depth + 1)?;
                     entries.push((key, v));
                 }
                 self.pos += 1;
+                if let Some(offsets) = key_offsets {
+                    // Lenient and unsorted: sort (stable, so file order among equal keys) and
+                    // refuse duplicates, which would make a lookup ambiguous.
+                    let mut order: Vec<usize> = (0..entries.len()).collect();
+                    order.sort_by(|a, b| entries[*a].0.cmp(entries[*b].0));
+                    for w in order.windows(2) {
+                        if entries[w[0]].0 == entries[w[1]].0 {
+                            let at = offsets[w[0]].max(offsets[w[1]]);
+                            return Err(Error { offset: at, kind: ErrorKind::DuplicateKey });
+                        }
+                    }
+                    entries.sort_by(|a, b| a.0.cmp(b.0));
+                }
                 Ok(Value::Dict(Dict { entries, raw: &self.input[start..self.pos] }))
             }
             b => self.err(ErrorKind::UnexpectedByte(b)),
@@ -433,6 +520,66 @@ mod tests {
         assert_eq!(kind(&input), ErrorKind::TooDeep);
         let mut ok = vec![b'l'; MAX_DEPTH];
         ok.extend(vec![b'e'; MAX_DEPTH]);
+        assert!(decode(&ok).is_ok());
+    }
+
+    #[test]
+    fn lenient_accepts_unsorted_keys_and_trailing_bytes_with_warnings() {
+        let input = b"d1:bi1e1:ad1:zi0e1:yi0eee";
+        assert_eq!(kind(input), ErrorKind::UnsortedKey);
+        let l = decode_lenient(input).unwrap();
+        let d = l.value.as_dict().unwrap();
+        assert_eq!(d.get("a").unwrap().as_dict().unwrap().get("y").unwrap().as_int(), Some(0));
+        assert_eq!(d.get("b").unwrap().as_int(), Some(1));
+        assert_eq!(d.raw, &input[..]);
+        assert_eq!(d.get("a").unwrap().as_dict().unwrap().raw, b"d1:zi0e1:yi0ee");
+        // One warning for unsorted keys however many dictionaries are unsorted.
+        assert_eq!(l.warnings, vec![Error { offset: 7, kind: ErrorKind::UnsortedKey }]);
+
+        let l = decode_lenient(b"d1:ai1eextra").unwrap();
+        assert_eq!(l.warnings, vec![Error { offset: 8, kind: ErrorKind::TrailingData }]);
+        assert_eq!(l.value.as_dict().unwrap().raw, b"d1:ai1ee");
+        // Canonical input gives no warning.
+        assert!(decode_lenient(b"d1:ai1ee").unwrap().warnings.is_empty());
+    }
+
+    #[test]
+    fn lenient_still_refuses_duplicates_and_other_faults() {
+        // Duplicate keys far apart in an unsorted dictionary: found after sorting, reported at
+        // the second occurrence.
+        let e = decode_lenient(b"d1:ci1e1:ai1e1:bi1e1:ai2ee").unwrap_err();
+        assert_eq!(e, Error { offset: 19, kind: ErrorKind::DuplicateKey });
+        assert_eq!(decode_lenient(b"d1:ai1e1:ai2ee").unwrap_err().kind, ErrorKind::DuplicateKey);
+        assert_eq!(decode_lenient(b"i03e").unwrap_err().kind, ErrorKind::LeadingZero);
+        assert_eq!(decode_lenient(b"d1:ai1e").unwrap_err().kind, ErrorKind::UnexpectedEnd);
+        assert_eq!(decode_lenient(b"").unwrap_err().kind, ErrorKind::UnexpectedEnd);
+    }
+
+    #[test]
+    fn node_budget_bounds_memory_for_tiny_values() {
+        // Two bytes per value: without a budget 64 MiB of this takes over a gigabyte.
+        let n = MAX_NODES + 10;
+        let mut input = Vec::with_capacity(2 * n + 2);
+        input.push(b'l');
+        for _ in 0..n {
+            input.extend_from_slice(b"le");
+        }
+        input.push(b'e');
+        assert_eq!(kind(&input), ErrorKind::TooManyValues);
+        assert_eq!(decode_lenient(&input).unwrap_err().kind, ErrorKind::TooManyValues);
+        // Keys count too.
+        let mut d = b"d".to_vec();
+        for i in 0..MAX_NODES / 2 + 1 {
+            d.extend_from_slice(format!("8:{i:08}i0e").as_bytes());
+        }
+        d.push(b'e');
+        assert_eq!(kind(&d), ErrorKind::TooManyValues);
+        // Just under the budget decodes.
+        let mut ok = b"l".to_vec();
+        for _ in 0..MAX_NODES - 1 {
+            ok.extend_from_slice(b"0:");
+        }
+        ok.push(b'e');
         assert!(decode(&ok).is_ok());
     }
 

@@ -40,14 +40,14 @@ pub enum Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Io { path, err } => write!(f, "{}: {err}", path.display()),
-            Error::Empty(p) => write!(f, "{}: nothing to share (no data)", p.display()),
-            Error::BadName(n) => write!(f, "unusable torrent name {n:?}"),
+            Error::Io { path, err } => write!(f, "{}: {err}", crate::sanitize::printable_path(path)),
+            Error::Empty(p) => write!(f, "{}: nothing to share (no data)", crate::sanitize::printable_path(p)),
+            Error::BadName(n) => write!(f, "unusable torrent name \"{}\"", crate::sanitize::printable(n)),
             Error::BadPieceLength(l) => {
                 write!(f, "piece length {l} must be a multiple of 16 KiB and at most {}", metainfo::MAX_PIECE_LENGTH)
             }
             Error::Hashing(e) => write!(f, "{e}"),
-            Error::NotRegular(p) => write!(f, "{}: not a regular file or directory", p.display()),
+            Error::NotRegular(p) => write!(f, "{}: not a regular file or directory", crate::sanitize::printable_path(p)),
         }
     }
 }

@@ -66,8 +66,8 @@ pub enum Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Io { path, err } => write!(f, "{}: {err}", path.display()),
-            Error::Changed { path } => write!(f, "{}: file shrank while it was being read", path.display()),
+            Error::Io { path, err } => write!(f, "{}: {err}", crate::sanitize::printable_path(path)),
+            Error::Changed { path } => write!(f, "{}: file shrank while it was being read", crate::sanitize::printable_path(path)),
         }
     }
 }

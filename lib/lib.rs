@@ -23,6 +23,7 @@ pub mod peer;
 pub mod picker;
 pub mod rate;
 pub mod seeder;
+pub mod sanitize;
 pub mod session;
 pub mod sim;
 pub mod storage;

@@ -1,7 +1,9 @@
 //! Torrent metainfo (BEP 3, with BEP 12 `announce-list`, BEP 19 `url-list`, BEP 27 `private`).
 //!
-//! [`Metainfo::parse`] is a pure function over the bytes of a .torrent file. Invariants of a
-//! parsed value:
+//! [`Metainfo::parse`] is a pure function over the bytes of a .torrent file. It reads torrents
+//! made by other tools as libtorrent and Transmission do (keys out of order, bytes after the
+//! top-level dictionary), recording those departures in [`Metainfo::warnings`];
+//! [`Metainfo::parse_strict`] refuses them. Invariants of a parsed value:
 //! - `info_hash` is the SHA-1 of the exact bytes of the `info` dictionary in the file;
 //! - the name and every path component are safe single file-name components: not empty,
 //!   not `.` or `..`, no `/`, `\` or NUL — joining them under a target directory can never
@@ -98,6 +100,8 @@ pub struct Metainfo {
     pub info_hash: InfoHash,
     /// The exact bytes of the `info` dictionary.
     pub raw_info: Vec<u8>,
+    /// Departures from canonical bencode that were tolerated (unsorted keys, trailing bytes).
+    pub warnings: Vec<bencode::Error>,
 }
 
 /// Why a .torrent file was refused.
@@ -108,7 +112,9 @@ pub enum Error {
     Missing(&'static str),
     WrongType { key: &'static str, expected: &'static str },
     Invalid { key: &'static str, why: String },
-    UnsafePath(String),
+    /// A name or file path that could leave the target directory or is not a plain name:
+    /// which entry (`info.name`, `info.files[3].path`), what it holds, and why it is refused.
+    UnsafePath { entry: String, value: String, why: &'static str },
     V2Only,
 }
 
@@ -120,7 +126,9 @@ impl fmt::Display for Error {
             Error::Missing(k) => write!(f, "invalid torrent: missing '{k}'"),
             Error::WrongType { key, expected } => write!(f, "invalid torrent: '{key}' is not {expected}"),
             Error::Invalid { key, why } => write!(f, "invalid torrent: '{key}' {why}"),
-            Error::UnsafePath(p) => write!(f, "refusing torrent: unsafe file path {p:?}"),
+            Error::UnsafePath { entry, value, why } => {
+                write!(f, "refusing torrent: unsafe path in {entry} \"{}\": {why}", crate::sanitize::printable(value))
+            }
             Error::V2Only => write!(f, "unsupported torrent: BitTorrent v2-only (no 'pieces')"),
         }
     }
@@ -155,26 +163,51 @@ fn get_uint(d: &Dict<'_>, key: &'static str) -> Result<Option<u64>, Error> {
     }
 }
 
+/// Why `c` is not a plain, non-empty file name (a path component or the torrent name).
+pub fn component_problem(c: &str) -> Option<&'static str> {
+    if c.is_empty() {
+        Some("empty component")
+    } else if c == "." || c == ".." {
+        Some("'.' or '..' component")
+    } else if c.contains('/') || c.contains('\\') {
+        Some("component contains a path separator")
+    } else if c.contains('\0') {
+        Some("component contains NUL")
+    } else if c.len() >= 2 && c.as_bytes()[1] == b':' && c.as_bytes()[0].is_ascii_alphabetic() {
+        Some("component is a drive letter")
+    } else {
+        None
+    }
+}
+
 /// Checks one path component (or the torrent name): a plain, non-empty file name.
 pub fn check_component(c: &str) -> Result<(), Error> {
-    let bad = c.is_empty()
-        || c == "."
-        || c == ".."
-        || c.contains('/')
-        || c.contains('\\')
-        || c.contains('\0')
-        || (c.len() >= 2 && c.as_bytes()[1] == b':' && c.as_bytes()[0].is_ascii_alphabetic());
-    if bad {
-        Err(Error::UnsafePath(c.to_string()))
-    } else {
-        Ok(())
+    match component_problem(c) {
+        Some(why) => Err(Error::UnsafePath { entry: "name".into(), value: c.to_string(), why }),
+        None => Ok(()),
     }
 }
 
 impl Metainfo {
-    /// Parses and validates a .torrent file.
+    /// Parses and validates a .torrent file, accepting what libtorrent and Transmission accept:
+    /// dictionary keys out of order and bytes after the top-level dictionary (see
+    /// [`Metainfo::warnings`]). The info-hash is the SHA-1 of the exact `info` bytes either way.
     pub fn parse(bytes: &[u8]) -> Result<Metainfo, Error> {
-        let root = bencode::decode(bytes)?;
+        Metainfo::parse_with(bytes, false)
+    }
+
+    /// Parses and validates a .torrent file, refusing anything but canonical bencode.
+    pub fn parse_strict(bytes: &[u8]) -> Result<Metainfo, Error> {
+        Metainfo::parse_with(bytes, true)
+    }
+
+    fn parse_with(bytes: &[u8], strict: bool) -> Result<Metainfo, Error> {
+        let (root, warnings) = if strict {
+            (bencode::decode(bytes)?, Vec::new())
+        } else {
+            let l = bencode::decode_lenient(bytes)?;
+            (l.value, l.warnings)
+        };
         let root = root.as_dict().ok_or(Error::NotADict)?;
         let info_dict = match root.get("info") {
             None => return Err(Error::Missing("info")),
@@ -214,13 +247,14 @@ impl Metainfo {
             info,
             info_hash: InfoHash::of(info_dict.raw),
             raw_info: info_dict.raw.to_vec(),
+            warnings,
         })
     }
 
     /// Reads and parses a .torrent file (`-` for standard input).
     pub fn read(path: &Path) -> Result<Metainfo, String> {
         let bytes = crate::cli::read_input(path)?;
-        Metainfo::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+        Metainfo::parse(&bytes).map_err(|e| format!("{}: {e}", crate::sanitize::printable_path(path)))
     }
 
     /// Every tracker URL: `announce-list` tiers when present (BEP 12), else `announce`.
@@ -254,7 +288,9 @@ impl Metainfo {
 
 fn parse_info(d: &Dict<'_>) -> Result<Info, Error> {
     let name = get_str(d, "name")?.ok_or(Error::Missing("info.name"))?;
-    check_component(&name)?;
+    if let Some(why) = component_problem(&name) {
+        return Err(Error::UnsafePath { entry: "info.name".into(), value: name, why });
+    }
     let piece_length = get_uint(d, "piece length")?.ok_or(Error::Missing("info.piece length"))?;
     if piece_length == 0 || piece_length > MAX_PIECE_LENGTH {
         return Err(Error::Invalid { key: "piece length", why: format!("is {piece_length}, outside 1..={MAX_PIECE_LENGTH}") });
@@ -285,7 +321,7 @@ fn parse_info(d: &Dict<'_>) -> Result<Info, Error> {
             }
             let mut files = Vec::with_capacity(list.len());
             let mut offset: u64 = 0;
-            for f in list {
+            for (index, f) in list.iter().enumerate() {
                 let f = f.as_dict().ok_or(Error::WrongType { key: "files", expected: "a list of dictionaries" })?;
                 let length = get_uint(f, "length")?.ok_or(Error::Missing("files.length"))?;
                 let comps = f
@@ -293,14 +329,17 @@ fn parse_info(d: &Dict<'_>) -> Result<Info, Error> {
                     .ok_or(Error::Missing("files.path"))?
                     .as_list()
                     .ok_or(Error::WrongType { key: "path", expected: "a list" })?;
+                let entry = || format!("info.files[{index}].path");
                 if comps.is_empty() {
-                    return Err(Error::UnsafePath(String::new()));
+                    return Err(Error::UnsafePath { entry: entry(), value: String::new(), why: "empty path" });
                 }
                 let mut path = Vec::with_capacity(comps.len());
                 for c in comps {
                     let c = c.as_str().ok_or(Error::WrongType { key: "path", expected: "a list of UTF-8 strings" })?;
-                    check_component(c)?;
                     path.push(c.to_string());
+                }
+                if let Some(why) = path.iter().find_map(|c| component_problem(c)) {
+                    return Err(Error::UnsafePath { entry: entry(), value: path.join("/"), why });
                 }
                 let pad = matches!(f.get("attr"), Some(Value::Bytes(a)) if a.contains(&b'p'));
                 files.push(FileEntry { path, length, offset, pad });
@@ -335,7 +374,11 @@ fn check_no_collisions(files: &[FileEntry]) -> Result<(), Error> {
     paths.sort();
     for w in paths.windows(2) {
         if w[1].starts_with(w[0]) {
-            return Err(Error::UnsafePath(format!("{} (duplicate or file used as a directory)", w[0].join("/"))));
+            return Err(Error::UnsafePath {
+                entry: "info.files".into(),
+                value: w[0].join("/"),
+                why: "duplicate path, or a file used as a directory",
+            });
         }
     }
     Ok(())
@@ -545,12 +588,36 @@ mod tests {
     fn hostile_paths_are_refused() {
         for bad in [&["..", "etc", "passwd"][..], &["/etc"], &[""], &["a/b"], &["a\\b"], &["."], &["x\0y"], &["C:"]] {
             let err = Metainfo::parse(&torrent(multi(&[bad]))).unwrap_err();
-            assert!(matches!(err, Error::UnsafePath(_)), "{bad:?}: {err}");
+            assert!(matches!(&err, Error::UnsafePath { entry, .. } if entry == "info.files[0].path"), "{bad:?}: {err}");
         }
-        assert!(matches!(Metainfo::parse(&torrent(single("..", 10, 16))), Err(Error::UnsafePath(_))));
-        assert!(matches!(Metainfo::parse(&torrent(single("a/b", 10, 16))), Err(Error::UnsafePath(_))));
-        assert!(matches!(Metainfo::parse(&torrent(multi(&[&["a"], &["a", "b"]]))), Err(Error::UnsafePath(_))));
-        assert!(matches!(Metainfo::parse(&torrent(multi(&[&["a"], &["a"]]))), Err(Error::UnsafePath(_))));
+        assert!(matches!(Metainfo::parse(&torrent(single("..", 10, 16))), Err(Error::UnsafePath { .. })));
+        assert!(matches!(Metainfo::parse(&torrent(single("a/b", 10, 16))), Err(Error::UnsafePath { .. })));
+        assert!(matches!(Metainfo::parse(&torrent(multi(&[&["a"], &["a", "b"]]))), Err(Error::UnsafePath { .. })));
+        assert!(matches!(Metainfo::parse(&torrent(multi(&[&["a"], &["a"]]))), Err(Error::UnsafePath { .. })));
+        // The error names the refused entry, its whole path and the reason, escaped.
+        let err = Metainfo::parse(&torrent(multi(&[&["ok"], &["x\u{1b}[2J", "..", "passwd"]]))).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "refusing torrent: unsafe path in info.files[1].path \"x\\u{1b}[2J/../passwd\": '.' or '..' component"
+        );
+    }
+
+    #[test]
+    fn keys_out_of_order_and_trailing_bytes_are_read_with_warnings() {
+        // The info dict with "name" before "length", as some tools write it.
+        let info = format!("d4:name1:a6:lengthi10e12:piece lengthi16e6:pieces20:{}e", "p".repeat(20));
+        let bytes = format!("d8:announce3:x:y4:info{info}ejunk").into_bytes();
+        assert!(matches!(Metainfo::parse_strict(&bytes), Err(Error::Bencode(_))));
+        let m = Metainfo::parse(&bytes).unwrap();
+        assert_eq!(m.info_hash, InfoHash::of(info.as_bytes()));
+        assert_eq!(m.raw_info, info.as_bytes());
+        assert_eq!(m.info.total_length, 10);
+        let kinds: Vec<_> = m.warnings.iter().map(|w| w.kind.clone()).collect();
+        assert_eq!(kinds, vec![bencode::ErrorKind::UnsortedKey, bencode::ErrorKind::TrailingData]);
+        // Canonical input: no warnings, and strict agrees.
+        let good = torrent(single("a", 10, 16));
+        assert!(Metainfo::parse(&good).unwrap().warnings.is_empty());
+        assert_eq!(Metainfo::parse_strict(&good).unwrap(), Metainfo::parse(&good).unwrap());
     }
 
     #[test]

@@ -720,11 +720,6 @@ fn malformed_and_hostile_inputs_fail_cleanly_everywhere() {
 
     let deep = format!("{}{}", "l".repeat(10_000), "e".repeat(10_000));
     let deep_dict = format!("d4:info{}e", "d1:a".repeat(10_000) + "i1e" + &"e".repeat(10_000));
-    let mut unsorted = torrent_with_info(&single_info("a"));
-    // swap the order of "length" and "name" inside info: keys no longer sorted
-    let s = String::from_utf8(unsorted.clone()).unwrap();
-    let s = s.replace("6:lengthi100e4:name1:a", "4:name1:a6:lengthi100e");
-    unsorted = s.into_bytes();
     let garbage = data(4096, 77);
 
     // (label, input, is it valid bencode)
@@ -732,12 +727,12 @@ fn malformed_and_hostile_inputs_fail_cleanly_everywhere() {
         ("empty file", vec![], false),
         ("truncated torrent", good[..good.len() / 2].to_vec(), false),
         ("truncated by one byte", good[..good.len() - 1].to_vec(), false),
-        ("trailing data", [good.clone(), b"x".to_vec()].concat(), false),
+        // Keys out of order and trailing data are read with a warning now, as libtorrent and
+        // Transmission read them: see torrents_with_unsorted_keys_or_trailing_bytes_are_read_with_a_warning.
         ("leading zero integer", torrent_with_info(&single_info("a")).replace_str("i100e", "i0100e"), false),
         ("leading zero length", b"d03:abci1ee".to_vec(), false),
         ("negative zero", b"i-0e".to_vec(), false),
         ("negative zero in torrent", torrent_with_info(&single_info("a")).replace_str("i100e", "i-0e"), false),
-        ("unsorted keys", unsorted, false),
         ("duplicate keys", b"d4:infoi1e4:infoi2ee".to_vec(), false),
         ("huge claimed length", b"d4:info99999999999:xe".to_vec(), false),
         ("length beyond u64", b"d4:info99999999999999999999999:xe".to_vec(), false),
@@ -792,6 +787,11 @@ fn malformed_and_hostile_inputs_fail_cleanly_everywhere() {
             assert_exit(&o, 1);
             assert_one_line_error(&o, "bdecode");
             assert!(o.stdout.is_empty(), "{label} {mode}: stdout {}", stdout(&o));
+            // A refused path names the refused entry and the reason.
+            if label.contains("path") || label.contains("name") || label.contains("component") {
+                let err = stderr(&o);
+                assert!(err.contains("unsafe path in info."), "{label}: {err}");
+            }
         }
         // bverify must refuse before touching anything, and never block on the FIFO.
         let child = cmd("bverify")
@@ -816,6 +816,79 @@ fn malformed_and_hostile_inputs_fail_cleanly_everywhere() {
     // Nothing was created outside or inside the given directory.
     assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1);
     assert_eq!(std::fs::read_dir(base.join("top")).unwrap().count(), 0);
+}
+
+/// Issue 10: torrents made by other tools with dictionary keys out of order, or with bytes after
+/// the top-level dictionary, used to be refused everywhere (they were in the malformed list
+/// above). libtorrent and Transmission read them, so now every tool does, with the info-hash of
+/// the exact `info` bytes; `bdecode` warns, and `bdecode --strict` refuses as before.
+#[test]
+fn torrents_with_unsorted_keys_or_trailing_bytes_are_read_with_a_warning() {
+    let d = Dir::new("lenient");
+    write_data(&d.join("a"), 100, 3);
+    let good = ok(cmd("mktorrent").args(["--no-date", "-q", "-l", "16K", "-a", TRACKER, "-o", "-"]).arg(d.join("a"))).stdout;
+    // Pieces are binary: work on the bytes, with the info dict spelled out as text where it is.
+    let info_at = find(&good, b"4:info").unwrap() + 6;
+    let info = &good[info_at..good.len() - 1];
+    assert!(info.starts_with(b"d6:lengthi100e4:name1:a"), "{}", String::from_utf8_lossy(info));
+    let swapped_info = [b"d4:name1:a6:lengthi100e".as_slice(), &info[b"d6:lengthi100e4:name1:a".len()..]].concat();
+    let unsorted = [&good[..info_at], &swapped_info[..], b"e"].concat();
+    let trailing = [good.clone(), b"\n\0junk".to_vec()].concat();
+    let expected_hash = |info: &[u8]| shoal::metainfo::InfoHash::of(info).hex();
+    for (label, input, hash, warning) in [
+        ("unsorted keys", unsorted, expected_hash(&swapped_info), "dictionary keys are not in sorted order"),
+        ("trailing data", trailing, expected_hash(info), "data after the end of the value"),
+    ] {
+        let f = d.join("input.torrent");
+        std::fs::write(&f, &input).unwrap();
+        let o = run(cmd("bdecode").arg("--info-hash").arg(&f));
+        assert_exit(&o, 0);
+        assert_eq!(stdout(&o).trim(), hash, "{label}");
+        let o = run(cmd("bdecode").arg("--info").arg(&f));
+        assert_exit(&o, 0);
+        let err = stderr(&o);
+        assert_eq!(err.lines().count(), 1, "{label}: {err}");
+        assert!(err.starts_with("bdecode: warning: ") && err.contains(warning), "{label}: {err}");
+        assert!(stdout(&o).contains(&format!("info hash: {hash}")), "{label}");
+        // Plain bdecode dumps it, with the same warning.
+        let o = run(cmd("bdecode").arg(&f));
+        assert_exit(&o, 0);
+        assert_eq!(json_of(&o)["info"]["name"], "a", "{label}");
+        assert!(stderr(&o).contains(warning), "{label}");
+        // --strict refuses, in every mode, with the offset.
+        for mode in [&["--strict"][..], &["--strict", "--info"], &["--strict", "--info-hash"]] {
+            let o = run(cmd("bdecode").args(mode).arg(&f));
+            assert_exit(&o, 1);
+            assert_one_line_error(&o, "bdecode");
+            assert!(stderr(&o).contains(warning) && stderr(&o).contains("at byte "), "{label}: {}", stderr(&o));
+        }
+        // bverify reads it and checks the content.
+        let o = run(cmd("bverify").args(["-q"]).arg(&f).arg(d.join("a")));
+        assert_exit(&o, 0);
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Control characters in names are escaped in every summary we print (issue 10, item 11).
+#[test]
+fn control_characters_in_names_are_escaped_in_summaries() {
+    let d = Dir::new("escape");
+    let name = "evil\u{1b}]0;pwned\u{7}\nbdecode: error: forged";
+    let info = format!("d6:lengthi100e4:name{}:{name}12:piece lengthi16384e6:pieces{}e", name.len(), pieces20(1));
+    let f = d.join("e.torrent");
+    std::fs::write(&f, torrent_with_info(&info)).unwrap();
+    let o = run(cmd("bdecode").arg("--info").arg(&f));
+    assert_exit(&o, 0);
+    let out = stdout(&o);
+    assert!(!out.contains('\u{1b}') && !out.contains('\u{7}'), "{out:?}");
+    assert!(out.contains("name: evil\\u{1b}]0;pwned\\u{7}\\nbdecode: error: forged\n"), "{out:?}");
+    let o = run(cmd("bverify").arg(&f).arg(d.join("missing")));
+    assert_exit(&o, 1);
+    let out = stdout(&o);
+    assert!(!out.contains('\u{1b}') && !out.lines().any(|l| l.starts_with("bdecode: error")), "{out:?}");
 }
 
 /// Byte-string replace for building hostile variants of a torrent.
