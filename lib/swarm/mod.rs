@@ -627,7 +627,8 @@ impl<P> Core<P> {
                 };
                 let Some(d) = v.as_dict() else { return };
                 if let Some(name) = d.get("v").and_then(|v| v.as_str()) {
-                    p.client = printable(name, 40);
+                    let short: String = name.chars().take(40).collect();
+                    p.client = crate::sanitize::printable(&short).into_owned();
                 }
                 if let Some(port) = d.get("p").and_then(|v| v.as_int()) {
                     if (1..=65535).contains(&port) && !p.outgoing {
@@ -999,21 +1000,6 @@ impl<P> Core<P> {
         }
         None
     }
-}
-
-/// A peer-supplied string made safe to print: control characters escaped, at most `max`
-/// characters.
-pub fn printable(s: &str, max: usize) -> String {
-    s.chars()
-        .take(max)
-        .flat_map(|c| {
-            if c.is_control() {
-                c.escape_default().collect::<Vec<_>>()
-            } else {
-                vec![c]
-            }
-        })
-        .collect()
 }
 
 /// Blocks in flight per peer, for tests.

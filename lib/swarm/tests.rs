@@ -805,12 +805,3 @@ fn the_same_inputs_give_the_same_outputs() {
         "the seed matters (piece order, optimistic unchoke)"
     );
 }
-
-#[test]
-fn printable_escapes_control_characters() {
-    assert_eq!(
-        printable("ok\x1b[2Jx\nforged", 40),
-        "ok\\u{1b}[2Jx\\nforged"
-    );
-    assert_eq!(printable("abcdef", 3), "abc");
-}
