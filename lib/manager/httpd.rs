@@ -564,3 +564,33 @@ fn linger(writer: &TcpStream, reader: &mut BufReader<TcpStream>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn framing_is_strict() {
+        assert_eq!(framing(&h(&[])), Ok((None, false)));
+        assert_eq!(framing(&h(&[("Content-Length", "5")])), Ok((Some(5), false)));
+        assert_eq!(framing(&h(&[("transfer-encoding", "Chunked")])), Ok((None, true)));
+        for bad in [
+            h(&[("Content-Length", "5"), ("content-length", "5")]),
+            h(&[("Content-Length", "+5")]),
+            h(&[("Content-Length", "-5")]),
+            h(&[("Content-Length", " ")]),
+            h(&[("Content-Length", "5 5")]),
+            h(&[("Content-Length", "99999999999999999999")]),
+            h(&[("Transfer-Encoding", "xchunked")]),
+            h(&[("Transfer-Encoding", "chunked, gzip")]),
+            h(&[("Transfer-Encoding", "chunked"), ("Transfer-Encoding", "chunked")]),
+            h(&[("Transfer-Encoding", "chunked"), ("Content-Length", "5")]),
+        ] {
+            assert!(framing(&bad).is_err(), "{bad:?}");
+        }
+    }
+}

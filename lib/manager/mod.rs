@@ -604,3 +604,56 @@ impl App {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(listen: &str, token: Option<&str>, public_url: Option<&str>) -> (App, std::path::PathBuf) {
+        let d = std::env::temp_dir().join(format!("shoal-manager-{}-{}", std::process::id(), crate::tracker::client::random_u32()));
+        let (registry, _) = Registry::open(&d).unwrap();
+        let tracker = Arc::new(Tracker::new(crate::tracker::server::Config { token: token.map(str::to_string), ..Default::default() }));
+        let cfg = Config {
+            public_url: public_url.map(str::to_string),
+            max_upload: 1 << 20,
+            admin_token: None,
+            listen: listen.into(),
+            allowed_hosts: vec!["tracker.example".into()],
+        };
+        (App { tracker, registry, cfg }, d)
+    }
+
+    #[test]
+    fn host_names() {
+        assert_eq!(host_name("Example.COM:6969"), "example.com");
+        assert_eq!(host_name("[::1]:80"), "::1");
+        assert_eq!(host_name("localhost."), "localhost");
+        let (a, d) = app("127.0.0.1:6969", None, Some("http://origin.internal:6969"));
+        for ok in ["127.0.0.1:1", "[::1]:2", "localhost:3", "tracker.example", "origin.internal:6969", "a.localhost"] {
+            assert!(a.host_allowed(ok), "{ok}");
+        }
+        for bad in ["evil.example", "127.0.0.1.evil.example", "tracker.example.evil", ""] {
+            assert!(!a.host_allowed(bad), "{bad}");
+        }
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn seeding_sessions_announce_only_here() {
+        let (a, d) = app("127.0.0.1:6969", Some("tok"), None);
+        let theirs = vec![
+            vec!["http://10.66.66.66:6969/announce".to_string()],
+            vec!["http://127.0.0.1:80/announce".to_string()],
+            vec!["udp://localhost:6969/x".to_string(), "https://127.0.0.1:6969/announce".to_string()],
+        ];
+        assert_eq!(a.own_trackers(&theirs), vec![vec!["udp://localhost:6969/announce/tok".to_string()]]);
+        assert_eq!(a.own_trackers(&theirs[..2]), vec![vec!["http://127.0.0.1:6969/announce/tok".to_string()]], "nothing of theirs: our own address");
+        let (wide, d2) = app("0.0.0.0:6969", None, None);
+        assert_eq!(wide.own_trackers(&[]), vec![vec!["http://127.0.0.1:6969/announce".to_string()]]);
+        let (public, d3) = app("0.0.0.0:6969", None, Some("http://origin:6969/"));
+        assert_eq!(public.own_trackers(&theirs), vec![vec!["http://origin:6969/announce".to_string()]]);
+        for d in [d, d2, d3] {
+            std::fs::remove_dir_all(d).unwrap();
+        }
+    }
+}
