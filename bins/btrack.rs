@@ -111,6 +111,9 @@ fn run(args: Args) -> Result<i32, Failure> {
     }
     let mut allowed_hosts = Vec::new();
     for h in &args.allow_host {
+        if h.parse::<std::net::IpAddr>().is_ok() {
+            continue; // IP literals are always allowed
+        }
         if h.is_empty() || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b)) {
             return Err(format!("--allow-host {h:?}: a host name (letters, digits, - and .), without port").into());
         }
