@@ -932,6 +932,85 @@ fn wd(method: &str, url: &str, body: serde_json::Value) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
+/// A headless Chromium driven over WebDriver; the session and the driver end on drop.
+struct Browser {
+    sess: String,
+    _driver: Proc,
+}
+
+impl Browser {
+    fn start(d: &Dir) -> Browser {
+        let port = free_port();
+        let driver = Proc(Command::new("chromedriver").arg(format!("--port={port}")).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+        let base = format!("http://127.0.0.1:{port}");
+        poll("chromedriver", Duration::from_secs(30), || TcpStream::connect(("127.0.0.1", port)).ok());
+        let profile = d.join("profile");
+        std::fs::create_dir_all(&profile).unwrap();
+        let caps = serde_json::json!({"capabilities": {"alwaysMatch": {"goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", format!("--user-data-dir={}", profile.display())]
+        }}}});
+        let s = wd("POST", &format!("{base}/session"), caps);
+        let sid = s["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {s}")).to_string();
+        Browser { sess: format!("{base}/session/{sid}"), _driver: driver }
+    }
+    fn open(&self, url: &str) {
+        wd("POST", &format!("{}/url", self.sess), serde_json::json!({ "url": url }));
+    }
+    fn find(&self, css: &str) -> String {
+        let r = wd("POST", &format!("{}/element", self.sess), serde_json::json!({"using": "css selector", "value": css}));
+        r["value"]["element-6066-11e4-a52e-4f735466cecf"].as_str().unwrap_or_else(|| panic!("{css}: {r}")).to_string()
+    }
+    fn text(&self, el: &str) -> String {
+        wd("GET", &format!("{}/element/{el}/text", self.sess), serde_json::Value::Null)["value"].as_str().unwrap_or("").to_string()
+    }
+    fn type_into(&self, el: &str, text: &str) {
+        wd("POST", &format!("{}/element/{el}/value", self.sess), serde_json::json!({ "text": text }));
+    }
+    fn click(&self, el: &str) {
+        wd("POST", &format!("{}/element/{el}/click", self.sess), serde_json::json!({}));
+    }
+    /// Runs `script` in the page (WebDriver execute/sync) and answers its return value.
+    fn eval(&self, script: &str, args: serde_json::Value) -> serde_json::Value {
+        wd("POST", &format!("{}/execute/sync", self.sess), serde_json::json!({ "script": script, "args": args }))["value"].clone()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = agent().delete(&self.sess).call();
+    }
+}
+
+#[test]
+fn chromium_uploads_with_tokens_and_downloads_with_the_cookie() {
+    if !have("chromedriver") || !have("/usr/bin/chromium") {
+        return;
+    }
+    let d = Dir::new("btrack-chromium-tok");
+    let b = Btrack::start(&d.join("data"), &["--token", "s3kr1tTOK", "--admin-token", "ADM"]);
+    let file = d.join("upload/secret-file.bin");
+    write_data(&file, 200_000, 33);
+    let br = Browser::start(&d);
+    br.open(&b.url("/"));
+    let page_src = br.eval("return document.documentElement.outerHTML", serde_json::json!([]));
+    assert!(!page_src.as_str().unwrap().contains("s3kr1tTOK"), "the page holds no secret");
+    br.type_into(&br.find("#admin"), "ADM");
+    br.type_into(&br.find("#file"), &file.display().to_string());
+    br.click(&br.find("#go"));
+    let ih_el = br.find("#result-ih");
+    let ih = poll("the page to show the new torrent", Duration::from_secs(60), || {
+        let t = br.text(&ih_el);
+        (t.len() == 40).then_some(t)
+    });
+    // The .torrent link works in this browser (the cookie the token field set), not elsewhere.
+    let href = format!("/torrents/{ih}.torrent");
+    let get = "var x=new XMLHttpRequest();x.open('GET',arguments[0],false);x.send();return [x.status, x.responseText.indexOf('announce/s3kr1tTOK')>=0];";
+    assert_eq!(br.eval(get, serde_json::json!([href])), serde_json::json!([200, true]));
+    assert_eq!(http("GET", &b.url(&href), None, &[]).0, 401);
+}
+
 #[test]
 fn chromium_uploads_through_the_form() {
     if !have("chromedriver") || !have("/usr/bin/chromium") {
@@ -941,33 +1020,11 @@ fn chromium_uploads_through_the_form() {
     let b = Btrack::start(&d.join("data"), &[]);
     let file = d.join("upload/browser-file.iso");
     write_data(&file, 3_000_000, 31);
-    let port = free_port();
-    let _driver = Proc(Command::new("chromedriver").arg(format!("--port={port}")).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
-    let base = format!("http://127.0.0.1:{port}");
-    poll("chromedriver", Duration::from_secs(30), || TcpStream::connect(("127.0.0.1", port)).ok());
-    let profile = d.join("profile");
-    std::fs::create_dir_all(&profile).unwrap();
-    let caps = serde_json::json!({"capabilities": {"alwaysMatch": {"goog:chromeOptions": {
-        "binary": "/usr/bin/chromium",
-        "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", format!("--user-data-dir={}", profile.display())]
-    }}}});
-    let s = wd("POST", &format!("{base}/session"), caps);
-    let sid = s["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {s}")).to_string();
-    let sess = format!("{base}/session/{sid}");
-    struct End(String);
-    impl Drop for End {
-        fn drop(&mut self) {
-            let _ = agent().delete(&self.0).call();
-        }
-    }
-    let _end = End(sess.clone());
-    wd("POST", &format!("{sess}/url"), serde_json::json!({"url": b.url("/")}));
-    let find = |css: &str| -> String {
-        let r = wd("POST", &format!("{sess}/element"), serde_json::json!({"using": "css selector", "value": css}));
-        r["value"]["element-6066-11e4-a52e-4f735466cecf"].as_str().unwrap_or_else(|| panic!("{css}: {r}")).to_string()
-    };
-    let text = |el: &str| -> String { wd("GET", &format!("{sess}/element/{el}/text"), serde_json::Value::Null)["value"].as_str().unwrap_or("").to_string() };
+    let br = Browser::start(&d);
+    let sess = br.sess.clone();
+    br.open(&b.url("/"));
+    let find = |css: &str| br.find(css);
+    let text = |el: &str| br.text(el);
     let input = find("#file");
     wd("POST", &format!("{sess}/element/{input}/value"), serde_json::json!({"text": file.display().to_string()}));
     let go = find("#go");
