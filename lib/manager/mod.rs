@@ -208,7 +208,7 @@ impl App {
         if h.parse::<std::net::IpAddr>().is_ok() || h == "localhost" || h.ends_with(".localhost") {
             return true;
         }
-        if self.cfg.allowed_hosts.iter().any(|a| *a == h) || machine_names().contains(&h) {
+        if self.cfg.allowed_hosts.contains(&h) || machine_names().contains(&h) {
             return true;
         }
         let public = self.cfg.public_url.as_deref().and_then(|u| u.strip_prefix("http://")).map(|r| host_name(r.split('/').next().unwrap_or("")));
