@@ -26,12 +26,21 @@ struct Args {
     /// track any info-hash, not only registered torrents
     #[argh(switch)]
     open: bool,
-    /// require announces to /announce/SECRET (UDP: the same path in the request string)
+    /// require announces to /announce/SECRET (UDP: the same path in the request string); .torrent downloads then need it or the admin token
     #[argh(option)]
     token: Option<String>,
-    /// require this token for uploads, registrations and deletions
+    /// require this token (Authorization: Bearer) for uploads, registrations and deletions
     #[argh(option)]
     admin_token: Option<String>,
+    /// allow uploads, registrations and deletions without --admin-token on a non-loopback address (a trusted network only)
+    #[argh(switch)]
+    open_admin: bool,
+    /// a host name the manager answers to besides IP addresses, localhost and this machine's name (repeatable)
+    #[argh(option)]
+    allow_host: Vec<String>,
+    /// take a peer's address from the announce's ip= parameter instead of its source address (behind a proxy or on a trusted network)
+    #[argh(switch)]
+    accept_ip_param: bool,
     /// base URL clients reach this tracker at (http://host:port), for uploaded torrents' announce URL (default: the Host the uploader used)
     #[argh(option)]
     public_url: Option<String>,
@@ -44,15 +53,30 @@ struct Args {
     /// most peers kept per torrent (default 10000)
     #[argh(option, default = "10_000")]
     max_peers: usize,
+    /// most peers kept over all torrents (default 1000000, about 165 MB)
+    #[argh(option, default = "1_000_000")]
+    max_peers_total: usize,
     /// most torrents tracked (default 100000)
     #[argh(option, default = "100_000")]
     max_torrents: usize,
+    /// most torrents registered in the data directory (default 10000)
+    #[argh(option, default = "10_000")]
+    max_registered: usize,
     /// most simultaneous HTTP connections (default 512)
     #[argh(option, default = "512")]
     max_connections: usize,
+    /// most simultaneous HTTP connections from one address (default 32)
+    #[argh(option, default = "32")]
+    max_connections_per_ip: usize,
+    /// time a request head may take, and a request body before it must keep up 16 KiB/s on average (default 20s)
+    #[argh(option, default = "String::from(\"20s\")")]
+    request_timeout: String,
     /// most UDP packets per second accepted from one address, 0 for no limit (default 5000)
     #[argh(option, default = "5000")]
     udp_rate_limit: u32,
+    /// most HTTP announces per second accepted from one address, 0 for no limit (default 200)
+    #[argh(option, default = "200")]
+    http_rate_limit: u32,
     /// seed every registered torrent whose content is in the data directory (uploads included)
     #[argh(switch)]
     seed: bool,
@@ -65,6 +89,9 @@ struct Args {
     /// with --seed: cap on the upload rate of each seeded torrent, K/M/G suffix allowed
     #[argh(option)]
     seed_upload_rate: Option<String>,
+    /// with --seed: most torrents seeded at once (default 64)
+    #[argh(option, default = "64")]
+    max_seeds: usize,
 }
 
 fn main() {
@@ -77,6 +104,20 @@ fn run(args: Args) -> Result<i32, Failure> {
     let interval = units::parse_duration(&args.interval).map_err(|e| format!("--interval: {e}"))?;
     if interval < Duration::from_secs(1) {
         return Err("--interval must be at least 1s".into());
+    }
+    let request_timeout = units::parse_duration(&args.request_timeout).map_err(|e| format!("--request-timeout: {e}"))?;
+    if request_timeout < Duration::from_secs(1) {
+        return Err("--request-timeout must be at least 1s".into());
+    }
+    let mut allowed_hosts = Vec::new();
+    for h in &args.allow_host {
+        if h.parse::<std::net::IpAddr>().is_ok() {
+            continue; // IP literals are always allowed
+        }
+        if h.is_empty() || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b)) {
+            return Err(format!("--allow-host {h:?}: a host name (letters, digits, - and .), without port").into());
+        }
+        allowed_hosts.push(h.trim_end_matches('.').to_ascii_lowercase());
     }
     for (flag, t) in [("--token", &args.token), ("--admin-token", &args.admin_token)] {
         if let Some(t) = t {
@@ -96,8 +137,15 @@ fn run(args: Args) -> Result<i32, Failure> {
         .map_err(|e| format!("--listen {}: {e}", args.listen))?
         .next()
         .ok_or_else(|| format!("--listen {}: no address", args.listen))?;
+    if !shoal::tracker::server::canonical_ip(addr.ip()).is_loopback() && args.admin_token.is_none() && !args.open_admin {
+        return Err(format!(
+            "--listen {addr}: beyond loopback, uploads, registrations and deletions need --admin-token (or --open-admin on a trusted network)"
+        )
+        .into());
+    }
 
     let (registry, warnings) = Registry::open(&args.data_dir).map_err(|e| format!("data directory: {e}"))?;
+    let registry = registry.with_max(args.max_registered);
     for w in warnings {
         eprintln!("btrack: warning: skipping {w}");
     }
@@ -113,13 +161,22 @@ fn run(args: Args) -> Result<i32, Failure> {
         min_interval: (iv / 10).max(1),
         max_peers_per_torrent: args.max_peers.max(1),
         max_torrents: args.max_torrents.max(1),
+        max_peers_total: args.max_peers_total.max(1),
         udp_rate_limit: args.udp_rate_limit,
+        http_rate_limit: args.http_rate_limit,
+        accept_ip_param: args.accept_ip_param,
         ..server::Config::default()
     }));
     let app = Arc::new(App {
         tracker: tracker.clone(),
         registry,
-        cfg: manager::Config { public_url: args.public_url.clone(), max_upload, admin_token: args.admin_token.clone(), listen: bound.to_string() },
+        cfg: manager::Config {
+            public_url: args.public_url.clone(),
+            max_upload,
+            admin_token: args.admin_token.clone(),
+            listen: bound.to_string(),
+            allowed_hosts,
+        },
     });
     app.sync_tracker();
 
@@ -139,7 +196,13 @@ fn run(args: Args) -> Result<i32, Failure> {
     {
         let a = app.clone();
         let t = tracker.clone();
-        let cfg = httpd::Config { max_workers: args.max_connections.max(4), ..httpd::Config::default() };
+        let cfg = httpd::Config {
+            max_workers: args.max_connections.max(4),
+            max_per_ip: args.max_connections_per_ip.max(1),
+            head_deadline: request_timeout,
+            body_grace: request_timeout,
+            ..httpd::Config::default()
+        };
         std::thread::Builder::new()
             .name("btrack-accept".into())
             .spawn(move || {
@@ -170,6 +233,8 @@ fn run(args: Args) -> Result<i32, Failure> {
             max_upload_rate: rate.unwrap_or(0),
             upload_slots: 16,
             quiet: false,
+            max_sessions: args.max_seeds.max(1),
+            max_verifying: 2,
         }))
     } else {
         None
@@ -179,17 +244,7 @@ fn run(args: Args) -> Result<i32, Failure> {
         if let Some(s) = &seeder {
             if last_sync.elapsed() >= Duration::from_secs(2) {
                 last_sync = std::time::Instant::now();
-                let wanted = app
-                    .registry
-                    .list()
-                    .iter()
-                    .filter_map(|e| {
-                        let path = app.registry.content_of(e)?;
-                        let meta = shoal::metainfo::Metainfo::parse(&e.torrent).ok()?;
-                        Some((meta, path))
-                    })
-                    .collect();
-                s.sync(wanted);
+                s.sync_by(&app.seedable(), &|ih| app.seed_source(ih));
             }
         }
         std::thread::sleep(Duration::from_millis(200));

@@ -4,6 +4,9 @@
 //!
 //! Content is verified before a session starts (on its own thread, so one large file does
 //! not hold up the others); content that does not match is reported once and left alone.
+//! At most `max_sessions` torrents are seeded (or held after a failed check) and at most
+//! `max_verifying` checks run at once, so registrations cannot make the origin re-hash or
+//! open ports without bound.
 
 use crate::metainfo::{InfoHash, Metainfo};
 use crate::session::{self, Config, Setup};
@@ -12,7 +15,7 @@ use crate::verify;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 pub struct Options {
     pub base_port: u16,
@@ -20,6 +23,31 @@ pub struct Options {
     pub max_upload_rate: u64,
     pub upload_slots: usize,
     pub quiet: bool,
+    /// Most torrents seeded at once (0: no limit).
+    pub max_sessions: usize,
+    /// Most content checks running at once (at least 1).
+    pub max_verifying: usize,
+}
+
+/// A counting semaphore for content checks.
+struct Gate {
+    busy: Mutex<usize>,
+    freed: Condvar,
+    max: usize,
+}
+
+impl Gate {
+    fn enter(&self) {
+        let mut n = self.busy.lock().unwrap();
+        while *n >= self.max {
+            n = self.freed.wait(n).unwrap();
+        }
+        *n += 1;
+    }
+    fn leave(&self) {
+        *self.busy.lock().unwrap() -= 1;
+        self.freed.notify_one();
+    }
 }
 
 struct Running {
@@ -32,11 +60,20 @@ pub struct Seeder {
     /// Torrents being seeded (or whose content failed to verify: not retried until they are
     /// unregistered and registered again).
     running: Mutex<HashMap<InfoHash, Running>>,
+    gate: Arc<Gate>,
+    /// The session cap was reported (once until there is room again).
+    full_reported: AtomicBool,
 }
 
 impl Seeder {
     pub fn new(opts: Options) -> Seeder {
-        Seeder { opts, running: Mutex::new(HashMap::new()) }
+        let gate = Arc::new(Gate { busy: Mutex::new(0), freed: Condvar::new(), max: opts.max_verifying.max(1) });
+        Seeder { opts, running: Mutex::new(HashMap::new()), gate, full_reported: AtomicBool::new(false) }
+    }
+
+    /// How many torrents are seeded (or held after a failed check).
+    pub fn sessions(&self) -> usize {
+        self.running.lock().unwrap().len()
     }
 
     /// The port a torrent is seeded on, if it is.
@@ -46,8 +83,19 @@ impl Seeder {
 
     /// Makes the set of seeded torrents equal to `wanted` (torrent, content path).
     pub fn sync(&self, wanted: Vec<(Metainfo, PathBuf)>) {
-        let mut running = self.running.lock().unwrap();
         let keep: Vec<InfoHash> = wanted.iter().map(|(m, _)| m.info_hash).collect();
+        let wanted = Mutex::new(wanted);
+        self.sync_by(&keep, &|ih| {
+            let mut w = wanted.lock().unwrap();
+            let i = w.iter().position(|(m, _)| m.info_hash == *ih)?;
+            Some(w.swap_remove(i))
+        });
+    }
+
+    /// Makes the set of seeded torrents equal to `keep`; `load` is asked for the torrent
+    /// and content path only of those not seeded yet (so nothing is re-read every sync).
+    pub fn sync_by(&self, keep: &[InfoHash], load: &dyn Fn(&InfoHash) -> Option<(Metainfo, PathBuf)>) {
+        let mut running = self.running.lock().unwrap();
         running.retain(|ih, r| {
             let k = keep.contains(ih);
             if !k {
@@ -55,11 +103,21 @@ impl Seeder {
             }
             k
         });
-        for (meta, path) in wanted {
-            let ih = meta.info_hash;
-            if running.contains_key(&ih) {
+        for ih in keep {
+            if running.contains_key(ih) {
                 continue;
             }
+            if self.opts.max_sessions > 0 && running.len() >= self.opts.max_sessions {
+                if !self.full_reported.swap(true, Ordering::Relaxed) && !self.opts.quiet {
+                    eprintln!("btrack: seeding {} torrents, the limit (--max-seeds): others wait for a free place", running.len());
+                }
+                break;
+            }
+            let (meta, path) = match load(ih) {
+                Some(x) => x,
+                None => continue,
+            };
+            let ih = meta.info_hash;
             let used: Vec<u16> = running.values().map(|r| r.port).collect();
             let port = (self.opts.base_port..=u16::MAX).find(|p| !used.contains(p)).unwrap_or(0);
             let stop = Arc::new(AtomicBool::new(false));
@@ -73,13 +131,17 @@ impl Seeder {
                 ..Config::seeder("btrack", port, meta.trackers())
             };
             let quiet = self.opts.quiet;
+            let gate = self.gate.clone();
             let _ = std::thread::Builder::new().name(format!("seed-{}", &ih.hex()[..8])).spawn(move || {
-                if let Err(e) = seed_one(meta, path, cfg, stop) {
+                if let Err(e) = seed_one(meta, path, cfg, stop, &gate) {
                     if !quiet {
                         eprintln!("btrack: not seeding {ih}: {e}");
                     }
                 }
             });
+        }
+        if self.opts.max_sessions == 0 || running.len() < self.opts.max_sessions {
+            self.full_reported.store(false, Ordering::Relaxed);
         }
     }
 
@@ -90,8 +152,16 @@ impl Seeder {
     }
 }
 
-fn seed_one(meta: Metainfo, path: PathBuf, cfg: Config, stop: Arc<AtomicBool>) -> Result<(), String> {
-    let report = verify::verify(&meta.info, &path, cfg.threads, &mut |_| {}).map_err(|e| e.to_string())?;
+fn seed_one(meta: Metainfo, path: PathBuf, cfg: Config, stop: Arc<AtomicBool>, gate: &Gate) -> Result<(), String> {
+    gate.enter();
+    let report = if stop.load(Ordering::SeqCst) {
+        gate.leave();
+        return Ok(());
+    } else {
+        let r = verify::verify(&meta.info, &path, cfg.threads, &mut |_| {});
+        gate.leave();
+        r.map_err(|e| e.to_string())?
+    };
     if !report.complete() {
         return Err(format!("{} does not match the torrent ({} bad pieces)", path.display(), report.bad_pieces.len()));
     }

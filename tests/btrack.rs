@@ -262,7 +262,12 @@ fn upload_register_announce_restart_delete() {
     assert_eq!(s, 422);
     let (s, _, _) = http("DELETE", &b.url(&format!("/api/torrents/{ih}")), None, &[]);
     assert_eq!(s, 401);
+    // The admin token is taken from headers only: in a URL it would land in logs and histories.
     let (s, _, _) = http("DELETE", &b.url(&format!("/api/torrents/{ih}?admin_token=adm")), None, &[]);
+    assert_eq!(s, 401);
+    let (s, _, _) = http("DELETE", &b.url(&format!("/api/torrents/{ih}")), None, &[("Authorization", "Bearer adx")]);
+    assert_eq!(s, 401);
+    let (s, _, _) = http("DELETE", &b.url(&format!("/api/torrents/{ih}")), None, &[("Authorization", "Bearer adm")]);
     assert_eq!(s, 200);
     assert!(matches!(client::announce(&b.url("/announce"), &req(ih_bytes(&ih), 1, 7001, 0), T), Err(client::Error::Failure { .. })));
     assert!(!data_dir.join(format!("torrents/{ih}.torrent")).exists());
@@ -356,6 +361,11 @@ fn startup_errors_are_one_line_and_exit_2() {
         (vec!["--token".into(), "a b".into()], "--token"),
         (vec!["--public-url".into(), "https://x".into()], "--public-url"),
         (vec!["--data-dir".into(), "/proc/shoal-nope".into()], "data directory"),
+        // Beyond loopback, writes need an admin token unless the operator opens them.
+        (vec!["--listen".into(), "0.0.0.0:0".into()], "--admin-token"),
+        (vec!["--listen".into(), "[::]:0".into()], "--open-admin"),
+        (vec!["--request-timeout".into(), "0s".into()], "--request-timeout"),
+        (vec!["--allow-host".into(), "evil.example:80".into()], "--allow-host"),
     ];
     for (args, want) in cases {
         let mut c = cmd("btrack");
@@ -432,7 +442,7 @@ fn interrupted_upload_leaves_nothing() {
     let b = Btrack::start(&d.join("data"), &["--max-upload", "1M"]);
     // Claims 600 000 bytes, sends 100 000, hangs up.
     let mut s = TcpStream::connect(b.addr()).unwrap();
-    write!(s, "PUT /api/upload?name=cut.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 600000\r\n\r\n").unwrap();
+    write!(s, "PUT /api/upload?name=cut.bin HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 600000\r\n\r\n").unwrap();
     s.write_all(&data(100_000, 3)).unwrap();
     drop(s);
     poll("the failed upload to be counted", T, || {
@@ -550,6 +560,14 @@ fn malformed_requests_get_the_right_error() {
         (format!("GET / HTTP/1.1\r\n{}\r\n", "X-A: b\r\n".repeat(150)).into_bytes(), 431, "too many headers"),
         (b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec(), 400, "incomplete"),
         (b"PUT /api/upload?name=x HTTP/1.1\r\nContent-Length: abc\r\n\r\n".to_vec(), 400, "Content-Length"),
+        // Framing that two parsers could read differently (request smuggling): all 400.
+        (b"PUT /api/upload?name=x HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc".to_vec(), 400, "more than one"),
+        (b"PUT /api/upload?name=x HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nabc".to_vec(), 400, "more than one"),
+        (b"PUT /api/upload?name=x HTTP/1.1\r\nContent-Length: +5\r\n\r\nabcde".to_vec(), 400, "plain decimal"),
+        (b"PUT /api/upload?name=x HTTP/1.1\r\nContent-Length: 0x5\r\n\r\nabcde".to_vec(), 400, "plain decimal"),
+        (b"PUT /api/upload?name=x HTTP/1.1\r\nTransfer-Encoding: xchunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_vec(), 400, "Transfer-Encoding"),
+        (b"PUT /api/upload?name=x HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_vec(), 400, "Transfer-Encoding"),
+        (b"PUT /api/upload?name=x HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_vec(), 400, "Content-Length"),
         (b"PUT /api/upload?name=x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_vec(), 411, "Content-Length"),
         (b"PUT /api/upload HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc".to_vec(), 400, "missing ?name"),
         (b"PUT /api/upload?name=x&piece_length=1000 HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc".to_vec(), 400, "piece length"),
@@ -812,7 +830,8 @@ fn third_party_announces(tool: &str, udp_tracker: bool, expect_prefix: &str) {
     let d = Dir::new(&format!("btrack-{tool}-{udp_tracker}"));
     let netns = (tool == "transmission-cli").then(Netns::new);
     let b = match &netns {
-        Some(ns) => Btrack::start_on(&ns.ours, &d.join("data"), &[]),
+        // Not loopback, no admin token: the operator says the network is trusted.
+        Some(ns) => Btrack::start_on(&ns.ours, &d.join("data"), &["--open-admin"]),
         None => Btrack::start(&d.join("data"), &[]),
     };
     let peer_ip = netns.as_ref().map(|n| n.theirs.clone()).unwrap_or_else(|| "127.0.0.1".into());
@@ -913,6 +932,85 @@ fn wd(method: &str, url: &str, body: serde_json::Value) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
+/// A headless Chromium driven over WebDriver; the session and the driver end on drop.
+struct Browser {
+    sess: String,
+    _driver: Proc,
+}
+
+impl Browser {
+    fn start(d: &Dir) -> Browser {
+        let port = free_port();
+        let driver = Proc(Command::new("chromedriver").arg(format!("--port={port}")).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+        let base = format!("http://127.0.0.1:{port}");
+        poll("chromedriver", Duration::from_secs(30), || TcpStream::connect(("127.0.0.1", port)).ok());
+        let profile = d.join("profile");
+        std::fs::create_dir_all(&profile).unwrap();
+        let caps = serde_json::json!({"capabilities": {"alwaysMatch": {"goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", format!("--user-data-dir={}", profile.display())]
+        }}}});
+        let s = wd("POST", &format!("{base}/session"), caps);
+        let sid = s["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {s}")).to_string();
+        Browser { sess: format!("{base}/session/{sid}"), _driver: driver }
+    }
+    fn open(&self, url: &str) {
+        wd("POST", &format!("{}/url", self.sess), serde_json::json!({ "url": url }));
+    }
+    fn find(&self, css: &str) -> String {
+        let r = wd("POST", &format!("{}/element", self.sess), serde_json::json!({"using": "css selector", "value": css}));
+        r["value"]["element-6066-11e4-a52e-4f735466cecf"].as_str().unwrap_or_else(|| panic!("{css}: {r}")).to_string()
+    }
+    fn text(&self, el: &str) -> String {
+        wd("GET", &format!("{}/element/{el}/text", self.sess), serde_json::Value::Null)["value"].as_str().unwrap_or("").to_string()
+    }
+    fn type_into(&self, el: &str, text: &str) {
+        wd("POST", &format!("{}/element/{el}/value", self.sess), serde_json::json!({ "text": text }));
+    }
+    fn click(&self, el: &str) {
+        wd("POST", &format!("{}/element/{el}/click", self.sess), serde_json::json!({}));
+    }
+    /// Runs `script` in the page (WebDriver execute/sync) and answers its return value.
+    fn eval(&self, script: &str, args: serde_json::Value) -> serde_json::Value {
+        wd("POST", &format!("{}/execute/sync", self.sess), serde_json::json!({ "script": script, "args": args }))["value"].clone()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = agent().delete(&self.sess).call();
+    }
+}
+
+#[test]
+fn chromium_uploads_with_tokens_and_downloads_with_the_cookie() {
+    if !have("chromedriver") || !have("/usr/bin/chromium") {
+        return;
+    }
+    let d = Dir::new("btrack-chromium-tok");
+    let b = Btrack::start(&d.join("data"), &["--token", "s3kr1tTOK", "--admin-token", "ADM"]);
+    let file = d.join("upload/secret-file.bin");
+    write_data(&file, 200_000, 33);
+    let br = Browser::start(&d);
+    br.open(&b.url("/"));
+    let page_src = br.eval("return document.documentElement.outerHTML", serde_json::json!([]));
+    assert!(!page_src.as_str().unwrap().contains("s3kr1tTOK"), "the page holds no secret");
+    br.type_into(&br.find("#admin"), "ADM");
+    br.type_into(&br.find("#file"), &file.display().to_string());
+    br.click(&br.find("#go"));
+    let ih_el = br.find("#result-ih");
+    let ih = poll("the page to show the new torrent", Duration::from_secs(60), || {
+        let t = br.text(&ih_el);
+        (t.len() == 40).then_some(t)
+    });
+    // The .torrent link works in this browser (the cookie the token field set), not elsewhere.
+    let href = format!("/torrents/{ih}.torrent");
+    let get = "var x=new XMLHttpRequest();x.open('GET',arguments[0],false);x.send();return [x.status, x.responseText.indexOf('announce/s3kr1tTOK')>=0];";
+    assert_eq!(br.eval(get, serde_json::json!([href])), serde_json::json!([200, true]));
+    assert_eq!(http("GET", &b.url(&href), None, &[]).0, 401);
+}
+
 #[test]
 fn chromium_uploads_through_the_form() {
     if !have("chromedriver") || !have("/usr/bin/chromium") {
@@ -922,33 +1020,11 @@ fn chromium_uploads_through_the_form() {
     let b = Btrack::start(&d.join("data"), &[]);
     let file = d.join("upload/browser-file.iso");
     write_data(&file, 3_000_000, 31);
-    let port = free_port();
-    let _driver = Proc(Command::new("chromedriver").arg(format!("--port={port}")).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
-    let base = format!("http://127.0.0.1:{port}");
-    poll("chromedriver", Duration::from_secs(30), || TcpStream::connect(("127.0.0.1", port)).ok());
-    let profile = d.join("profile");
-    std::fs::create_dir_all(&profile).unwrap();
-    let caps = serde_json::json!({"capabilities": {"alwaysMatch": {"goog:chromeOptions": {
-        "binary": "/usr/bin/chromium",
-        "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", format!("--user-data-dir={}", profile.display())]
-    }}}});
-    let s = wd("POST", &format!("{base}/session"), caps);
-    let sid = s["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {s}")).to_string();
-    let sess = format!("{base}/session/{sid}");
-    struct End(String);
-    impl Drop for End {
-        fn drop(&mut self) {
-            let _ = agent().delete(&self.0).call();
-        }
-    }
-    let _end = End(sess.clone());
-    wd("POST", &format!("{sess}/url"), serde_json::json!({"url": b.url("/")}));
-    let find = |css: &str| -> String {
-        let r = wd("POST", &format!("{sess}/element"), serde_json::json!({"using": "css selector", "value": css}));
-        r["value"]["element-6066-11e4-a52e-4f735466cecf"].as_str().unwrap_or_else(|| panic!("{css}: {r}")).to_string()
-    };
-    let text = |el: &str| -> String { wd("GET", &format!("{sess}/element/{el}/text"), serde_json::Value::Null)["value"].as_str().unwrap_or("").to_string() };
+    let br = Browser::start(&d);
+    let sess = br.sess.clone();
+    br.open(&b.url("/"));
+    let find = |css: &str| br.find(css);
+    let text = |el: &str| br.text(el);
     let input = find("#file");
     wd("POST", &format!("{sess}/element/{input}/value"), serde_json::json!({"text": file.display().to_string()}));
     let go = find("#go");
@@ -975,4 +1051,325 @@ fn chromium_uploads_through_the_form() {
     wd("POST", &format!("{sess}/url"), serde_json::json!({"url": b.url("/")}));
     let row = find(&format!("tr[data-ih='{ih}']"));
     assert!(text(&row).contains("browser-file.iso"));
+}
+
+// ---- hostile review (issue 10) -------------------------------------------------------------------
+
+/// A torrent for `data` named `name` (mktorrent, optional piece length and announce URL).
+fn make_torrent(d: &Dir, name: &str, data: &[u8], piece: Option<&str>, announce: Option<&str>) -> Vec<u8> {
+    let src = d.join(&format!("src-{}", piece.unwrap_or("auto")));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join(name), data).unwrap();
+    let out = src.join(format!("{name}.torrent"));
+    let mut c = cmd("mktorrent");
+    c.arg("-q").arg("-o").arg(&out);
+    if let Some(p) = piece {
+        c.args(["-l", p]);
+    }
+    if let Some(a) = announce {
+        c.args(["-a", a]);
+    }
+    assert_exit(&run(c.arg(src.join(name))), 0);
+    std::fs::read(out).unwrap()
+}
+
+#[test]
+fn announce_token_never_reaches_callers_without_it() {
+    let d = Dir::new("btrack-secret");
+    let b = Btrack::start(&d.join("data"), &["--token", "s3cret", "--admin-token", "ADM"]);
+    let (s, _, torrent) = upload(&b, "t.bin", &data(50_000, 61), &[("Authorization", "Bearer ADM")]);
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&torrent));
+    let ih = info_hash_of(&torrent);
+    let contains = |b: &[u8]| b.windows(6).any(|w| w == b"s3cret");
+    assert!(contains(&torrent), "the admin gets the real announce URL");
+    // Unauthenticated: every page and API answer names the token only as <token>.
+    for path in ["/api/torrents".to_string(), format!("/api/torrents/{ih}"), "/".into(), format!("/t/{ih}"), "/metrics".into()] {
+        let (s, _, body) = http("GET", &b.url(&path), None, &[]);
+        assert_eq!(s, 200, "{path}");
+        assert!(!contains(&body), "{path} leaks the token: {}", String::from_utf8_lossy(&body));
+    }
+    let l = get_json(&b.url("/api/torrents"));
+    assert_eq!(l[0]["announce"], b.url("/announce/<token>").as_str());
+    // The .torrent itself carries the token: it needs the token or the admin token.
+    let turl = b.url(&format!("/torrents/{ih}.torrent"));
+    let (s, _, body) = http("GET", &turl, None, &[]);
+    assert_eq!(s, 401);
+    assert!(!contains(&body));
+    for (k, v) in [("Authorization", "Bearer s3cret"), ("Authorization", "Bearer ADM"), ("Cookie", "x=1; btrack_auth=ADM"), ("X-Admin-Token", "ADM")] {
+        let (s, _, body) = http("GET", &turl, None, &[(k, v)]);
+        assert_eq!(s, 200, "{k}: {v}");
+        assert_eq!(info_hash_of(&body), ih);
+    }
+    for (k, v) in [("Authorization", "Bearer s3cre"), ("Authorization", "Bearer s3cret0"), ("Cookie", "btrack_auth=")] {
+        assert_eq!(http("GET", &turl, None, &[(k, v)]).0, 401, "{k}: {v}");
+    }
+    let j = get_json_with(&b.url("/api/torrents"), &[("Authorization", "Bearer s3cret")]);
+    assert_eq!(j[0]["announce"], b.url("/announce/s3cret").as_str());
+    // The announce token does not open writes when an admin token is set; no token in URLs.
+    assert_eq!(upload(&b, "u.bin", &data(1000, 62), &[("Authorization", "Bearer s3cret")]).0, 401);
+    assert_eq!(http("PUT", &b.url("/api/upload?name=u.bin&admin_token=ADM"), Some(&data(1000, 62)), &[]).0, 401);
+}
+
+fn get_json_with(url: &str, headers: &[(&str, &str)]) -> serde_json::Value {
+    let (s, _, b) = http("GET", url, None, headers);
+    assert_eq!(s, 200, "{url}: {}", String::from_utf8_lossy(&b));
+    serde_json::from_slice(&b).unwrap()
+}
+
+/// One UDP announce from `bind` (an address of ours on loopback): the answer, or the error.
+fn udp_announce_from(bind: &str, tracker: SocketAddr, ih: [u8; 20], peer_id: [u8; 20], key: u32, event: Event, port: u16) -> Result<Vec<SocketAddr>, String> {
+    let sock = UdpSocket::bind(bind).unwrap();
+    sock.set_read_timeout(Some(T)).unwrap();
+    sock.connect(tracker).unwrap();
+    let mut buf = [0u8; 1500];
+    sock.send(&udp::encode_request(&udp::Request::Connect { transaction_id: 1 })).unwrap();
+    let n = sock.recv(&mut buf).unwrap();
+    let cid = match udp::parse_response(&buf[..n], false).unwrap() {
+        udp::Response::Connect { connection_id, .. } => connection_id,
+        o => panic!("{o:?}"),
+    };
+    let a = udp::Announce {
+        connection_id: cid,
+        transaction_id: 2,
+        info_hash: ih,
+        peer_id,
+        downloaded: 0,
+        left: 5,
+        uploaded: 0,
+        event,
+        ip: 0,
+        key,
+        num_want: -1,
+        port,
+        url_data: Vec::new(),
+    };
+    sock.send(&udp::encode_request(&udp::Request::Announce(a))).unwrap();
+    let n = sock.recv(&mut buf).unwrap();
+    match udp::parse_response(&buf[..n], false).unwrap() {
+        udp::Response::Announce { peers, .. } => Ok(peers),
+        udp::Response::Error { message, .. } => Err(message),
+        o => panic!("{o:?}"),
+    }
+}
+
+#[test]
+fn announces_cannot_evict_or_move_another_peer() {
+    let d = Dir::new("btrack-hijack");
+    let b = Btrack::start(&d.join("data"), &[]);
+    let payload = data(20_000, 71);
+    let (s, _, t) = upload(&b, "h.bin", &payload, &[]);
+    assert_eq!(s, 200);
+    let ih = ih_bytes(&info_hash_of(&t));
+    let victim = *b"-VV0001-victimvictim";
+    // The victim announces over HTTP without a key: its id is bound to its source, 127.0.0.1.
+    let q = format!("info_hash={}&peer_id={}&port=7100&uploaded=0&downloaded=0&left=5&event=started", shoal::metainfo::url_encode(&ih), shoal::metainfo::url_encode(&victim));
+    let (s, _, body) = http("GET", &b.url(&format!("/announce?{q}")), None, &[]);
+    assert_eq!(s, 200);
+    shoal::tracker::http::decode_announce_response(&body).unwrap();
+    // Another address (127.0.0.2) stops it, then re-announces it elsewhere: both refused.
+    for ev in [Event::Stopped, Event::Started] {
+        let r = udp_announce_from("127.0.0.2:0", b.addr(), ih, victim, 99, ev, 22);
+        assert!(r.as_ref().is_err_and(|m| m.contains("peer id in use")), "{ev:?}: {r:?}");
+    }
+    // A keyed peer: the same address with another key cannot touch it either.
+    let keyed = AnnounceRequest { key: 0x1234, ..req(ih, 2, 7102, 5) };
+    client::announce(&b.url("/announce"), &keyed, T).unwrap();
+    let r = udp_announce_from("127.0.0.1:0", b.addr(), ih, keyed.peer_id, 0x4321, Event::Stopped, 7102);
+    assert!(r.is_err_and(|m| m.contains("peer id in use")));
+    // ip= is not honoured without --accept-ip-param: a peer is where it announced from.
+    let q2 = format!("info_hash={}&peer_id=-XX0001-ipparamippar&port=22&uploaded=0&downloaded=0&left=5&ip=10.66.66.66", shoal::metainfo::url_encode(&ih));
+    http("GET", &b.url(&format!("/announce?{q2}")), None, &[]);
+    let j = get_json(&b.url(&format!("/api/torrents/{}", shoal::hex::encode(&ih))));
+    let addrs: Vec<&str> = j["peers"].as_array().unwrap().iter().map(|p| p["address"].as_str().unwrap()).collect();
+    assert!(addrs.contains(&"127.0.0.1:7100") && addrs.contains(&"127.0.0.1:7102") && addrs.contains(&"127.0.0.1:22"), "{addrs:?}");
+    assert!(!addrs.iter().any(|a| a.starts_with("10.66.")), "{addrs:?}");
+    // The API shows the client prefix only, never a whole peer id.
+    let text = j.to_string();
+    assert!(!text.contains("victimvictim") && !text.contains(&shoal::hex::encode(&victim)), "{text}");
+    assert!(j["peers"].as_array().unwrap().iter().all(|p| p.get("peer_id").is_none() && p["client"].as_str().unwrap().len() <= 8));
+    let (_, _, m) = http("GET", &b.url("/metrics"), None, &[]);
+    assert!(String::from_utf8(m).unwrap().contains("btrack_errors_total{proto=\"udp\",reason=\"peer_id_taken\"} 3"));
+    // With the flag, ip= is taken as given.
+    let b2 = Btrack::start(&d.join("data2"), &["--accept-ip-param"]);
+    assert_eq!(upload(&b2, "h.bin", &payload, &[]).0, 200);
+    http("GET", &b2.url(&format!("/announce?{q2}")), None, &[]);
+    let j = get_json(&b2.url(&format!("/api/torrents/{}", shoal::hex::encode(&ih))));
+    assert_eq!(j["peers"][0]["address"], "10.66.66.66:22");
+}
+
+/// Connects, sends `head` and `body`, then reads until the server closes: (answer, elapsed).
+fn send_and_wait(addr: SocketAddr, head: &str, body: &[u8], within: Duration) -> (String, Duration) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let t0 = Instant::now();
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("no close within {within:?} ({e}); got {:?}", String::from_utf8_lossy(&out)),
+        }
+    }
+    (String::from_utf8_lossy(&out).into_owned(), t0.elapsed())
+}
+
+#[test]
+fn slow_bodies_and_unread_bodies_do_not_hold_workers() {
+    let d = Dir::new("btrack-slowbody");
+    // A 2 s grace instead of 20 s (the flag exists for this and for slow networks).
+    let b = Btrack::start(&d.join("data"), &["--request-timeout", "2s", "--max-connections-per-ip", "4"]);
+    // Content-Length: 2, one byte, then silence: cut off after the grace (408), not minutes later.
+    let (answer, took) = send_and_wait(b.addr(), "PUT /api/upload?name=slow.bin HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n\r\n", b"x", Duration::from_secs(20));
+    assert!(answer.starts_with("HTTP/1.1 408") && answer.contains("too slow"), "{answer:?}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    // A body the handler refuses without reading (401) is not drained: the answer comes at
+    // once and the connection is closed although 990 bytes are still owed.
+    let a = Btrack::start(&d.join("data-adm"), &["--admin-token", "ADM"]);
+    let (answer, took) = send_and_wait(a.addr(), "PUT /api/upload?name=x.bin HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n", &[0u8; 10], Duration::from_secs(20));
+    assert!(answer.starts_with("HTTP/1.1 401") && answer.contains("Connection: close"), "{answer:?}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    // Per-source cap: idle connections from 127.0.0.1 are refused past four; another
+    // source address is still served.
+    let mut idle: Vec<TcpStream> = Vec::new();
+    let refused = loop {
+        let (s, _) = raw_http(b.addr(), b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n");
+        if s == 503 {
+            break idle.len();
+        }
+        assert_eq!(s, 200);
+        assert!(idle.len() < 20, "never refused a connection");
+        idle.push(TcpStream::connect(b.addr()).unwrap());
+    };
+    assert!((3..=4).contains(&refused), "refused after {refused} idle connections, per-IP limit is 4");
+    if have("curl") {
+        let o = run(Command::new("curl").args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--interface", "127.0.0.2"]).arg(b.url("/metrics")));
+        assert_eq!(stdout(&o), "200", "{}", stderr(&o));
+    }
+}
+
+#[test]
+fn content_belongs_to_the_torrent_that_uploaded_it() {
+    let d = Dir::new("btrack-owner");
+    let data_dir = d.join("data");
+    let b = Btrack::start(&data_dir, &["--max-registered", "3"]);
+    let payload = data(60_000, 81);
+    let (s, _, t) = upload(&b, "img.bin", &payload, &[]);
+    assert_eq!(s, 200);
+    let owner = info_hash_of(&t);
+    // Another torrent named img.bin with the same length (other bytes): registered apart.
+    let other_t = make_torrent(&d, "img.bin", &data(60_000, 82), None, None);
+    let (s, _, body) = http("POST", &b.url("/api/torrents"), Some(&other_t), &[]);
+    assert_eq!(s, 201, "{}", String::from_utf8_lossy(&body));
+    let other = info_hash_of(&other_t);
+    let j = get_json(&b.url(&format!("/api/torrents/{other}")));
+    assert!(j["content_path"].is_null() && j["bseed_command"].is_null(), "{j}");
+    assert_eq!(http("DELETE", &b.url(&format!("/api/torrents/{other}")), None, &[]).0, 200);
+    assert_eq!(std::fs::read(data_dir.join("content/img.bin")).unwrap(), payload, "deleting another torrent kept the content");
+    assert!(!get_json(&b.url(&format!("/api/torrents/{owner}")))["content_path"].is_null());
+    // The cap on registrations: a fourth is refused with 507, uploads too, and nothing is written.
+    for seed in [83, 84] {
+        assert_eq!(http("POST", &b.url("/api/torrents"), Some(&make_torrent(&d, &format!("r{seed}"), &data(1000, seed), None, None)), &[]).0, 201);
+    }
+    let (s, _, body) = http("POST", &b.url("/api/torrents"), Some(&make_torrent(&d, "r85", &data(1000, 85), None, None)), &[]);
+    assert_eq!(s, 507, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("--max-registered"));
+    assert_eq!(upload(&b, "late.bin", &data(1000, 86), &[]).0, 507);
+    assert!(!data_dir.join("content/late.bin").exists());
+    assert_eq!(get_json(&b.url("/api/torrents")).as_array().unwrap().len(), 3);
+    // Deleting the owner takes its content with it.
+    assert_eq!(http("DELETE", &b.url(&format!("/api/torrents/{owner}")), None, &[]).0, 200);
+    assert!(!data_dir.join("content/img.bin").exists());
+}
+
+#[test]
+fn state_changes_are_closed_by_default() {
+    let d = Dir::new("btrack-admin");
+    let t = make_torrent(&d, "r.bin", &data(5000, 91), None, None);
+    let b = Btrack::start(&d.join("data"), &["--allow-host", "tracker.example"]);
+    let with_host = |method: &str, path: &str, host: &str| raw_http(b.addr(), format!("{method} {path} HTTP/1.1\r\nHost: {host}:{}\r\nConnection: close\r\n\r\n", b.port).as_bytes());
+    // DNS rebinding: a request naming a host that is not this btrack gets nothing.
+    for (method, path) in [("GET", "/"), ("GET", "/api/torrents"), ("DELETE", "/api/torrents/0000000000000000000000000000000000000000")] {
+        let (s, body) = with_host(method, path, "evil.example");
+        assert_eq!(s, 403, "{method} {path}: {body}");
+        assert!(body.contains("--allow-host"), "{body}");
+    }
+    for h in ["localhost", "tracker.example", "TRACKER.example", "127.0.0.1", "[::1]"] {
+        assert_eq!(with_host("GET", "/api/torrents", h).0, 200, "{h}");
+    }
+    // The tracker answers whatever name the torrent used.
+    let q = format!("info_hash={}&peer_id=-XX0001-abcdefghijkl&port=6881&uploaded=0&downloaded=0&left=10", "%00".repeat(20));
+    let (s, body) = with_host("GET", &format!("/announce?{q}"), "any.name");
+    assert_eq!(s, 200);
+    assert!(body.contains("unregistered torrent"), "{body}");
+    // Cross-origin writes (a form post as text/plain from another site) are refused.
+    let cross = [("Origin", "http://evil.example"), ("Content-Type", "text/plain")];
+    assert_eq!(http("POST", &b.url("/api/torrents"), Some(&t), &cross).0, 403);
+    assert_eq!(http("POST", &b.url("/api/torrents"), Some(&t), &[("Origin", "null")]).0, 403);
+    assert_eq!(http("POST", &b.url("/api/torrents"), Some(&t), &[("Referer", "http://evil.example/x")]).0, 403);
+    assert!(get_json(&b.url("/api/torrents")).as_array().unwrap().is_empty());
+    let same = format!("http://127.0.0.1:{}", b.port);
+    let (s, _, body) = http("POST", &b.url("/api/torrents"), Some(&t), &[("Origin", &same)]);
+    assert_eq!(s, 201, "{}", String::from_utf8_lossy(&body));
+    // Beyond loopback: --open-admin is the operator's explicit choice (refused without it,
+    // see startup_errors_are_one_line_and_exit_2).
+    let w = Btrack::start_on("0.0.0.0", &d.join("data-wide"), &["--open-admin"]);
+    let url = format!("http://127.0.0.1:{}/api/torrents", w.port);
+    assert_eq!(http("POST", &url, Some(&t), &[]).0, 201);
+}
+
+#[test]
+fn announce_rate_and_peer_caps() {
+    let d = Dir::new("btrack-caps");
+    let b = Btrack::start(&d.join("data"), &["--open", "--http-rate-limit", "3", "--max-peers-total", "2"]);
+    let ih = [8u8; 20];
+    // Twelve announces at once from one address: at most three a second get through.
+    let refused: Vec<String> = (0..12u8)
+        .filter_map(|i| match client::announce(&b.url("/announce"), &req(ih, 1 + i % 3, 7001, 5), T) {
+            Err(client::Error::Failure { reason, .. }) => Some(reason),
+            Ok(_) => None,
+            Err(e) => panic!("{e:?}"),
+        })
+        .collect();
+    assert!(refused.len() >= 3 && refused.iter().all(|r| r.starts_with("rate limited")), "{refused:?}");
+    // UDP is limited separately; the third peer is answered but not stored (global cap 2).
+    for pid in 1..=3u8 {
+        client::announce(&b.udp_url("/announce"), &req(ih, pid, 7000 + pid as u16, 5), T).unwrap();
+    }
+    let s = client::scrape(&b.udp_url("/announce"), &ih, T).unwrap();
+    assert_eq!(s.incomplete, 2);
+    let (_, _, m) = http("GET", &b.url("/metrics"), None, &[]);
+    let m = String::from_utf8(m).unwrap();
+    assert!(m.contains("btrack_peers 2"), "{m}");
+    assert!(!m.contains("btrack_errors_total{proto=\"http\",reason=\"rate_limited\"} 0"), "{m}");
+}
+
+#[test]
+fn seed_only_owned_content_and_only_to_this_btrack() {
+    let d = Dir::new("btrack-seedown");
+    let seed_port = free_port().to_string();
+    let b = Btrack::start(&d.join("data"), &["--seed", "--seed-port", &seed_port]);
+    let payload = data(300_000, 95);
+    // Stands in for a tracker that a poster chose.
+    let evil = TcpListener::bind("127.0.0.1:0").unwrap();
+    let evil_url = format!("http://{}/announce", evil.local_addr().unwrap());
+    // Registered first: the same content at other piece lengths, and same-name junk, all
+    // announcing elsewhere. None of them owns content/s.bin.
+    for (piece, seed) in [("16K", 95), ("32K", 96), ("64K", 95)] {
+        let bytes = if seed == 95 { payload.clone() } else { data(payload.len(), seed) };
+        let t = make_torrent(&d, "s.bin", &bytes, Some(piece), Some(&evil_url));
+        assert_eq!(http("POST", &b.url("/api/torrents"), Some(&t), &[]).0, 201);
+    }
+    let (s, _, t) = upload(&b, "s.bin", &payload, &[]);
+    assert_eq!(s, 200);
+    let ih = info_hash_of(&t);
+    // The upload is seeded, and its session announces here.
+    poll("the seeding session to announce to btrack", Duration::from_secs(60), || (get_json(&b.url(&format!("/api/torrents/{ih}")))["seeders"] == 1).then_some(()));
+    let log = b.log();
+    assert_eq!(log.matches("btrack: seeding ").count(), 1, "{log}");
+    assert!(!log.contains("not seeding"), "nothing else was verified: {log}");
+    evil.set_nonblocking(true).unwrap();
+    assert!(evil.accept().is_err(), "a seeding session announced to a tracker chosen by a poster");
 }

@@ -155,7 +155,7 @@ fn swarm_on_testbed() {
     // Origin: tracker, then the super-seeding seed.
     let track_log = dir.join("btrack.log");
     let mut c = tb.cmd(0, bin("btrack"));
-    c.arg("--listen").arg(format!("{}:{TRACKER_PORT}", addr(0))).arg("--data-dir").arg(dir.join("btrack-data")).arg("--open");
+    c.arg("--listen").arg(format!("{}:{TRACKER_PORT}", addr(0))).arg("--data-dir").arg(dir.join("btrack-data")).arg("--open").arg("--open-admin");
     kids.0.push(spawn_logged(c, &track_log));
     let scrape_url = format!("http://{}:{TRACKER_PORT}/scrape?info_hash={}", addr(0), pct(&info_hash));
     wait_until("btrack to answer", Duration::from_secs(30), || {

@@ -12,10 +12,17 @@
 //! - at most `max_workers` connections are served and `max_per_ip` per client address;
 //!   beyond that a connection gets `503` and is closed;
 //! - a request head is at most [`MAX_HEAD`] bytes and must arrive within
-//!   [`HEAD_DEADLINE`]; an idle keep-alive connection is closed after `idle_timeout`;
+//!   `head_deadline`; an idle keep-alive connection is closed after `idle_timeout`;
 //! - request bodies are streamed to the handler ([`Body`] implements `Read`, with
-//!   `Content-Length` or chunked framing); nothing buffers a whole body here. A body the
-//!   handler did not read closes the connection after the response.
+//!   `Content-Length` or chunked framing); nothing buffers a whole body here. A body must
+//!   keep up an average of `body_min_rate` bytes per second after a grace of
+//!   `body_grace` (so a 2-byte body trickled over minutes is cut off after the grace, and a
+//!   large upload may take as long as its size needs); every read waits at most until that
+//!   budget runs out. A body the handler did not read in full is not drained: the
+//!   connection is closed after the response;
+//! - framing is strict: one `Content-Length` of plain digits, `Transfer-Encoding` exactly
+//!   `chunked`, never both; anything else is `400` (request smuggling needs two parsers
+//!   to disagree about where a body ends).
 
 use crossbeam::channel::{bounded, RecvTimeoutError};
 use std::collections::HashMap;
@@ -26,8 +33,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const MAX_HEAD: usize = 16 << 10;
+/// Default time a request head may take to arrive, from its first byte.
 pub const HEAD_DEADLINE: Duration = Duration::from_secs(20);
-/// Longest pause allowed inside a request body.
+/// Longest single pause allowed inside a request body (the rate budget usually ends it sooner).
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A parsed request; `body` streams the request body.
@@ -85,6 +93,7 @@ fn reason(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
         409 => "Conflict",
         411 => "Length Required",
         413 => "Payload Too Large",
@@ -94,6 +103,7 @@ fn reason(status: u16) -> &'static str {
         500 => "Internal Server Error",
         501 => "Not Implemented",
         503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
         507 => "Insufficient Storage",
         _ => "Status",
     }
@@ -113,6 +123,10 @@ pub struct Body<'a> {
     failed: bool,
     /// The body timeout is in force (the idle timeout is restored after the request).
     slow_ok: bool,
+    /// When the first body byte was asked for; the rate budget runs from here.
+    started: Option<Instant>,
+    grace: Duration,
+    min_rate: u64,
 }
 
 impl Body<'_> {
@@ -122,6 +136,18 @@ impl Body<'_> {
     }
     pub fn bytes_read(&self) -> u64 {
         self.read_total
+    }
+
+    /// How long the next read may wait: the time left until `read_total + 1` bytes are due
+    /// (grace plus bytes at the minimum rate), at most [`BODY_TIMEOUT`].
+    fn budget(&mut self) -> io::Result<Duration> {
+        let start = *self.started.get_or_insert_with(Instant::now);
+        let rate = self.min_rate.max(1);
+        let due = self.grace.saturating_add(Duration::from_secs_f64((self.read_total + 1) as f64 / rate as f64));
+        match due.checked_sub(start.elapsed()) {
+            Some(left) if !left.is_zero() => Ok(left.min(BODY_TIMEOUT)),
+            _ => Err(io::Error::new(io::ErrorKind::TimedOut, "request body too slow")),
+        }
     }
 
     fn chunk_line(&mut self) -> io::Result<String> {
@@ -139,16 +165,16 @@ impl Read for Body<'_> {
         if self.done || buf.is_empty() {
             return Ok(0);
         }
-        if !self.slow_ok {
-            // A body may pause longer than an idle keep-alive connection (a person's upload).
-            self.slow_ok = true;
-            let _ = self.reader.get_ref().set_read_timeout(Some(BODY_TIMEOUT));
-        }
         if self.continue_pending {
             self.continue_pending = false;
             self.reader.get_mut().write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
         }
         let r = (|| {
+            // Each read waits only as long as the rate budget allows (the idle timeout is
+            // restored after the request).
+            let wait = self.budget()?;
+            self.slow_ok = true;
+            let _ = self.reader.get_ref().set_read_timeout(Some(wait));
             if self.chunked && self.left == 0 {
                 let line = self.chunk_line()?;
                 let size = line.split(';').next().unwrap_or("").trim();
@@ -162,7 +188,10 @@ impl Read for Body<'_> {
                 self.left = n;
             }
             let want = (buf.len() as u64).min(self.left) as usize;
-            let n = self.reader.read(&mut buf[..want])?;
+            let n = self.reader.read(&mut buf[..want]).map_err(|e| match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => io::Error::new(io::ErrorKind::TimedOut, "request body too slow"),
+                _ => e,
+            })?;
             if n == 0 {
                 return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "client closed the connection mid-body"));
             }
@@ -192,11 +221,24 @@ pub struct Config {
     pub max_workers: usize,
     pub max_per_ip: usize,
     pub idle_timeout: Duration,
+    /// Time a request head may take from its first byte.
+    pub head_deadline: Duration,
+    /// Time a body may take before the minimum rate applies.
+    pub body_grace: Duration,
+    /// Average bytes per second a body must keep up after the grace.
+    pub body_min_rate: u64,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { max_workers: 512, max_per_ip: 128, idle_timeout: Duration::from_secs(15) }
+        Config {
+            max_workers: 512,
+            max_per_ip: 32,
+            idle_timeout: Duration::from_secs(15),
+            head_deadline: HEAD_DEADLINE,
+            body_grace: HEAD_DEADLINE,
+            body_min_rate: 16 << 10,
+        }
     }
 }
 
@@ -293,15 +335,15 @@ enum Head {
     Bad(u16, &'static str),
 }
 
-fn read_head(r: &mut BufReader<TcpStream>) -> Head {
+fn read_head(r: &mut BufReader<TcpStream>, deadline: Duration) -> Head {
     // The deadline runs from the first byte (waiting for a request is the idle timeout's
     // business) and is checked after every read, so a client trickling bytes cannot hold a
-    // worker longer than HEAD_DEADLINE plus one read timeout.
+    // worker longer than the deadline plus one read timeout.
     let mut start: Option<Instant> = None;
     let mut head = Vec::with_capacity(512);
     'read: loop {
         if let Some(t) = start {
-            if t.elapsed() > HEAD_DEADLINE {
+            if t.elapsed() > deadline {
                 return Head::Bad(408, "request head too slow");
             }
         }
@@ -412,7 +454,7 @@ fn serve_connection(stream: TcpStream, sh: &Shared) {
     };
     let mut reader = BufReader::with_capacity(16 << 10, stream);
     loop {
-        let (method, target, headers, http11) = match read_head(&mut reader) {
+        let (method, target, headers, http11) = match read_head(&mut reader, sh.cfg.head_deadline) {
             Head::Request { method, target, headers, http11 } => (method, target, headers, http11),
             Head::Closed => return,
             Head::Bad(status, why) => {
@@ -422,17 +464,13 @@ fn serve_connection(stream: TcpStream, sh: &Shared) {
             }
         };
         let get = |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.to_ascii_lowercase());
-        let chunked = get("transfer-encoding").map(|v| v.contains("chunked")).unwrap_or(false);
-        let content_length = match get("content-length") {
-            None => None,
-            Some(v) => match v.parse::<u64>() {
-                Ok(n) if !chunked => Some(n),
-                _ => {
-                    let _ = write_response(&mut writer, &Response::text(400, "bad Content-Length"), false, false, false);
-                    linger(&writer, &mut reader);
-                    return;
-                }
-            },
+        let (content_length, chunked) = match framing(&headers) {
+            Ok(f) => f,
+            Err(why) => {
+                let _ = write_response(&mut writer, &Response::text(400, why), false, false, false);
+                linger(&writer, &mut reader);
+                return;
+            }
         };
         let conn = get("connection").unwrap_or_default();
         let mut keep_alive = if http11 { !conn.contains("close") } else { conn.contains("keep-alive") };
@@ -459,6 +497,9 @@ fn serve_connection(stream: TcpStream, sh: &Shared) {
                 read_total: 0,
                 failed: false,
                 slow_ok: false,
+                started: None,
+                grace: sh.cfg.body_grace,
+                min_rate: sh.cfg.body_min_rate,
             },
         };
         let resp = (sh.handler)(&mut req);
@@ -466,20 +507,9 @@ fn serve_connection(stream: TcpStream, sh: &Shared) {
             let _ = req.body.reader.get_ref().set_read_timeout(Some(sh.cfg.idle_timeout));
         }
         if !req.body.done {
-            // Drain a small unread body to keep the connection; otherwise close it.
-            let small = !req.body.continue_pending && !req.body.failed && !chunked && req.body.left <= 64 << 10;
-            if small {
-                let mut sink = [0u8; 8192];
-                while !req.body.done {
-                    match req.body.read(&mut sink) {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => {}
-                    }
-                }
-            }
-            if !req.body.done {
-                keep_alive = false;
-            }
+            // Not drained: a client that sends a body nobody asked for (an upload refused
+            // with 401, a trickled body) must not hold the worker. Close instead.
+            keep_alive = false;
         }
         if write_response(&mut writer, &resp, keep_alive, head_only, !http11).is_err() {
             return;
@@ -489,6 +519,33 @@ fn serve_connection(stream: TcpStream, sh: &Shared) {
             return;
         }
     }
+}
+
+/// The body framing of a request: (`Content-Length`, chunked). Strict on purpose: one
+/// `Content-Length` of plain digits, `Transfer-Encoding` exactly `chunked`, not both.
+pub fn framing(headers: &[(String, String)]) -> Result<(Option<u64>, bool), &'static str> {
+    let mut lengths = headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case("content-length")).map(|(_, v)| v.as_str());
+    let mut codings = headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case("transfer-encoding")).map(|(_, v)| v.as_str());
+    let (cl, cl2) = (lengths.next(), lengths.next());
+    let (te, te2) = (codings.next(), codings.next());
+    if cl2.is_some() {
+        return Err("bad Content-Length: more than one");
+    }
+    if te2.is_some() {
+        return Err("bad Transfer-Encoding: more than one");
+    }
+    let chunked = match te {
+        None => false,
+        Some(v) if v.trim().eq_ignore_ascii_case("chunked") => true,
+        Some(_) => return Err("bad Transfer-Encoding: only 'chunked' is supported"),
+    };
+    let length = match cl {
+        None => None,
+        Some(_) if chunked => return Err("bad Content-Length: not allowed with Transfer-Encoding"),
+        Some(v) if !v.is_empty() && v.len() <= 18 && v.bytes().all(|b| b.is_ascii_digit()) => Some(v.parse::<u64>().map_err(|_| "bad Content-Length")?),
+        Some(_) => return Err("bad Content-Length: not a plain decimal number"),
+    };
+    Ok((length, chunked))
 }
 
 /// Closes gracefully after an answer sent before the request was read in full: stop
@@ -504,6 +561,36 @@ fn linger(writer: &TcpStream, reader: &mut BufReader<TcpStream>) {
         match reader.read(&mut sink) {
             Ok(0) | Err(_) => break,
             Ok(n) => total += n,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn framing_is_strict() {
+        assert_eq!(framing(&h(&[])), Ok((None, false)));
+        assert_eq!(framing(&h(&[("Content-Length", "5")])), Ok((Some(5), false)));
+        assert_eq!(framing(&h(&[("transfer-encoding", "Chunked")])), Ok((None, true)));
+        for bad in [
+            h(&[("Content-Length", "5"), ("content-length", "5")]),
+            h(&[("Content-Length", "+5")]),
+            h(&[("Content-Length", "-5")]),
+            h(&[("Content-Length", " ")]),
+            h(&[("Content-Length", "5 5")]),
+            h(&[("Content-Length", "99999999999999999999")]),
+            h(&[("Transfer-Encoding", "xchunked")]),
+            h(&[("Transfer-Encoding", "chunked, gzip")]),
+            h(&[("Transfer-Encoding", "chunked"), ("Transfer-Encoding", "chunked")]),
+            h(&[("Transfer-Encoding", "chunked"), ("Content-Length", "5")]),
+        ] {
+            assert!(framing(&bad).is_err(), "{bad:?}");
         }
     }
 }

@@ -1,8 +1,19 @@
 //! btrack's manager: one HTTP front door routing the tracker (`/announce`, `/scrape`), the
 //! web pages, the JSON API, uploads and `/metrics`, over the data-directory [`registry`].
 //!
-//! Routes (write operations need `--admin-token` when set, as `Authorization: Bearer T`,
-//! `X-Admin-Token: T` or `?admin_token=T`):
+//! Access (see man/btrack.1, ACCESS): secrets come in headers only, as
+//! `Authorization: Bearer T`, `X-Admin-Token: T` or the cookie `btrack_auth=T` (the page
+//! sets it), and are compared by digest in constant time.
+//! - writes (upload, register, delete) need the admin token; without one, the announce
+//!   token (`--token`) when set; without either, nothing (btrack then listens on loopback
+//!   only, unless started with `--open-admin`);
+//! - with `--token`, anything that carries it (a .torrent download, the announce URL in the
+//!   API) needs the announce token or the admin token; others see `<token>` in its place;
+//! - every route but the tracker's checks `Host` (IP literals, localhost, this machine's
+//!   name, `--public-url`'s host and `--allow-host` names: DNS rebinding reaches nothing),
+//!   and a write whose `Origin` (or `Referer`) names another site is refused (403).
+//!
+//! Routes:
 //! - `GET /announce[/<token>]`, `GET /scrape[/<token>]`: the HTTP tracker;
 //! - `GET /`, `GET /t/<ih>`: the pages ([`pages`]);
 //! - `GET /api/torrents`, `GET /api/torrents/<ih>`: JSON; `POST /api/torrents` (a .torrent
@@ -18,7 +29,7 @@ pub mod registry;
 pub mod upload;
 
 use crate::metainfo::InfoHash;
-use crate::tracker::server::{canonical_ip, Tracker};
+use crate::tracker::server::{canonical_ip, secret_eq, Tracker};
 use httpd::{Request, Response};
 use registry::{Entry, Registry};
 use serde_json::json;
@@ -34,6 +45,79 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// The address btrack listens on (fallback host for announce URLs).
     pub listen: String,
+    /// Names (lower case, no port) that requests may give in `Host` besides IP literals,
+    /// `localhost`, this machine's name and `--public-url`'s host.
+    pub allowed_hosts: Vec<String>,
+}
+
+/// Why a request was not let through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denied {
+    /// No or a wrong credential (401).
+    Unauthorized(&'static str),
+    /// A Host or Origin that is not this btrack's (403).
+    Forbidden(String),
+}
+
+impl Denied {
+    fn response(&self, api: bool) -> Response {
+        let (status, msg) = match self {
+            Denied::Unauthorized(m) => (401, m.to_string()),
+            Denied::Forbidden(m) => (403, m.clone()),
+        };
+        if api {
+            api_error(status, msg)
+        } else {
+            Response::text(status, msg)
+        }
+    }
+}
+
+/// The host part of a `Host` header or URL authority, lower case, without port or brackets.
+pub fn host_name(authority: &str) -> String {
+    let a = authority.trim();
+    let h = if let Some(rest) = a.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        match a.rsplit_once(':') {
+            Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => a,
+        }
+    };
+    h.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// This machine's host name (and its first label), lower case.
+pub fn machine_names() -> Vec<String> {
+    let mut v = Vec::new();
+    if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        let h = h.trim().to_ascii_lowercase();
+        if !h.is_empty() {
+            if let Some((short, _)) = h.split_once('.') {
+                v.push(short.to_string());
+            }
+            v.push(h);
+        }
+    }
+    v
+}
+
+/// The secrets a request presents: `Authorization: Bearer`, `X-Admin-Token`, the
+/// `btrack_auth` cookie. Never the query string (it lands in logs and histories).
+fn credentials<'r>(req: &'r Request) -> Vec<&'r str> {
+    let mut v = Vec::new();
+    for (k, val) in &req.headers {
+        if k.eq_ignore_ascii_case("authorization") {
+            if let Some(t) = val.strip_prefix("Bearer ") {
+                v.push(t.trim());
+            }
+        } else if k.eq_ignore_ascii_case("x-admin-token") {
+            v.push(val.as_str());
+        } else if k.eq_ignore_ascii_case("cookie") {
+            v.extend(val.split(';').filter_map(|c| c.trim().strip_prefix("btrack_auth=")));
+        }
+    }
+    v
 }
 
 pub struct App {
@@ -94,25 +178,156 @@ impl App {
         }
     }
 
-    fn admin_ok(&self, req: &Request) -> bool {
-        let want = match &self.cfg.admin_token {
-            None => return true,
-            Some(t) => t,
+    fn presents(req: &Request, secret: &str) -> bool {
+        credentials(req).iter().fold(false, |ok, c| secret_eq(c.as_bytes(), secret.as_bytes()) | ok)
+    }
+
+    /// May this request upload, register or delete?
+    pub fn write_access(&self, req: &Request) -> Result<(), Denied> {
+        match (&self.cfg.admin_token, &self.tracker.cfg.token) {
+            (Some(a), _) if Self::presents(req, a) => Ok(()),
+            (Some(_), _) => Err(Denied::Unauthorized("admin token required (Authorization: Bearer TOKEN)")),
+            (None, Some(t)) if Self::presents(req, t) => Ok(()),
+            (None, Some(_)) => Err(Denied::Unauthorized("the announce token is required (Authorization: Bearer TOKEN)")),
+            (None, None) => Ok(()),
+        }
+    }
+
+    /// May this request see the announce token (`--token`)?
+    pub fn sees_token(&self, req: &Request) -> bool {
+        match &self.tracker.cfg.token {
+            None => true,
+            Some(t) => Self::presents(req, t) || self.cfg.admin_token.as_deref().is_some_and(|a| Self::presents(req, a)),
+        }
+    }
+
+    /// Whether a `Host` names this btrack: an IP literal, localhost, this machine's name,
+    /// `--public-url`'s host or an `--allow-host` name.
+    pub fn host_allowed(&self, authority: &str) -> bool {
+        let h = host_name(authority);
+        if h.parse::<std::net::IpAddr>().is_ok() || h == "localhost" || h.ends_with(".localhost") {
+            return true;
+        }
+        if self.cfg.allowed_hosts.contains(&h) || machine_names().contains(&h) {
+            return true;
+        }
+        let public = self.cfg.public_url.as_deref().and_then(|u| u.strip_prefix("http://")).map(|r| host_name(r.split('/').next().unwrap_or("")));
+        public.is_some_and(|p| p == h)
+    }
+
+    /// The checks every manager request passes: a known `Host`, and for writes an
+    /// `Origin`/`Referer` (when the client sent one) on the same host.
+    pub fn request_allowed(&self, req: &Request) -> Result<(), Denied> {
+        let host = req.header("host");
+        if let Some(h) = host {
+            if !self.host_allowed(h) {
+                return Err(Denied::Forbidden(format!(
+                    "unknown Host {:?}: btrack answers to IP addresses, localhost, this machine's name and --allow-host names",
+                    h.chars().take(100).collect::<String>()
+                )));
+            }
+        }
+        if req.method == "GET" || req.method == "HEAD" {
+            return Ok(());
+        }
+        let same = |origin: &str| {
+            let origin = origin.trim().to_ascii_lowercase();
+            let rest = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
+            match (rest, host) {
+                (Some(r), Some(h)) => r.split('/').next() == Some(h.trim().to_ascii_lowercase().as_str()),
+                _ => false,
+            }
         };
-        let given = req
-            .header("x-admin-token")
-            .map(str::to_string)
-            .or_else(|| req.header("authorization").and_then(|a| a.strip_prefix("Bearer ")).map(str::to_string))
-            .or_else(|| qvalue(&req.query, "admin_token"));
-        matches!(given, Some(g) if g.len() == want.len() && g.bytes().zip(want.bytes()).fold(0, |a, (x, y)| a | (x ^ y)) == 0)
+        let claimed = req.header("origin").or_else(|| req.header("referer"));
+        match claimed {
+            Some(o) if !same(o) => Err(Denied::Forbidden(format!("cross-origin request refused: {:?} is not this btrack", o.chars().take(100).collect::<String>()))),
+            _ => Ok(()),
+        }
+    }
+
+    /// `s` with the announce token replaced by `<token>`.
+    fn redact(&self, s: &str) -> String {
+        match &self.tracker.cfg.token {
+            Some(t) => s.replace(t.as_str(), "<token>"),
+            None => s.to_string(),
+        }
+    }
+
+    /// The announce URLs a seeding session of this btrack may use: `--public-url`, or else
+    /// the torrent's own URLs whose port is ours and whose host is one of this machine's
+    /// addresses (rebuilt with our path and token), or else our listen address. Never a
+    /// tracker someone else chose.
+    pub fn own_trackers(&self, theirs: &[Vec<String>]) -> Vec<Vec<String>> {
+        let path = match &self.tracker.cfg.token {
+            Some(t) => format!("/announce/{t}"),
+            None => "/announce".to_string(),
+        };
+        if let Some(p) = &self.cfg.public_url {
+            let base = p.trim_end_matches('/');
+            return vec![vec![format!("{}{path}", base.strip_suffix("/announce").unwrap_or(base))]];
+        }
+        let listen: std::net::SocketAddr = match self.cfg.listen.parse() {
+            Ok(a) => a,
+            Err(_) => return Vec::new(),
+        };
+        let mut ours: Vec<String> = Vec::new();
+        for url in theirs.iter().flatten() {
+            let (scheme, rest) = match url.split_once("://") {
+                Some((s, r)) if s == "http" || s == "udp" => (s, r),
+                _ => continue,
+            };
+            let authority = rest.split(['/', '?']).next().unwrap_or("");
+            let port = authority.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok());
+            if port != Some(listen.port()) {
+                continue;
+            }
+            let local = std::net::ToSocketAddrs::to_socket_addrs(&(host_name(authority).as_str(), 0))
+                .map(|addrs| {
+                    let addrs: Vec<_> = addrs.collect();
+                    !addrs.is_empty() && addrs.iter().all(|a| std::net::UdpSocket::bind((a.ip(), 0)).is_ok())
+                })
+                .unwrap_or(false);
+            let u = format!("{scheme}://{authority}{path}");
+            if local && !ours.contains(&u) {
+                ours.push(u);
+            }
+        }
+        if ours.is_empty() {
+            let ip = match listen.ip() {
+                std::net::IpAddr::V4(v) if v.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
+                std::net::IpAddr::V6(v) if v.is_unspecified() => std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+                ip => ip,
+            };
+            ours.push(format!("http://{}{path}", std::net::SocketAddr::new(ip, listen.port())));
+        }
+        ours.into_iter().map(|u| vec![u]).collect()
     }
 
     pub fn announce_url(&self, req: &Request) -> String {
         upload::announce_url(self.cfg.public_url.as_deref(), req.header("host"), &self.cfg.listen, self.tracker.cfg.token.as_deref())
     }
 
-    /// JSON for one torrent; `peers` adds the swarm's peers and load sharing.
-    pub fn torrent_json(&self, e: &Entry, peers: bool) -> serde_json::Value {
+    /// What a seeding session of `btrack --seed` needs for a torrent: only content this
+    /// btrack's own upload created, and only this btrack as the tracker.
+    pub fn seed_source(&self, ih: &InfoHash) -> Option<(crate::metainfo::Metainfo, std::path::PathBuf)> {
+        let e = self.registry.get(ih)?;
+        let path = self.registry.content_of(&e)?;
+        let mut meta = crate::metainfo::Metainfo::parse(&self.registry.torrent_bytes(ih).ok()?).ok()?;
+        let trackers = self.own_trackers(&meta.trackers());
+        meta.announce = trackers.first().and_then(|t| t.first()).cloned();
+        meta.announce_list = trackers;
+        Some((meta, path))
+    }
+
+    /// Info-hashes whose content this btrack owns (the ones `--seed` seeds).
+    pub fn seedable(&self) -> Vec<InfoHash> {
+        self.registry.list().into_iter().filter(|e| e.content.is_some() && self.registry.content_of(e).is_some()).map(|e| e.info_hash).collect()
+    }
+
+    /// JSON for one torrent; `peers` adds the swarm's peers and load sharing; without
+    /// `secrets` the announce token is replaced by `<token>`. Peers show only the client
+    /// prefix of their peer id (the whole id would let anyone speak for them).
+    pub fn torrent_json(&self, e: &Entry, peers: bool, secrets: bool) -> serde_json::Value {
         let view = self.tracker.store.view(&e.info_hash.0);
         let (seeders, leechers, completed) = view.as_ref().map(|v| (v.seeders, v.leechers, v.completed)).unwrap_or((0, 0, 0));
         let ih = e.info_hash.hex();
@@ -123,7 +338,7 @@ impl App {
             "piece_length": e.piece_length,
             "pieces": e.pieces,
             "files": e.files,
-            "announce": e.announce,
+            "announce": if secrets { e.announce.clone() } else { e.announce.as_deref().map(|a| self.redact(a)) },
             "added": e.added,
             "seeders": seeders,
             "leechers": leechers,
@@ -147,7 +362,6 @@ impl App {
             let to_json = |p: &crate::tracker::store::Peer| {
                     json!({
                         "address": p.addr.to_string(),
-                        "peer_id": crate::hex::encode(&p.peer_id),
                         "client": client_prefix(&p.peer_id),
                         "uploaded": p.uploaded,
                         "downloaded": p.downloaded,
@@ -195,11 +409,16 @@ impl App {
             };
             return Response::new(200, "text/plain", self.tracker.http_scrape(token, req.query.as_bytes()));
         }
+        let api = path.starts_with("/api/");
+        if let Err(d) = self.request_allowed(req) {
+            return d.response(api);
+        }
         match (method, path.as_str()) {
             ("GET" | "HEAD", "/") => Response::new(200, "text/html; charset=utf-8", pages::index(self)),
             ("GET" | "HEAD", "/metrics") => Response::new(200, "text/plain; version=0.0.4", self.metrics()),
             ("GET" | "HEAD", "/api/torrents") => {
-                let list: Vec<serde_json::Value> = self.registry.list().iter().map(|e| self.torrent_json(e, false)).collect();
+                let secrets = self.sees_token(req);
+                let list: Vec<serde_json::Value> = self.registry.list().iter().map(|e| self.torrent_json(e, false, secrets)).collect();
                 json_response(200, json!(list))
             }
             ("POST", "/api/torrents") => self.post_torrent(req),
@@ -211,12 +430,12 @@ impl App {
                 };
                 match m {
                     "GET" | "HEAD" => match self.registry.get(&ih) {
-                        Some(e) => json_response(200, self.torrent_json(&e, true)),
+                        Some(e) => json_response(200, self.torrent_json(&e, true, self.sees_token(req))),
                         None => api_error(404, "unknown torrent"),
                     },
                     "DELETE" => {
-                        if !self.admin_ok(req) {
-                            return api_error(401, "admin token required");
+                        if let Err(d) = self.write_access(req) {
+                            return d.response(true);
                         }
                         match self.registry.remove(&ih) {
                             Ok(Some(_)) => {
@@ -233,10 +452,17 @@ impl App {
             }
             ("GET" | "HEAD", p) if p.starts_with("/torrents/") && p.ends_with(".torrent") => {
                 let hex = &p["/torrents/".len()..p.len() - ".torrent".len()];
-                match InfoHash::from_hex(hex).and_then(|ih| self.registry.get(&ih)) {
-                    Some(e) => Response::new(200, "application/x-bittorrent", e.torrent.as_slice())
+                let e = match InfoHash::from_hex(hex).and_then(|ih| self.registry.get(&ih)) {
+                    Some(e) => e,
+                    None => return Response::text(404, "unknown torrent"),
+                };
+                if !self.sees_token(req) {
+                    return Response::text(401, "this torrent carries the announce token: send it or the admin token (Authorization: Bearer TOKEN)");
+                }
+                match self.registry.torrent_bytes(&e.info_hash) {
+                    Ok(bytes) => Response::new(200, "application/x-bittorrent", bytes)
                         .header("Content-Disposition", format!("attachment; filename=\"{}.torrent\"", e.name.replace(['"', '\\'], "_"))),
-                    None => Response::text(404, "unknown torrent"),
+                    Err(err) => Response::text(500, err),
                 }
             }
             ("GET" | "HEAD", p) if p.starts_with("/t/") => match InfoHash::from_hex(&p[3..]).and_then(|ih| self.registry.get(&ih)) {
@@ -250,8 +476,8 @@ impl App {
     }
 
     fn post_torrent(&self, req: &mut Request) -> Response {
-        if !self.admin_ok(req) {
-            return api_error(401, "admin token required");
+        if let Err(d) = self.write_access(req) {
+            return d.response(true);
         }
         let limit = crate::cli::MAX_INPUT;
         if req.body.content_length.map(|l| l > limit).unwrap_or(false) {
@@ -264,21 +490,28 @@ impl App {
         if bytes.len() as u64 > limit {
             return api_error(413, "torrent file too large");
         }
-        match self.registry.add(bytes) {
+        match self.registry.add(bytes, None) {
             Ok((e, new)) => {
                 self.tracker.store.register(e.info_hash.0);
                 if new {
                     eprintln!("btrack: registered {} ({})", e.info_hash, e.name);
                 }
-                json_response(if new { 201 } else { 200 }, self.torrent_json(&e, false))
+                json_response(if new { 201 } else { 200 }, self.torrent_json(&e, false, true))
             }
-            Err(e) => api_error(422, e),
+            Err(e) => {
+                let status = match e {
+                    registry::RegistryError::Invalid(_) => 422,
+                    registry::RegistryError::Full(_) => 507,
+                    registry::RegistryError::Io(_) => 500,
+                };
+                api_error(status, e.to_string())
+            }
         }
     }
 
     fn upload(&self, req: &mut Request) -> Response {
-        if !self.admin_ok(req) {
-            return api_error(401, "admin token required");
+        if let Err(d) = self.write_access(req) {
+            return d.response(true);
         }
         let name = match qvalue(&req.query, "name") {
             Some(n) => n,
@@ -308,7 +541,11 @@ impl App {
                 self.tracker.store.register(e.info_hash.0);
                 let cmd = self.registry.bseed_command(&e).unwrap_or_default();
                 eprintln!("btrack: uploaded {} ({} bytes, info hash {}); seed it with:\n  {cmd}", e.name, e.total_length, e.info_hash);
-                Response::new(200, "application/x-bittorrent", e.torrent.as_slice())
+                let torrent = match self.registry.torrent_bytes(&e.info_hash) {
+                    Ok(t) => t,
+                    Err(err) => return api_error(500, err),
+                };
+                Response::new(200, "application/x-bittorrent", torrent)
                     .header("X-Info-Hash", e.info_hash.hex())
                     .header("X-Bseed-Command", cmd)
                     .header("Content-Disposition", format!("attachment; filename=\"{}.torrent\"", e.name.replace(['"', '\\'], "_")))
@@ -346,6 +583,10 @@ impl App {
         }
         s.push_str(&format!("btrack_errors_total{{proto=\"udp\",reason=\"bad_connection_id\"}} {}\n", g(&m.udp_bad_connection_id)));
         s.push_str(&format!("btrack_errors_total{{proto=\"udp\",reason=\"rate_limited\"}} {}\n", g(&m.udp_rate_limited)));
+        s.push_str(&format!("btrack_errors_total{{proto=\"http\",reason=\"rate_limited\"}} {}\n", g(&m.http_rate_limited)));
+        for (pi, proto) in ["http", "udp"].iter().enumerate() {
+            s.push_str(&format!("btrack_errors_total{{proto=\"{proto}\",reason=\"peer_id_taken\"}} {}\n", g(&m.peer_id_taken[pi])));
+        }
         s.push_str(&format!("btrack_errors_total{{proto=\"http\",reason=\"connection_refused\"}} {}\n", g(&m.http_connections_refused)));
         s.push_str("# HELP btrack_http_requests_total HTTP requests received.\n# TYPE btrack_http_requests_total counter\n");
         s.push_str(&format!("btrack_http_requests_total {}\n", g(&m.http_requests)));
@@ -361,5 +602,58 @@ impl App {
         s.push_str(&format!("btrack_uploads_total{{result=\"ok\"}} {}\n", g(&m.uploads_ok)));
         s.push_str(&format!("btrack_uploads_total{{result=\"failed\"}} {}\n", g(&m.uploads_failed)));
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(listen: &str, token: Option<&str>, public_url: Option<&str>) -> (App, std::path::PathBuf) {
+        let d = std::env::temp_dir().join(format!("shoal-manager-{}-{}", std::process::id(), crate::tracker::client::random_u32()));
+        let (registry, _) = Registry::open(&d).unwrap();
+        let tracker = Arc::new(Tracker::new(crate::tracker::server::Config { token: token.map(str::to_string), ..Default::default() }));
+        let cfg = Config {
+            public_url: public_url.map(str::to_string),
+            max_upload: 1 << 20,
+            admin_token: None,
+            listen: listen.into(),
+            allowed_hosts: vec!["tracker.example".into()],
+        };
+        (App { tracker, registry, cfg }, d)
+    }
+
+    #[test]
+    fn host_names() {
+        assert_eq!(host_name("Example.COM:6969"), "example.com");
+        assert_eq!(host_name("[::1]:80"), "::1");
+        assert_eq!(host_name("localhost."), "localhost");
+        let (a, d) = app("127.0.0.1:6969", None, Some("http://origin.internal:6969"));
+        for ok in ["127.0.0.1:1", "[::1]:2", "localhost:3", "tracker.example", "origin.internal:6969", "a.localhost"] {
+            assert!(a.host_allowed(ok), "{ok}");
+        }
+        for bad in ["evil.example", "127.0.0.1.evil.example", "tracker.example.evil", ""] {
+            assert!(!a.host_allowed(bad), "{bad}");
+        }
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn seeding_sessions_announce_only_here() {
+        let (a, d) = app("127.0.0.1:6969", Some("tok"), None);
+        let theirs = vec![
+            vec!["http://10.66.66.66:6969/announce".to_string()],
+            vec!["http://127.0.0.1:80/announce".to_string()],
+            vec!["udp://localhost:6969/x".to_string(), "https://127.0.0.1:6969/announce".to_string()],
+        ];
+        assert_eq!(a.own_trackers(&theirs), vec![vec!["udp://localhost:6969/announce/tok".to_string()]]);
+        assert_eq!(a.own_trackers(&theirs[..2]), vec![vec!["http://127.0.0.1:6969/announce/tok".to_string()]], "nothing of theirs: our own address");
+        let (wide, d2) = app("0.0.0.0:6969", None, None);
+        assert_eq!(wide.own_trackers(&[]), vec![vec!["http://127.0.0.1:6969/announce".to_string()]]);
+        let (public, d3) = app("0.0.0.0:6969", None, Some("http://origin:6969/"));
+        assert_eq!(public.own_trackers(&theirs), vec![vec!["http://origin:6969/announce".to_string()]]);
+        for d in [d, d2, d3] {
+            std::fs::remove_dir_all(d).unwrap();
+        }
     }
 }

@@ -54,8 +54,10 @@ fn row(app: &App, e: &Entry) -> String {
 /// `GET /`.
 pub fn index(app: &App) -> String {
     let rows: String = app.registry.list().iter().map(|e| row(app, e)).collect();
-    let admin = if app.cfg.admin_token.is_some() {
-        "<p><label>Admin token <input type=password id=admin></label></p>"
+    // The token goes into a header for the upload and into a same-site cookie so that the
+    // .torrent links work (with --token they carry the announce token); never into a URL.
+    let admin = if app.cfg.admin_token.is_some() || app.tracker.cfg.token.is_some() {
+        "<p><label>Token <input type=password id=admin autocomplete=off onchange=\"document.cookie='btrack_auth='+encodeURIComponent(this.value)+'; path=/; SameSite=Strict'\"></label> <span class=muted>(admin token for uploads; it or the announce token to download .torrent files)</span></p>"
     } else {
         "<input type=hidden id=admin value=\"\">"
     };

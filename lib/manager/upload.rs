@@ -8,7 +8,7 @@
 //! one `mktorrent` would pick ([`auto_piece_length`]) unless the client names one, so the
 //! info-hash equals `mktorrent`'s for the same file.
 
-use super::registry::{Entry, Registry};
+use super::registry::{Entry, Registry, RegistryError};
 use crate::create::{self, auto_piece_length, Options};
 use crate::hashing::PieceHasher;
 use crate::metainfo::{self, InfoOut};
@@ -78,6 +78,9 @@ pub fn upload(reg: &Registry, body: &mut dyn Read, req: &UploadRequest, progress
     if piece_length == 0 || piece_length % (16 << 10) != 0 || piece_length > metainfo::MAX_PIECE_LENGTH {
         return fail(400, format!("piece length {piece_length} must be a multiple of 16 KiB and at most {}", metainfo::MAX_PIECE_LENGTH));
     }
+    if reg.is_full() {
+        return fail(507, RegistryError::Full(reg.max()).to_string());
+    }
     let final_path = reg.content_path(&name);
     if final_path.symlink_metadata().is_ok() {
         return fail(409, format!("a file named {name:?} was already uploaded (delete its torrent first, or pick another name)"));
@@ -97,6 +100,7 @@ pub fn upload(reg: &Registry, body: &mut dyn Read, req: &UploadRequest, progress
             Ok(0) => return fail(400, format!("upload ended after {got} of {} bytes", req.length)),
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return fail(408, format!("upload failed after {got} of {} bytes: {e}", req.length)),
             Err(e) => return fail(400, format!("upload failed after {got} of {} bytes: {e}", req.length)),
         };
         hasher.update(&buf[..n]);
@@ -131,11 +135,15 @@ pub fn upload(reg: &Registry, body: &mut dyn Read, req: &UploadRequest, progress
     if let Some(p) = guard.0.take() {
         let _ = std::fs::remove_file(p);
     }
-    match reg.add(torrent) {
+    match reg.add(torrent, Some(&name)) {
         Ok((entry, _)) => Ok(entry),
         Err(e) => {
             let _ = std::fs::remove_file(&final_path);
-            fail(500, format!("registering the torrent: {e}"))
+            let status = match e {
+                RegistryError::Full(_) => 507,
+                RegistryError::Invalid(_) | RegistryError::Io(_) => 500,
+            };
+            fail(status, format!("registering the torrent: {e}"))
         }
     }
 }

@@ -9,7 +9,12 @@
 //!   minute): they cannot be forged without the secret and expire after one to two minutes;
 //!   the server keeps no per-connection state;
 //! - in closed mode only registered torrents are tracked (`unregistered torrent`); with a
-//!   token, announces must come to `/announce/<token>` (UDP: BEP 41 URL data).
+//!   token, announces must come to `/announce/<token>` (UDP: BEP 41 URL data); tokens are
+//!   compared as SHA-1 digests in constant time, so neither content nor length leaks;
+//! - a peer's address is the announce's source IP; the `ip=` parameter (UDP: the IP field)
+//!   is honoured only with `accept_ip_param` (a trusted network, or a proxy in front);
+//! - HTTP announces are limited to `http_rate_limit` per second from one source IP (UDP
+//!   packets to `udp_rate_limit`); beyond that the answer is a `failure reason`.
 
 use super::client::{Event, ScrapeStats};
 use super::http::{self, PeerOut};
@@ -35,8 +40,14 @@ pub struct Config {
     pub default_numwant: u32,
     pub max_torrents: usize,
     pub max_peers_per_torrent: usize,
+    /// Peers stored over all torrents.
+    pub max_peers_total: usize,
     /// UDP packets accepted per second from one address (0: no limit).
     pub udp_rate_limit: u32,
+    /// HTTP announces accepted per second from one address (0: no limit).
+    pub http_rate_limit: u32,
+    /// Take the peer's address from `ip=` (UDP: the IP field) instead of the source.
+    pub accept_ip_param: bool,
 }
 
 impl Default for Config {
@@ -49,7 +60,10 @@ impl Default for Config {
             default_numwant: 50,
             max_torrents: 100_000,
             max_peers_per_torrent: 10_000,
+            max_peers_total: 1_000_000,
             udp_rate_limit: 0,
+            http_rate_limit: 0,
+            accept_ip_param: false,
         }
     }
 }
@@ -65,6 +79,8 @@ pub struct Metrics {
     pub bad_token: [AtomicU64; 2],
     pub bad_requests: [AtomicU64; 2],
     pub udp_rate_limited: AtomicU64,
+    pub http_rate_limited: AtomicU64,
+    pub peer_id_taken: [AtomicU64; 2],
     pub udp_bad_connection_id: AtomicU64,
     pub http_requests: AtomicU64,
     pub http_connections_refused: AtomicU64,
@@ -92,6 +108,7 @@ pub struct Tracker {
     pub metrics: Metrics,
     secret: [u8; 20],
     rate: Vec<AtomicU64>,
+    http_rate: Vec<AtomicU64>,
 }
 
 const RATE_SLOTS: usize = 4096;
@@ -108,9 +125,32 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// Constant-time equality (token checks).
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Whether a secret given by a client equals ours: compares the SHA-1 digests of both in
+/// constant time, so the time taken says nothing about the secret's content or length.
+pub fn secret_eq(given: &[u8], ours: &[u8]) -> bool {
+    let (a, b) = (sha1(given), sha1(ours));
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Per-address counters in one-second windows, in a fixed table of hashed slots (two
+/// addresses may share a slot: then they share the limit, never more memory).
+fn rate_ok(slots: &[AtomicU64], ip: IpAddr, limit: u32) -> bool {
+    if limit == 0 {
+        return true;
+    }
+    let h = match ip {
+        IpAddr::V4(v4) => u32::from(v4) as u64,
+        IpAddr::V6(v6) => (u128::from(v6) ^ (u128::from(v6) >> 64)) as u64,
+    };
+    let slot = &slots[(h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52) as usize % slots.len()];
+    let now = (unix_now() & 0xffff_ffff) << 32;
+    let cur = slot.load(Ordering::Relaxed);
+    if cur & !0xffff_ffff != now {
+        slot.store(now | 1, Ordering::Relaxed);
+        return true;
+    }
+    let n = slot.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff;
+    n < limit as u64
 }
 
 impl Tracker {
@@ -121,11 +161,12 @@ impl Tracker {
         }
         let ttl = Duration::from_secs(peer_ttl(cfg.interval));
         Tracker {
-            store: Store::new(cfg.open, cfg.max_torrents, cfg.max_peers_per_torrent, ttl),
+            store: Store::new(cfg.open, cfg.max_torrents, cfg.max_peers_per_torrent, ttl).with_max_peers_total(cfg.max_peers_total),
             cfg,
             metrics: Metrics::default(),
             secret: sha1(&seed),
             rate: (0..RATE_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            http_rate: (0..RATE_SLOTS).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
@@ -135,17 +176,18 @@ impl Tracker {
             (None, None) => true,
             (None, Some(_)) => false,
             (Some(_), None) => false,
-            (Some(t), Some(g)) => ct_eq(t.as_bytes(), g),
+            (Some(t), Some(g)) => secret_eq(g, t.as_bytes()),
         }
     }
 
     fn store_announce(&self, a: &store::Announce, proto: usize) -> Result<store::AnnounceOutcome, String> {
-        self.store.announce(a).map_err(|r| match r {
-            Refusal::Unregistered => {
-                inc(&self.metrics.unregistered[proto]);
-                "unregistered torrent".to_string()
+        self.store.announce(a).map_err(|r| {
+            match r {
+                Refusal::Unregistered => inc(&self.metrics.unregistered[proto]),
+                Refusal::PeerIdTaken => inc(&self.metrics.peer_id_taken[proto]),
+                Refusal::TooManyTorrents => {}
             }
-            Refusal::TooManyTorrents => "tracker is full (too many torrents)".to_string(),
+            r.to_string()
         })
     }
 
@@ -155,6 +197,11 @@ impl Tracker {
             inc(&self.metrics.bad_token[0]);
             return http::encode_failure(if token.is_none() { "this tracker needs a token: announce to /announce/<token>" } else { "invalid token" });
         }
+        let remote = canonical_ip(remote);
+        if !rate_ok(&self.http_rate, remote, self.cfg.http_rate_limit) {
+            inc(&self.metrics.http_rate_limited);
+            return http::encode_failure(&format!("rate limited: more than {} announces per second from {remote}; retry later", self.cfg.http_rate_limit));
+        }
         let q = match http::parse_announce(query) {
             Ok(q) => q,
             Err(e) => {
@@ -163,11 +210,15 @@ impl Tracker {
             }
         };
         inc(&self.metrics.announces[0][event_index(q.event)]);
-        let ip = canonical_ip(q.ip.unwrap_or(remote));
+        let ip = match q.ip {
+            Some(ip) if self.cfg.accept_ip_param => canonical_ip(ip),
+            _ => remote,
+        };
         let a = store::Announce {
             info_hash: q.info_hash,
             peer_id: q.peer_id,
             addr: SocketAddr::new(ip, q.port),
+            source: remote,
             uploaded: q.uploaded,
             downloaded: q.downloaded,
             left: q.left,
@@ -228,31 +279,11 @@ impl Tracker {
         id == self.connection_id(addr, bucket) || id == self.connection_id(addr, bucket.wrapping_sub(1))
     }
 
-    /// Per-address flood limit: `false` when `ip` sent more than the limit this second.
-    fn rate_ok(&self, ip: IpAddr) -> bool {
-        let limit = self.cfg.udp_rate_limit;
-        if limit == 0 {
-            return true;
-        }
-        let h = match ip {
-            IpAddr::V4(v4) => u32::from(v4) as u64,
-            IpAddr::V6(v6) => (u128::from(v6) ^ (u128::from(v6) >> 64)) as u64,
-        };
-        let slot = &self.rate[(h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52) as usize % RATE_SLOTS];
-        let now = (unix_now() & 0xffff_ffff) << 32;
-        let cur = slot.load(Ordering::Relaxed);
-        if cur & !0xffff_ffff != now {
-            slot.store(now | 1, Ordering::Relaxed);
-            return true;
-        }
-        let n = slot.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff;
-        n < limit as u64
-    }
 
     /// Handles one UDP datagram; answers the packet to send back, if any.
     pub fn udp_packet(&self, pkt: &[u8], from: SocketAddr) -> Option<Vec<u8>> {
         let v6 = canonical_ip(from.ip()).is_ipv6();
-        if !self.rate_ok(from.ip()) {
+        if !rate_ok(&self.rate, from.ip(), self.cfg.udp_rate_limit) {
             inc(&self.metrics.udp_rate_limited);
             return None;
         }
@@ -287,12 +318,14 @@ impl Tracker {
                     return err(a.transaction_id, "invalid port");
                 }
                 inc(&self.metrics.announces[1][event_index(a.event)]);
-                let ip = if a.ip != 0 && !v6 { IpAddr::V4(a.ip.into()) } else { canonical_ip(from.ip()) };
+                let source = canonical_ip(from.ip());
+                let ip = if a.ip != 0 && !v6 && self.cfg.accept_ip_param { IpAddr::V4(a.ip.into()) } else { source };
                 let numwant = if a.num_want < 0 { self.cfg.default_numwant } else { (a.num_want as u32).min(http::MAX_NUMWANT) };
                 let sa = store::Announce {
                     info_hash: a.info_hash,
                     peer_id: a.peer_id,
                     addr: SocketAddr::new(ip, a.port),
+                    source,
                     uploaded: a.uploaded,
                     downloaded: a.downloaded,
                     left: a.left,
@@ -434,6 +467,39 @@ mod tests {
         assert!(!t.connection_ok(&a, t.connection_id(&a, bucket - 2)));
         let other = Tracker::new(Config::default());
         assert_ne!(other.connection_id(&a, bucket), id, "ids depend on the secret");
+    }
+
+    #[test]
+    fn secrets_compare_by_digest() {
+        assert!(secret_eq(b"s3cret", b"s3cret"));
+        assert!(!secret_eq(b"s3cre", b"s3cret"));
+        assert!(!secret_eq(b"", b"s3cret"));
+        assert!(!secret_eq(b"s3cret\0", b"s3cret"));
+    }
+
+    #[test]
+    fn ip_param_only_behind_the_flag() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let query = format!("{}&ip=10.66.66.66", q([1; 20]));
+        let t = Tracker::new(Config { open: true, ..Config::default() });
+        assert_eq!(failure(&t.http_announce(None, query.as_bytes(), ip)), None);
+        assert_eq!(t.store.view(&[1; 20]).unwrap().peers[0].addr, "127.0.0.1:7000".parse().unwrap());
+        let trusting = Tracker::new(Config { open: true, accept_ip_param: true, ..Config::default() });
+        assert_eq!(failure(&trusting.http_announce(None, query.as_bytes(), ip)), None);
+        assert_eq!(trusting.store.view(&[1; 20]).unwrap().peers[0].addr, "10.66.66.66:7000".parse().unwrap());
+    }
+
+    #[test]
+    fn http_announces_are_rate_limited_per_source() {
+        let t = Tracker::new(Config { open: true, http_rate_limit: 5, ..Config::default() });
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        // 12 in a row: at most 10 can pass even across a second boundary.
+        let refused = (0..12).filter_map(|_| failure(&t.http_announce(None, q([1; 20]).as_bytes(), a))).collect::<Vec<_>>();
+        assert!(refused.len() >= 2, "{refused:?}");
+        assert!(refused[0].starts_with("rate limited"), "{refused:?}");
+        assert_eq!(failure(&t.http_announce(None, q([2; 20]).as_bytes(), b)), None, "another source is not limited");
+        assert!(t.metrics.http_rate_limited.load(Ordering::Relaxed) >= 2);
     }
 
     #[test]

@@ -3,8 +3,13 @@
 //! Invariants:
 //! - an info-hash lives in shard `hash[0] ^ hash[19]` mod [`SHARDS`]; one announce locks
 //!   one shard for a few microseconds, so workers rarely contend;
-//! - memory is bounded: at most `max_torrents` swarms and `max_peers` peers per swarm; a
-//!   new peer beyond the cap still gets an answer but is not stored;
+//! - memory is bounded: at most `max_torrents` swarms, `max_peers` peers per swarm and
+//!   `max_peers_total` peers in all (about 165 bytes each); a new peer beyond a cap still
+//!   gets an answer but is not stored;
+//! - a stored peer belongs to whoever announced it first: a later announce for the same
+//!   peer id (update, `stopped`, a new address) must carry the same BEP 7 `key` or, when
+//!   the first announce had none, come from the same source IP; otherwise it is refused
+//!   ([`Refusal::PeerIdTaken`]) and the peer is left as it was;
 //! - peers are soft state: a peer that has not announced for `ttl` is dropped (lazily when
 //!   peers are picked, and by [`Store::sweep`], which the server runs periodically);
 //! - in closed mode only registered info-hashes have swarms; [`Store::register`] makes one;
@@ -14,7 +19,7 @@
 
 use super::client::{Event, ScrapeStats};
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -27,6 +32,8 @@ pub const DEPARTED_MAX: usize = 512;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
     pub addr: SocketAddr,
+    /// The IP address the first announce came from (not the `ip=` parameter).
+    pub source: IpAddr,
     pub peer_id: [u8; 20],
     pub uploaded: u64,
     pub downloaded: u64,
@@ -73,6 +80,18 @@ impl Swarm {
 pub enum Refusal {
     Unregistered,
     TooManyTorrents,
+    /// The peer id is held by another client (different key or source address).
+    PeerIdTaken,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Refusal::Unregistered => "unregistered torrent",
+            Refusal::TooManyTorrents => "tracker is full (too many torrents)",
+            Refusal::PeerIdTaken => "peer id in use by another client (announce with the key and address you started with)",
+        })
+    }
 }
 
 /// The counts an announce answer carries and the chosen peers.
@@ -86,7 +105,10 @@ pub struct AnnounceOutcome {
 pub struct Announce {
     pub info_hash: [u8; 20],
     pub peer_id: [u8; 20],
+    /// Where other peers reach it.
     pub addr: SocketAddr,
+    /// Where the announce came from (the packet's or connection's source IP).
+    pub source: IpAddr,
     pub uploaded: u64,
     pub downloaded: u64,
     pub left: u64,
@@ -113,6 +135,7 @@ pub struct Store {
     open: bool,
     max_torrents: usize,
     max_peers: usize,
+    max_peers_total: u64,
     ttl: u32,
     start: Instant,
     torrents: AtomicU64,
@@ -131,12 +154,19 @@ impl Store {
             open,
             max_torrents,
             max_peers,
+            max_peers_total: u64::MAX,
             ttl: ttl.as_secs().clamp(1, u32::MAX as u64) as u32,
             start: Instant::now(),
             torrents: AtomicU64::new(0),
             peers: AtomicU64::new(0),
             rng: AtomicU64::new(0x9E37_79B9_7F4A_7C15 ^ crate::tracker::client::random_u32() as u64),
         }
+    }
+
+    /// Caps the peers stored over all swarms.
+    pub fn with_max_peers_total(mut self, n: usize) -> Store {
+        self.max_peers_total = n.max(1) as u64;
+        self
     }
 
     pub fn now(&self) -> u32 {
@@ -205,6 +235,16 @@ impl Store {
             }
         };
         let existing = swarm.index.get(&a.peer_id).map(|&i| i as usize);
+        if let Some(i) = existing {
+            let p = &swarm.peers[i];
+            let same_client = match p.key {
+                Some(k) => a.key == Some(k),
+                None => a.source == p.source,
+            };
+            if !same_client {
+                return Err(Refusal::PeerIdTaken);
+            }
+        }
         if a.event == Event::Stopped {
             if let Some(i) = existing {
                 let p = &mut swarm.peers[i];
@@ -223,22 +263,20 @@ impl Store {
                     } else if p.left != 0 && a.left == 0 {
                         swarm.seeders += 1;
                     }
-                    // A key mismatch means someone else claims this peer id: keep the address.
-                    if p.key.is_none() || p.key == a.key {
-                        p.addr = a.addr;
-                    }
+                    p.addr = a.addr;
                     p.uploaded = a.uploaded;
                     p.downloaded = a.downloaded;
                     p.left = a.left;
                     p.last = now;
                 }
-                None if swarm.peers.len() < self.max_peers => {
+                None if swarm.peers.len() < self.max_peers && self.peers.load(Ordering::Relaxed) < self.max_peers_total => {
                     if !swarm.departed.is_empty() {
                         swarm.departed.retain(|p| p.peer_id != a.peer_id);
                     }
                     swarm.index.insert(a.peer_id, swarm.peers.len() as u32);
                     swarm.peers.push(Peer {
                         addr: a.addr,
+                        source: a.source,
                         peer_id: a.peer_id,
                         uploaded: a.uploaded,
                         downloaded: a.downloaded,
@@ -340,6 +378,7 @@ mod tests {
             info_hash: [ih; 20],
             peer_id: [pid; 20],
             addr: SocketAddr::from(([127, 0, 0, 1], 1000 + pid as u16)),
+            source: IpAddr::from([127, 0, 0, 1]),
             uploaded: 0,
             downloaded: 0,
             left,
@@ -417,5 +456,46 @@ mod tests {
         s.sweep();
         assert_eq!(s.peer_count(), 1);
         assert_eq!(s.torrent_count(), 1);
+    }
+
+    #[test]
+    fn peer_ids_are_bound_to_their_key_or_source() {
+        let s = Store::new(true, 10, 10, Duration::from_secs(60));
+        let other: IpAddr = "10.66.66.66".parse().unwrap();
+        // Without a key: bound to the source IP.
+        s.announce(&ann(1, 1, 5, Event::Started)).unwrap();
+        let evict = Announce { source: other, ..ann(1, 1, 5, Event::Stopped) };
+        assert_eq!(s.announce(&evict).err(), Some(Refusal::PeerIdTaken));
+        let hijack = Announce { source: other, addr: SocketAddr::new(other, 22), ..ann(1, 1, 5, Event::None) };
+        assert_eq!(s.announce(&hijack).err(), Some(Refusal::PeerIdTaken));
+        let v = s.view(&[1; 20]).unwrap();
+        assert_eq!(v.peers.len(), 1);
+        assert_eq!(v.peers[0].addr, SocketAddr::from(([127, 0, 0, 1], 1001)), "address unchanged");
+        // With a key: the key is the proof, from any address (BEP 7); a wrong key is refused.
+        s.announce(&Announce { key: Some(42), ..ann(1, 2, 5, Event::Started) }).unwrap();
+        assert_eq!(s.announce(&Announce { key: Some(41), ..ann(1, 2, 5, Event::Stopped) }).err(), Some(Refusal::PeerIdTaken));
+        assert_eq!(s.announce(&Announce { key: None, ..ann(1, 2, 5, Event::Stopped) }).err(), Some(Refusal::PeerIdTaken));
+        let moved = Announce { key: Some(42), source: other, addr: SocketAddr::new(other, 6881), ..ann(1, 2, 5, Event::None) };
+        s.announce(&moved).unwrap();
+        assert!(s.view(&[1; 20]).unwrap().peers.iter().any(|p| p.addr == SocketAddr::new(other, 6881)));
+        // The owner itself can stop.
+        s.announce(&ann(1, 1, 5, Event::Stopped)).unwrap();
+        assert_eq!(s.peer_count(), 1);
+    }
+
+    #[test]
+    fn global_peer_cap() {
+        let s = Store::new(true, 10, 10, Duration::from_secs(60)).with_max_peers_total(3);
+        for t in 1..=2u8 {
+            for p in 1..=3u8 {
+                assert!(s.announce(&ann(t, p, 5, Event::Started)).is_ok(), "answered even when full");
+            }
+        }
+        assert_eq!(s.peer_count(), 3);
+        // A stop frees a place.
+        s.announce(&ann(1, 1, 5, Event::Stopped)).unwrap();
+        s.announce(&ann(2, 3, 5, Event::Started)).unwrap();
+        assert_eq!(s.peer_count(), 3);
+        assert_eq!(s.view(&[2; 20]).unwrap().peers.len(), 1);
     }
 }
