@@ -61,7 +61,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 wait_port() { i=0; while ! python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$1),1)" 2>/dev/null; do i=$((i+1)); [ $i -gt 100 ] && { echo "bench-tracker: nothing listens on $1" >&2; exit 2; }; sleep 0.1; done; }
 
 BT_PORT=$(free_port)
-"$BTRACK" --listen 127.0.0.1:$BT_PORT --data-dir "$WORK/btrack-data" --open --udp-rate-limit 0 2>"$WORK/btrack.log" &
+"$BTRACK" --listen 127.0.0.1:$BT_PORT --data-dir "$WORK/btrack-data" --open --udp-rate-limit 0 --http-rate-limit 0 2>"$WORK/btrack.log" &
 BT_PID=$!
 OT_PORT=$(free_port)
 mkdir -p "$WORK/ot"

@@ -517,15 +517,13 @@ impl Sim {
         let n = self.tracker.len();
         let mut peers = Vec::new();
         if n > 1 {
-            // A random sample (partial Fisher–Yates over the list).
-            let mut idx: Vec<usize> = (0..n).collect();
-            for k in 0..n {
+            // btrack's order: a random spread over the list.
+            let (r1, r2) = (self.rng.next_u64(), self.rng.next_u64());
+            for i in crate::tracker::store::spread(n, r1, r2) {
                 if peers.len() >= 50 {
                     break;
                 }
-                let j = k + self.rng.below(n - k);
-                idx.swap(k, j);
-                let (x, x_seed) = self.tracker[idx[k]];
+                let (x, x_seed) = self.tracker[i];
                 if x == h || (seed && x_seed) {
                     continue;
                 }

@@ -296,18 +296,20 @@ impl Store {
                 swarm.completed = swarm.completed.saturating_add(1);
             }
         }
-        // Pick peers: a random window over the list, skipping the asker and stale peers.
+        // Pick peers: a random spread over the list (not a window of neighbours in announce
+        // order, which groups hosts that started together: see docs/SIMULATION.md),
+        // skipping the asker and stale peers.
         let n = swarm.peers.len();
         let want = (a.numwant as usize).min(n);
         let mut peers = Vec::with_capacity(want);
         if want > 0 && a.event != Event::Stopped {
-            let start = (self.random() % n as u64) as usize;
+            let (r1, r2) = (self.random(), self.random());
             let seeding = a.left == 0;
-            for k in 0..n {
+            for i in spread(n, r1, r2) {
                 if peers.len() >= want {
                     break;
                 }
-                let p = &swarm.peers[(start + k) % n];
+                let p = &swarm.peers[i];
                 if p.peer_id == a.peer_id || now.saturating_sub(p.last) > self.ttl || (seeding && p.left == 0) {
                     continue;
                 }
@@ -369,9 +371,40 @@ impl Store {
     }
 }
 
+/// Every index of `0..n` once, in an order drawn from two random numbers: a random start
+/// and a random step coprime with `n`. A peer list taken from its front is a random spread
+/// of the swarm, in O(taken) time. The fleet simulator uses the same order.
+pub fn spread(n: usize, r1: u64, r2: u64) -> impl Iterator<Item = usize> {
+    fn gcd(a: usize, b: usize) -> usize {
+        if b == 0 { a } else { gcd(b, a % b) }
+    }
+    let start = if n == 0 { 0 } else { (r1 % n as u64) as usize };
+    let mut step = if n <= 1 { 1 } else { 1 + (r2 % (n as u64 - 1)) as usize };
+    while n > 1 && gcd(step, n) != 1 {
+        step = step % (n - 1) + 1;
+    }
+    (0..n).map(move |k| (start + k * step) % n.max(1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spread_visits_everyone_once_in_scattered_order() {
+        for n in [1usize, 2, 7, 12, 100] {
+            for r in 0..20u64 {
+                let mut v: Vec<usize> = spread(n, r * 7919, r * 104729 + 3).collect();
+                let order = v.clone();
+                v.sort();
+                assert_eq!(v, (0..n).collect::<Vec<_>>(), "n {n} r {r}");
+                if n == 100 && r == 5 {
+                    let adjacent = order.windows(2).filter(|w| (w[1] + n - w[0]) % n == 1).count();
+                    assert!(adjacent < 10, "not a window: {order:?}");
+                }
+            }
+        }
+    }
 
     fn ann(ih: u8, pid: u8, left: u64, event: Event) -> Announce {
         Announce {
