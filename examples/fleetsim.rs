@@ -171,7 +171,12 @@ fn plot(o: &Outcome, file: &str) -> Result<(), String> {
         "the given rates",
         file
     );
-    let st = std::process::Command::new("python3")
+    let python = if std::path::Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    let st = std::process::Command::new(python)
         .arg("-c")
         .arg(script)
         .status()

@@ -87,8 +87,17 @@ impl Picker {
     }
 
     /// A picker that cuts pieces into blocks of `block` bytes.
-    pub fn with_block(piece_length: u64, total: u64, have: &[bool], seed: u64, block: u32) -> Picker {
-        let state: Vec<State> = have.iter().map(|h| if *h { State::Have } else { State::Missing }).collect();
+    pub fn with_block(
+        piece_length: u64,
+        total: u64,
+        have: &[bool],
+        seed: u64,
+        block: u32,
+    ) -> Picker {
+        let state: Vec<State> = have
+            .iter()
+            .map(|h| if *h { State::Have } else { State::Missing })
+            .collect();
         let have_count = have.iter().filter(|h| **h).count();
         Picker {
             piece_length,
@@ -156,12 +165,18 @@ impl Picker {
     fn block_ref(&self, i: usize, b: usize) -> BlockRef {
         let begin = b as u64 * self.block as u64;
         let length = (self.piece_size(i) - begin).min(self.block as u64) as u32;
-        BlockRef { index: i as u32, begin: begin as u32, length }
+        BlockRef {
+            index: i as u32,
+            begin: begin as u32,
+            length,
+        }
     }
 
     /// True if a peer with `has` has a piece we still need.
     pub fn interesting(&self, has: &[bool]) -> bool {
-        has.iter().zip(&self.state).any(|(h, s)| *h && *s != State::Have)
+        has.iter()
+            .zip(&self.state)
+            .any(|(h, s)| *h && *s != State::Have)
     }
 
     pub fn add_availability(&mut self, has: &[bool]) {
@@ -191,7 +206,13 @@ impl Picker {
     /// `endgame`, when every block is already requested from someone, a few blocks others
     /// have not delivered yet are asked of this peer too (the caller allows it only when the
     /// peer's own queue is nearly empty, so duplicates stay few).
-    pub fn pick(&mut self, peer: PeerKey, has: &[bool], max: usize, endgame: bool) -> Vec<BlockRef> {
+    pub fn pick(
+        &mut self,
+        peer: PeerKey,
+        has: &[bool],
+        max: usize,
+        endgame: bool,
+    ) -> Vec<BlockRef> {
         let mut out = Vec::new();
         // 1. Blocks nobody has been asked for, in pieces already started.
         let keys: Vec<u32> = self.partial_for(peer, has);
@@ -230,14 +251,29 @@ impl Picker {
             self.missing_count -= 1;
             self.unrequested += n;
             let owner = self.failed.contains(&(i as u32)).then_some(peer);
-            self.partial.insert(i as u32, Partial { blocks: vec![Block::Missing; n], written: 0, unrequested: n, owner });
+            self.partial.insert(
+                i as u32,
+                Partial {
+                    blocks: vec![Block::Missing; n],
+                    written: 0,
+                    unrequested: n,
+                    owner,
+                },
+            );
             self.take_missing(i, peer, max, &mut out);
         }
         // 3. Endgame: nothing left unrequested; ask for blocks others are slow to deliver.
-        let max = if out.is_empty() { max.min(ENDGAME_BATCH) } else { max };
+        let max = if out.is_empty() {
+            max.min(ENDGAME_BATCH)
+        } else {
+            max
+        };
         if endgame && out.len() < max && self.all_requested() {
-            let keys: Vec<u32> =
-                self.partial_for(peer, has).into_iter().filter(|i| self.partial[i].owner.is_none()).collect();
+            let keys: Vec<u32> = self
+                .partial_for(peer, has)
+                .into_iter()
+                .filter(|i| self.partial[i].owner.is_none())
+                .collect();
             'outer: for i in keys {
                 let p = self.partial.get_mut(&i).unwrap();
                 for (b, blk) in p.blocks.iter_mut().enumerate() {
@@ -253,7 +289,9 @@ impl Picker {
                 }
             }
         }
-        out.into_iter().map(|(i, b)| self.block_ref(i as usize, b)).collect()
+        out.into_iter()
+            .map(|(i, b)| self.block_ref(i as usize, b))
+            .collect()
     }
 
     /// Started pieces `peer` may work on: it has them and they are not reserved for another peer.
@@ -307,23 +345,41 @@ impl Picker {
         Some((r.index, b))
     }
 
-    /// A block arrived from `peer`.
+    /// A block arrived from `peer`. A block we still need is taken from whoever delivers it
+    /// first: asked of this peer, of others (they get a cancel), or of nobody any more (it
+    /// was in flight when the peer choked us or was snubbed). Only a piece reserved for one
+    /// peer after a failed hash check takes blocks from that peer alone, so a second failure
+    /// still names the culprit.
     pub fn received(&mut self, peer: PeerKey, r: &BlockRef) -> Arrival {
-        let Some((i, b)) = self.locate(r) else { return Arrival::Drop };
-        let blk = &mut self.partial.get_mut(&i).unwrap().blocks[b];
+        let Some((i, b)) = self.locate(r) else {
+            return Arrival::Drop;
+        };
+        let p = self.partial.get_mut(&i).unwrap();
+        if p.owner.map(|o| o != peer).unwrap_or(false) {
+            return Arrival::Drop;
+        }
+        let blk = &mut p.blocks[b];
         match blk {
-            Block::Requested(by) if by.contains(&peer) => {
+            Block::Requested(by) => {
                 let cancel = by.iter().copied().filter(|p| *p != peer).collect();
                 *blk = Block::Received(peer);
                 Arrival::Accept { cancel }
             }
-            _ => Arrival::Drop,
+            Block::Missing => {
+                *blk = Block::Received(peer);
+                p.unrequested -= 1;
+                self.unrequested -= 1;
+                Arrival::Accept { cancel: Vec::new() }
+            }
+            Block::Received(_) => Arrival::Drop,
         }
     }
 
     /// A received block reached the disk; answers true when its piece is ready to hash.
     pub fn written(&mut self, index: u32) -> bool {
-        let Some(p) = self.partial.get_mut(&index) else { return false };
+        let Some(p) = self.partial.get_mut(&index) else {
+            return false;
+        };
         p.written += 1;
         if p.written == p.blocks.len() {
             self.state[index as usize] = State::Hashing;
@@ -350,11 +406,19 @@ impl Picker {
     /// that failed is fetched again from one peer only, so if it fails again (answering a
     /// single sender), that peer sent bad data.
     pub fn hashed(&mut self, index: u32, ok: bool) -> Vec<PeerKey> {
-        let Some(p) = self.partial.remove(&index) else { return Vec::new() };
+        let Some(p) = self.partial.remove(&index) else {
+            return Vec::new();
+        };
         let mut senders: Vec<PeerKey> = p
             .blocks
             .iter()
-            .filter_map(|b| if let Block::Received(k) = b { Some(*k) } else { None })
+            .filter_map(|b| {
+                if let Block::Received(k) = b {
+                    Some(*k)
+                } else {
+                    None
+                }
+            })
             .collect();
         senders.sort_unstable();
         senders.dedup();
@@ -383,12 +447,18 @@ impl Picker {
         let mut unrequested = 0;
         for (i, p) in &self.partial {
             let n = p.blocks.iter().filter(|b| **b == Block::Missing).count();
-            if n != p.unrequested || self.state[*i as usize] == State::Missing || self.state[*i as usize] == State::Have {
+            if n != p.unrequested
+                || self.state[*i as usize] == State::Missing
+                || self.state[*i as usize] == State::Have
+            {
                 return false;
             }
             unrequested += n;
         }
-        missing == self.missing_count && hashing == self.hashing_count && have == self.have_count && unrequested == self.unrequested
+        missing == self.missing_count
+            && hashing == self.hashing_count
+            && have == self.have_count
+            && unrequested == self.unrequested
     }
 
     /// `peer` will not deliver these blocks (choked us, disconnected, timed out).
@@ -399,7 +469,9 @@ impl Picker {
             }
         }
         for r in blocks {
-            let Some((i, b)) = self.locate(r) else { continue };
+            let Some((i, b)) = self.locate(r) else {
+                continue;
+            };
             let p = self.partial.get_mut(&i).unwrap();
             if let Block::Requested(by) = &mut p.blocks[b] {
                 by.retain(|k| *k != peer);
@@ -430,7 +502,10 @@ mod tests {
         assert_eq!(got.iter().map(|b| b.index).collect::<Vec<_>>(), vec![1, 1]);
         // The same piece is finished before a new one starts.
         let got = pk.pick(2, &[true; 4], 3, true);
-        assert_eq!(got.iter().map(|b| b.index).collect::<Vec<_>>(), vec![1, 1, 0]);
+        assert_eq!(
+            got.iter().map(|b| b.index).collect::<Vec<_>>(),
+            vec![1, 1, 0]
+        );
     }
 
     #[test]
@@ -439,12 +514,24 @@ mod tests {
         let all = [true, true];
         let got = pk.pick(9, &all, 100, true);
         assert_eq!(got.len(), 5);
-        assert_eq!(got[4], BlockRef { index: 1, begin: 0, length: 100 });
+        assert_eq!(
+            got[4],
+            BlockRef {
+                index: 1,
+                begin: 0,
+                length: 100
+            }
+        );
         for r in &got[..4] {
             assert_eq!(pk.received(9, r), Arrival::Accept { cancel: vec![] });
         }
         assert_eq!(pk.received(9, &got[0]), Arrival::Drop, "duplicate");
-        assert_eq!(pk.received(8, &got[4]), Arrival::Drop, "not asked of peer 8");
+        assert_eq!(
+            pk.received(8, &got[4]),
+            Arrival::Accept { cancel: vec![9] },
+            "needed: taken from peer 8, peer 9 cancelled"
+        );
+        assert_eq!(pk.received(9, &got[4]), Arrival::Drop, "already received");
         assert!(!pk.written(0));
         assert!(!pk.written(0));
         assert!(!pk.written(0));
@@ -472,7 +559,10 @@ mod tests {
         assert_eq!(a.len(), 4);
         let b = pk.pick(2, &[true], 100, true);
         assert_eq!(b.len(), 4, "endgame asks a second peer");
-        assert!(pk.pick(3, &[true], 100, true).is_empty(), "at most two peers per block");
+        assert!(
+            pk.pick(3, &[true], 100, true).is_empty(),
+            "at most two peers per block"
+        );
         assert_eq!(pk.received(2, &a[0]), Arrival::Accept { cancel: vec![1] });
         assert_eq!(pk.received(1, &a[0]), Arrival::Drop);
     }
@@ -493,8 +583,26 @@ mod tests {
         }
         assert_eq!(pk.hashed(0, false), vec![1, 2]);
         assert_eq!(pk.pick(3, &[true], 2, true).len(), 2);
-        assert!(pk.pick(4, &[true], 4, true).is_empty(), "reserved for peer 3, no endgame sharing");
+        assert!(
+            pk.pick(4, &[true], 4, true).is_empty(),
+            "reserved for peer 3, no endgame sharing"
+        );
         assert_eq!(pk.pick(3, &[true], 4, true).len(), 2);
+    }
+
+    #[test]
+    fn a_block_that_arrives_after_its_request_was_forgotten_is_kept() {
+        let mut pk = Picker::new(P, P, &[false], 1);
+        let a = pk.pick(1, &[true], 4, true);
+        pk.forget(1, &a); // peer 1 choked us
+        assert_eq!(
+            pk.received(1, &a[0]),
+            Arrival::Accept { cancel: vec![] },
+            "still needed"
+        );
+        assert!(pk.consistent());
+        let b = pk.pick(2, &[true], 4, true);
+        assert_eq!(b.len(), 3, "the block that arrived is not asked again");
     }
 
     #[test]

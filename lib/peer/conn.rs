@@ -17,13 +17,13 @@
 use super::close::CloseReason;
 use super::wire::{self, Handshake, Message};
 use crate::picker::BlockRef;
+pub use crate::picker::PeerKey;
 use crate::rate::Bucket;
 use crate::storage::Storage;
 use crossbeam::channel::{Receiver, Sender};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-pub use crate::picker::PeerKey;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,7 +43,11 @@ pub enum Cmd {
     /// Choke (true) or unchoke the peer.
     Choke(bool),
     /// Serve a block the peer requested (queued by the reader).
-    Serve { index: u32, begin: u32, length: u32 },
+    Serve {
+        index: u32,
+        begin: u32,
+        length: u32,
+    },
     Close,
 }
 
@@ -72,11 +76,25 @@ pub enum Event {
         /// The pieces announced in our bitfield to this peer.
         sent_have: Vec<bool>,
     },
-    Message { key: PeerKey, msg: Message },
+    Message {
+        key: PeerKey,
+        msg: Message,
+    },
     /// Blocks that arrived together (one batch per socket read, in order).
-    Blocks { key: PeerKey, blocks: Vec<(u32, u32, Vec<u8>)> },
-    Closed { key: PeerKey, addr: SocketAddr, reason: CloseReason },
-    ConnectFailed { key: PeerKey, addr: SocketAddr, reason: String },
+    Blocks {
+        key: PeerKey,
+        blocks: Vec<(u32, u32, Vec<u8>)>,
+    },
+    Closed {
+        key: PeerKey,
+        addr: SocketAddr,
+        reason: CloseReason,
+    },
+    ConnectFailed {
+        key: PeerKey,
+        addr: SocketAddr,
+        reason: String,
+    },
 }
 
 /// What every connection of a session needs.
@@ -98,8 +116,17 @@ pub struct Context {
 }
 
 /// Runs a connection to completion (call on its own thread).
-pub fn run(ctx: Arc<Context>, key: PeerKey, mut stream: TcpStream, addr: SocketAddr, outgoing: bool) {
-    let shared = Arc::new(PeerShared { am_choking: AtomicBool::new(true), ..Default::default() });
+pub fn run(
+    ctx: Arc<Context>,
+    key: PeerKey,
+    mut stream: TcpStream,
+    addr: SocketAddr,
+    outgoing: bool,
+) {
+    let shared = Arc::new(PeerShared {
+        am_choking: AtomicBool::new(true),
+        ..Default::default()
+    });
     let reason = match connect(&ctx, key, &mut stream, addr, outgoing, &shared) {
         Ok(()) => CloseReason::Shutdown,
         Err(e) => e,
@@ -123,16 +150,22 @@ fn connect(
     let ours = Handshake::new(ctx.info_hash, ctx.peer_id);
     let ioerr = CloseReason::io;
     if outgoing {
-        stream.write_all(&ours.encode()).map_err(|e| ioerr("sending handshake", e))?;
+        stream
+            .write_all(&ours.encode())
+            .map_err(|e| ioerr("sending handshake", e))?;
     }
     let mut hs = [0u8; wire::HANDSHAKE_LEN];
-    stream.read_exact(&mut hs).map_err(|e| ioerr("reading handshake", e))?;
+    stream
+        .read_exact(&mut hs)
+        .map_err(|e| ioerr("reading handshake", e))?;
     let theirs = Handshake::decode(&hs).map_err(|e| CloseReason::BadHandshake(e.to_string()))?;
     if theirs.info_hash != ctx.info_hash {
         return Err(CloseReason::OtherTorrent);
     }
     if !outgoing {
-        stream.write_all(&ours.encode()).map_err(|e| ioerr("sending handshake", e))?;
+        stream
+            .write_all(&ours.encode())
+            .map_err(|e| ioerr("sending handshake", e))?;
     }
     if theirs.peer_id == ctx.peer_id {
         return Err(CloseReason::Ourselves);
@@ -144,10 +177,22 @@ fn connect(
         let ext = crate::bencode::dict([
             ("m", crate::bencode::Owned::Dict(Default::default())),
             ("p", crate::bencode::Owned::Int(ctx.listen_port as i64)),
-            ("reqq", crate::bencode::Owned::Int(MAX_QUEUED_REQUESTS as i64 / 2)),
-            ("v", crate::bencode::Owned::str(concat!("shoal ", env!("CARGO_PKG_VERSION")))),
+            (
+                "reqq",
+                crate::bencode::Owned::Int(MAX_QUEUED_REQUESTS as i64 / 2),
+            ),
+            (
+                "v",
+                crate::bencode::Owned::str(concat!("shoal ", env!("CARGO_PKG_VERSION"))),
+            ),
         ]);
-        wire::encode(&Message::Extended { id: 0, payload: ext.encode() }, &mut first);
+        wire::encode(
+            &Message::Extended {
+                id: 0,
+                payload: ext.encode(),
+            },
+            &mut first,
+        );
     }
     let sent_have: Vec<bool> = if ctx.hide_bitfield {
         vec![false; ctx.num_pieces]
@@ -155,9 +200,14 @@ fn connect(
         ctx.have.iter().map(|h| h.load(Ordering::SeqCst)).collect()
     };
     if sent_have.iter().any(|h| *h) {
-        wire::encode(&Message::Bitfield(wire::bitfield_bytes(&sent_have)), &mut first);
+        wire::encode(
+            &Message::Bitfield(wire::bitfield_bytes(&sent_have)),
+            &mut first,
+        );
     }
-    stream.write_all(&first).map_err(|e| ioerr("sending bitfield", e))?;
+    stream
+        .write_all(&first)
+        .map_err(|e| ioerr("sending bitfield", e))?;
 
     let (cmd_tx, cmd_rx) = crossbeam::channel::unbounded();
     let writer_stream = stream.try_clone().map_err(|e| ioerr("cloning socket", e))?;
@@ -236,14 +286,21 @@ fn reader(
     }
 }
 
-fn flush_blocks(ctx: &Context, key: PeerKey, batch: &mut Vec<(u32, u32, Vec<u8>)>) -> Result<(), CloseReason> {
+fn flush_blocks(
+    ctx: &Context,
+    key: PeerKey,
+    batch: &mut Vec<(u32, u32, Vec<u8>)>,
+) -> Result<(), CloseReason> {
     if batch.is_empty() {
         return Ok(());
     }
     let blocks = std::mem::take(batch);
     // Released by the session (blocks it drops) or the disk pool (blocks it wrote).
-    ctx.unwritten.acquire(blocks.iter().map(|b| b.2.len()).sum());
-    ctx.events.send(Event::Blocks { key, blocks }).map_err(|_| CloseReason::SessionEnded)
+    ctx.unwritten
+        .acquire(blocks.iter().map(|b| b.2.len()).sum());
+    ctx.events
+        .send(Event::Blocks { key, blocks })
+        .map_err(|_| CloseReason::SessionEnded)
 }
 
 fn handle_block(
@@ -253,42 +310,64 @@ fn handle_block(
     unrequested: &mut u32,
     batch: &mut Vec<(u32, u32, Vec<u8>)>,
 ) -> Result<(), CloseReason> {
-    let Message::Piece { index, begin, data } = msg else { return Ok(()) };
+    let Message::Piece { index, begin, data } = msg else {
+        return Ok(());
+    };
     let fits = (index as usize) < ctx.num_pieces
         && data.len() as u32 <= wire::MAX_BLOCK
         && begin as u64 + data.len() as u64 <= ctx.storage.info().piece_size(index as usize);
     if !fits {
-        return Err(CloseReason::Protocol(format!("block of {} bytes at piece {index} offset {begin} does not fit", data.len())));
+        return Err(CloseReason::Protocol(format!(
+            "block of {} bytes at piece {index} offset {begin} does not fit",
+            data.len()
+        )));
     }
-    // Only as many blocks as we asked for get past here (bounding what a hostile peer
-    // can make us buffer); the session checks which ones.
-    if shared.outstanding.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_err() {
-        // A few late blocks after a choke are normal; a run of them is not.
+    // Blocks we asked for, plus a run of at most 64 others, get past here (bounding what a
+    // hostile peer can make us buffer); the core decides which to keep.
+    if shared
+        .outstanding
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_err()
+    {
+        // A few late blocks after a choke or a cancel are normal (and passed on: the core
+        // keeps those it still needs); a run of them is not.
         *unrequested += 1;
         if *unrequested > 64 {
             return Err(CloseReason::UnrequestedBlocks);
         }
-        return Ok(());
+    } else {
+        *unrequested = 0;
     }
-    *unrequested = 0;
     ctx.download.take(data.len());
     batch.push((index, begin, data));
     Ok(())
 }
 
-fn handle(ctx: &Context, key: PeerKey, msg: Message, cmd: &Sender<Cmd>, shared: &PeerShared) -> Result<(), CloseReason> {
+fn handle(
+    ctx: &Context,
+    key: PeerKey,
+    msg: Message,
+    cmd: &Sender<Cmd>,
+    shared: &PeerShared,
+) -> Result<(), CloseReason> {
     fn gone<T>(_: T) -> CloseReason {
         CloseReason::SessionEnded
     }
     match msg {
         Message::KeepAlive => Ok(()),
-        Message::Request { index, begin, length } => {
+        Message::Request {
+            index,
+            begin,
+            length,
+        } => {
             let ok = (index as usize) < ctx.num_pieces
                 && length > 0
                 && length <= wire::MAX_BLOCK
                 && begin as u64 + length as u64 <= ctx.storage.info().piece_size(index as usize);
             if !ok {
-                return Err(CloseReason::InvalidRequest(format!("piece {index} offset {begin} length {length}")));
+                return Err(CloseReason::InvalidRequest(format!(
+                    "piece {index} offset {begin} length {length}"
+                )));
             }
             if shared.am_choking.load(Ordering::SeqCst) {
                 return Ok(()); // choked peers' requests are dropped (BEP 3)
@@ -296,7 +375,12 @@ fn handle(ctx: &Context, key: PeerKey, msg: Message, cmd: &Sender<Cmd>, shared: 
             if shared.queued.fetch_add(1, Ordering::SeqCst) >= MAX_QUEUED_REQUESTS {
                 return Err(CloseReason::RequestFlood);
             }
-            cmd.send(Cmd::Serve { index, begin, length }).map_err(gone)
+            cmd.send(Cmd::Serve {
+                index,
+                begin,
+                length,
+            })
+            .map_err(gone)
         }
         // The peer drops what we asked for when it chokes us; a reject takes back one.
         Message::Choke => {
@@ -304,7 +388,9 @@ fn handle(ctx: &Context, key: PeerKey, msg: Message, cmd: &Sender<Cmd>, shared: 
             ctx.events.send(Event::Message { key, msg }).map_err(gone)
         }
         Message::Reject { .. } => {
-            let _ = shared.outstanding.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| v.checked_sub(1));
+            let _ = shared
+                .outstanding
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| v.checked_sub(1));
             ctx.events.send(Event::Message { key, msg }).map_err(gone)
         }
         Message::Cancel { .. } => Ok(()), // served or skipped by the writer; nothing to undo
@@ -329,23 +415,47 @@ fn writer(ctx: Arc<Context>, mut stream: TcpStream, cmds: Receiver<Cmd>, shared:
             Cmd::Request(blocks) => {
                 shared.outstanding.fetch_add(blocks.len(), Ordering::SeqCst);
                 for b in blocks {
-                    wire::encode(&Message::Request { index: b.index, begin: b.begin, length: b.length }, &mut out);
+                    wire::encode(
+                        &Message::Request {
+                            index: b.index,
+                            begin: b.begin,
+                            length: b.length,
+                        },
+                        &mut out,
+                    );
                 }
             }
             Cmd::Choke(choke) => {
                 shared.am_choking.store(choke, Ordering::SeqCst);
-                wire::encode(if choke { &Message::Choke } else { &Message::Unchoke }, &mut out);
+                wire::encode(
+                    if choke {
+                        &Message::Choke
+                    } else {
+                        &Message::Unchoke
+                    },
+                    &mut out,
+                );
             }
-            Cmd::Serve { index, begin, length } => {
+            Cmd::Serve {
+                index,
+                begin,
+                length,
+            } => {
                 shared.queued.fetch_sub(1, Ordering::SeqCst);
-                if shared.am_choking.load(Ordering::SeqCst) || !ctx.have[index as usize].load(Ordering::SeqCst) {
+                if shared.am_choking.load(Ordering::SeqCst)
+                    || !ctx.have[index as usize].load(Ordering::SeqCst)
+                {
                     continue;
                 }
                 ctx.upload.take(length as usize);
                 wire::encode_piece_header(index, begin, length, &mut out);
                 let at = out.len();
                 out.resize(at + length as usize, 0);
-                if ctx.storage.read(index as usize, begin as u64, &mut out[at..]).is_err() {
+                if ctx
+                    .storage
+                    .read(index as usize, begin as u64, &mut out[at..])
+                    .is_err()
+                {
                     break;
                 }
                 shared.uploaded.fetch_add(length as u64, Ordering::SeqCst);
@@ -368,7 +478,11 @@ pub fn dial(ctx: Arc<Context>, key: PeerKey, addr: SocketAddr) {
     match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
         Ok(s) => run(ctx, key, s, addr, true),
         Err(e) => {
-            let _ = ctx.events.send(Event::ConnectFailed { key, addr, reason: e.to_string() });
+            let _ = ctx.events.send(Event::ConnectFailed {
+                key,
+                addr,
+                reason: e.to_string(),
+            });
         }
     }
 }

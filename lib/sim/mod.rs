@@ -142,7 +142,6 @@ pub struct Outcome {
     pub violations: Vec<String>,
     pub per_host: Vec<HostOutcome>,
     /// (seconds, honest fetchers complete) at each completion.
-    #[serde(skip)]
     pub timeline: Vec<(f64, usize)>,
 }
 

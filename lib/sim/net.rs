@@ -88,12 +88,13 @@ impl Flows {
         }
     }
 
-    /// Drops every queued block but the one being sent (the sender choked the receiver).
+    /// Drops every queued block but one partly sent (the sender choked the receiver).
     pub fn clear(&mut self, c: usize, d: Dir) {
         let Some(Some(f)) = self.flows.get_mut(Flows::id(c, d)) else {
             return;
         };
-        f.queue.truncate(1);
+        let started = f.queue.front().map(|b| f.head_left < b.length as f64).unwrap_or(false);
+        f.queue.truncate(started as usize);
         f.queued = if f.queue.is_empty() { 0.0 } else { f.head_left };
     }
 

@@ -48,9 +48,10 @@ use std::time::Duration;
 pub const SNUB_TIMEOUT: Duration = Duration::from_secs(10);
 /// ...and is asked for nothing more for this long.
 pub const SNUB_PENALTY: Duration = Duration::from_secs(30);
-/// Fewest and most blocks requested from one peer at a time.
-const MIN_DEPTH: usize = 32;
-const MAX_DEPTH: usize = 512;
+/// Fewest and most bytes requested from one peer at a time (32 and 512 blocks of 16 KiB;
+/// the simulator's larger blocks keep the same bytes in flight).
+const MIN_DEPTH: u64 = 512 << 10;
+const MAX_DEPTH: u64 = 8 << 20;
 /// Below this many blocks in flight a peer may be given endgame duplicates.
 const ENDGAME_QUEUE: usize = 4;
 /// A fresh resume file (with an fsync of the data) at most this often.
@@ -476,7 +477,7 @@ impl<P> Core<P> {
         }
         self.last_choke = None; // run the choker at the next tick
         if self.cfg.super_seed {
-            self.reveal(key);
+            self.reveal(key, superseed::Reveal::Fresh);
         }
     }
 
@@ -574,12 +575,23 @@ impl<P> Core<P> {
             }
             Message::Interested => {
                 p.peer_interested = true;
-                let unchoked = self.peers.values().filter(|p| !p.am_choking).count();
-                if unchoked < self.cfg.upload_slots {
+                // A slot held by a peer that wants nothing is a free slot.
+                let busy = self
+                    .peers
+                    .values()
+                    .filter(|p| !p.am_choking && p.peer_interested)
+                    .count();
+                if busy < self.cfg.upload_slots {
                     self.set_choke(now, key, false);
                 }
             }
-            Message::NotInterested => p.peer_interested = false,
+            Message::NotInterested => {
+                p.peer_interested = false;
+                if !p.am_choking {
+                    // Its slot can serve someone waiting: re-run the choker at the next tick.
+                    self.last_choke = None;
+                }
+            }
             Message::Have(i) => {
                 if i as usize >= n {
                     return self.drop_peer(
@@ -590,15 +602,19 @@ impl<P> Core<P> {
                 if !p.has[i as usize] {
                     p.has[i as usize] = true;
                     p.has_count += 1;
+                    p.progress_at = now;
                     p.wanted += !self.picker.have(i as usize) as usize;
                     self.picker.add_have(i as usize);
                 }
                 if p.revealed == Some(i) {
                     p.revealed = None;
+                } else if p.starving {
+                    p.starving = false; // others feed it again
                 }
                 self.update_interest(now, key);
                 if self.cfg.super_seed {
-                    self.reveal(key);
+                    let starving = self.peers.get(key).map(|p| p.starving).unwrap_or(false);
+                    self.reveal(key, if starving { superseed::Reveal::Any } else { superseed::Reveal::Fresh });
                 }
             }
             Message::Bitfield(bytes) => match wire::parse_bitfield(&bytes, n) {
@@ -658,7 +674,7 @@ impl<P> Core<P> {
         }
         self.update_interest(now, key);
         if self.cfg.super_seed {
-            self.reveal(key);
+            self.reveal(key, superseed::Reveal::Fresh);
         }
     }
 
@@ -745,7 +761,7 @@ impl<P> Core<P> {
     }
 
     /// Tops up the requests in flight to `key`: about two seconds of data at the peer's
-    /// recent rate, between [`MIN_DEPTH`] and [`MAX_DEPTH`] blocks.
+    /// recent rate, between [`MIN_DEPTH`] and [`MAX_DEPTH`] bytes.
     fn request_more(&mut self, now: Duration, key: PeerKey) {
         if self.picker.complete() {
             return;
@@ -757,7 +773,11 @@ impl<P> Core<P> {
         if p.peer_choking || !p.am_interested || p.snubbed_until.map(|t| t > now).unwrap_or(false) {
             return;
         }
-        let depth = ((p.down.rate(now) * 2.0 / block) as usize).clamp(MIN_DEPTH, MAX_DEPTH);
+        let (lo, hi) = (
+            (MIN_DEPTH as f64 / block).ceil().max(2.0) as usize,
+            (MAX_DEPTH as f64 / block).max(2.0) as usize,
+        );
+        let depth = ((p.down.rate(now) * 2.0 / block) as usize).clamp(lo, hi);
         if p.inflight.len() + 4 > depth && !p.inflight.is_empty() {
             return;
         }
@@ -767,6 +787,11 @@ impl<P> Core<P> {
             .pick(key, &p.has, want, p.inflight.len() < ENDGAME_QUEUE);
         if blocks.is_empty() {
             return;
+        }
+        if p.inflight.is_empty() {
+            // The snub clock runs from the first request of a batch, not from a block
+            // that came long before it (a peer unchoked after a long wait is not silent).
+            p.last_block = now;
         }
         p.inflight.extend(blocks.iter().copied());
         self.out.push(Output::Request { key, blocks });
@@ -918,16 +943,28 @@ impl<P> Core<P> {
 
     // ---- super-seeding ---------------------------------------------------------------------
 
-    fn reveal(&mut self, key: PeerKey) {
+    fn reveal(&mut self, key: PeerKey, mode: superseed::Reveal) {
         let start = self.rng.below(self.picker.num_pieces());
         let Some(p) = self.peers.get(key) else { return };
         if p.revealed.is_some() || p.seed() {
             return;
         }
         let taken: HashSet<u32> = self.peers.values().filter_map(|p| p.revealed).collect();
-        if let Some(i) = superseed::pick(&self.picker, &p.has, &taken, start) {
+        if let Some(i) = superseed::pick(&self.picker, &p.has, &taken, start, mode) {
             self.peers.get_mut(key).unwrap().revealed = Some(i);
             self.send(key, Message::Have(i));
+        }
+    }
+
+    /// Super-seeding: peers that made no progress for a while are shown a piece anyway.
+    fn reveal_to_stalled(&mut self, now: Duration) {
+        for k in self.peers.keys() {
+            let p = self.peers.get_mut(k).unwrap();
+            if p.revealed.is_none() && !p.seed() && now.saturating_sub(p.progress_at) >= superseed::STALLED {
+                p.progress_at = now;
+                p.starving = true;
+                self.reveal(k, superseed::Reveal::Any);
+            }
         }
     }
 
@@ -958,6 +995,9 @@ impl<P> Core<P> {
             self.request_more(now, k);
         }
         self.choke(now);
+        if self.cfg.super_seed {
+            self.reveal_to_stalled(now);
+        }
         self.connect_more(now);
         if self.resume_dirty && self.completed_at.is_none() {
             self.save_resume(now);

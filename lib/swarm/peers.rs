@@ -46,12 +46,19 @@ pub struct Peer {
     pub up_recorded: u64,
     /// Payload bytes received and not yet moved into the history.
     pub downloaded: u64,
+    /// When the peer last sent a block, or we asked it for blocks with none in flight:
+    /// what snubbing measures silence from.
     pub last_block: Duration,
     pub unchoked_at: Option<Duration>,
     /// When we last choked it (or it connected): seeders serve who waited longest.
     pub choked_since: Duration,
     /// Super-seeding: the piece revealed to this peer and not yet seen back.
     pub revealed: Option<u32>,
+    /// When the peer last announced a new piece (or connected).
+    pub progress_at: Duration,
+    /// Super-seeding: it stalled, so it is shown pieces others have too, until it gets a
+    /// piece from someone else again.
+    pub starving: bool,
     pub snubbed_until: Option<Duration>,
 }
 
@@ -86,6 +93,8 @@ impl Peer {
             unchoked_at: None,
             choked_since: now,
             revealed: None,
+            progress_at: now,
+            starving: false,
             snubbed_until: None,
         }
     }

@@ -6,13 +6,31 @@
 //! currently revealed to anybody else (a piece shown to two peers would leave the origin
 //! twice), and among those the one the fewest connected peers have (the picker's
 //! availability counts), ties broken from a random starting point.
+//!
+//! Once every piece has a copy among the connected peers or is being shown to one, the
+//! origin shows nothing more: the peers trade the rest among themselves, and each byte
+//! leaves the origin about once. A peer that makes no progress for [`STALLED`] (say the
+//! only other copy of what it lacks sits with a peer that sends corrupt data, or left) is
+//! shown the least available piece it lacks anyway ([`Reveal::Any`]).
 
 use crate::picker::Picker;
 use std::collections::HashSet;
+use std::time::Duration;
+
+/// A peer without progress this long is shown a piece even if others have it.
+pub const STALLED: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reveal {
+    /// Only a piece no connected peer has and nobody is being shown.
+    Fresh,
+    /// The least available piece the peer lacks.
+    Any,
+}
 
 /// The piece to reveal to a peer that has `peer_has`; `taken` holds the pieces revealed to
 /// other peers and not yet seen back; `start` is where the scan begins (random).
-pub fn pick(picker: &Picker, peer_has: &[bool], taken: &HashSet<u32>, start: usize) -> Option<u32> {
+pub fn pick(picker: &Picker, peer_has: &[bool], taken: &HashSet<u32>, start: usize, mode: Reveal) -> Option<u32> {
     let n = picker.num_pieces();
     let mut best: Option<(bool, u32, usize)> = None;
     for j in 0..n {
@@ -28,7 +46,7 @@ pub fn pick(picker: &Picker, peer_has: &[bool], taken: &HashSet<u32>, start: usi
             }
         }
     }
-    best.map(|b| b.2 as u32)
+    best.filter(|b| mode == Reveal::Any || (!b.0 && b.1 == 0)).map(|b| b.2 as u32)
 }
 
 #[cfg(test)]
@@ -36,34 +54,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reveals_the_rarest_piece_nobody_else_was_shown() {
+    fn reveals_a_fresh_piece_then_nothing_then_the_rarest_when_stalled() {
         let mut pk = Picker::new(16384, 4 * 16384, &[true; 4], 1);
         pk.add_availability(&[true, false, false, true]);
         pk.add_availability(&[true, true, false, false]);
         // Pieces 2 (nobody) < 1 = 3 (one peer each) < 0 (two peers).
         let none = HashSet::new();
-        assert_eq!(pick(&pk, &[false; 4], &none, 0), Some(2));
+        assert_eq!(pick(&pk, &[false; 4], &none, 0, Reveal::Fresh), Some(2));
         let taken: HashSet<u32> = [2].into_iter().collect();
-        let got = pick(&pk, &[false; 4], &taken, 0);
-        assert!(
-            got == Some(1) || got == Some(3),
-            "2 is being shown to another peer: {got:?}"
-        );
-        assert_eq!(
-            pick(&pk, &[false, true, true, true], &taken, 0),
-            Some(0),
-            "the only piece it lacks"
-        );
-        assert_eq!(
-            pick(&pk, &[true; 4], &taken, 0),
-            None,
-            "a seed is shown nothing"
-        );
+        assert_eq!(pick(&pk, &[false; 4], &taken, 0, Reveal::Fresh), None, "every piece is out once: nothing fresh");
+        let got = pick(&pk, &[false; 4], &taken, 0, Reveal::Any);
+        assert!(got == Some(1) || got == Some(3), "2 is shown to another peer, 1 and 3 are rarest: {got:?}");
+        assert_eq!(pick(&pk, &[false, true, true, true], &taken, 0, Reveal::Any), Some(0), "the only piece it lacks");
+        assert_eq!(pick(&pk, &[true; 4], &taken, 0, Reveal::Any), None, "a seed is shown nothing");
     }
 
     #[test]
     fn only_pieces_we_have() {
         let pk = Picker::new(16384, 2 * 16384, &[false, true], 1);
-        assert_eq!(pick(&pk, &[false, false], &HashSet::new(), 0), Some(1));
+        assert_eq!(pick(&pk, &[false, false], &HashSet::new(), 0, Reveal::Fresh), Some(1));
     }
 }

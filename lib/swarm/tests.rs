@@ -398,6 +398,29 @@ fn a_silent_peer_is_snubbed_and_its_requests_go_to_others() {
 }
 
 #[test]
+fn a_peer_asked_after_a_long_quiet_spell_is_not_snubbed_at_once() {
+    let mut c = C::new(cfg(2, Lifecycle::Exit), vec![false; 2], s(0));
+    join(&mut c, 1, Some(vec![true, true]), s(0));
+    // Choked for a minute: nothing asked, nothing sent.
+    c.handle(
+        s(60),
+        Input::Message {
+            key: 1,
+            msg: Message::Unchoke,
+        },
+    );
+    assert_eq!(requests(&outs(&mut c), 1).len(), 8);
+    c.handle(s(61), Input::Tick);
+    assert_eq!(
+        c.inflight(1),
+        8,
+        "one second after asking is not ten seconds of silence"
+    );
+    c.handle(s(71), Input::Tick);
+    assert_eq!(c.inflight(1), 0, "ten seconds after asking is");
+}
+
+#[test]
 fn two_corrupt_pieces_from_one_peer_ban_it() {
     let mut c = C::new(cfg(2, Lifecycle::Exit), vec![false; 2], s(0));
     join(&mut c, 1, Some(vec![true, true]), s(0));
