@@ -507,17 +507,26 @@ impl Session {
         }
     }
 
-    /// Once a second: the connections' upload counters, the core's tick, and the progress
-    /// line (or, while seeding, a status line now and then when something was sent).
-    fn tick(&mut self) {
+    /// Tells the core what each connection has sent so far; answers the connections.
+    fn report_uploads(&mut self) -> Vec<PeerKey> {
         let counts: Vec<(PeerKey, u64)> = self
             .conns
             .iter()
             .map(|(k, c)| (*k, c.shared.uploaded.load(Ordering::SeqCst)))
             .collect();
-        for (key, total) in counts {
-            self.input(Input::Uploaded { key, total });
+        for (key, total) in &counts {
+            self.input(Input::Uploaded {
+                key: *key,
+                total: *total,
+            });
         }
+        counts.into_iter().map(|(k, _)| k).collect()
+    }
+
+    /// Once a second: the connections' upload counters, the core's tick, and the progress
+    /// line (or, while seeding, a status line now and then when something was sent).
+    fn tick(&mut self) {
+        self.report_uploads();
         self.input(Input::Tick);
         let uploaded = self.core.uploaded();
         self.stats.uploaded.store(uploaded, Ordering::Relaxed);
@@ -640,13 +649,7 @@ impl Session {
 
     fn finish(&mut self) {
         self.progress.finish();
-        let counts: Vec<(PeerKey, u64)> = self
-            .conns
-            .iter()
-            .map(|(k, c)| (*k, c.shared.uploaded.load(Ordering::SeqCst)))
-            .collect();
-        for (key, total) in counts {
-            self.input(Input::Uploaded { key, total });
+        for key in self.report_uploads() {
             self.cmd(key, Cmd::Close);
         }
         self.shutdown.store(true, Ordering::SeqCst);

@@ -77,6 +77,11 @@ fn join(c: &mut C, n: u64, has: Option<Vec<bool>>, now: Duration) -> Vec<Out> {
     outs(c)
 }
 
+/// Peer `key` sends us `m`.
+fn msg(c: &mut C, key: PeerKey, m: Message, now: Duration) {
+    c.handle(now, Input::Message { key, msg: m });
+}
+
 fn requests(o: &[Out], key: PeerKey) -> Vec<BlockRef> {
     o.iter()
         .filter_map(|o| match o {
@@ -162,13 +167,7 @@ fn a_download_from_request_to_verified_and_done() {
     let o = join(&mut c, 1, Some(vec![true, true]), s(0));
     assert!(matches!(sent(&o, 1)[..], [Message::Interested]), "{o:?}");
     assert!(requests(&o, 1).is_empty(), "nothing asked while choked");
-    c.handle(
-        s(1),
-        Input::Message {
-            key: 1,
-            msg: Message::Unchoke,
-        },
-    );
+    msg(&mut c, 1, Message::Unchoke, s(1));
     let o = outs(&mut c);
     let asked = requests(&o, 1);
     assert_eq!(asked.len(), 8, "every block of both pieces");
@@ -208,13 +207,7 @@ fn a_download_from_request_to_verified_and_done() {
 fn unrequested_and_duplicate_blocks_are_discarded() {
     let mut c = C::new(cfg(1, Lifecycle::Exit), vec![false], s(0));
     join(&mut c, 1, Some(vec![true]), s(0));
-    c.handle(
-        s(0),
-        Input::Message {
-            key: 1,
-            msg: Message::Unchoke,
-        },
-    );
+    msg(&mut c, 1, Message::Unchoke, s(0));
     let asked = requests(&outs(&mut c), 1);
     let stray = BlockRef {
         index: 0,
@@ -245,13 +238,7 @@ fn unrequested_and_duplicate_blocks_are_discarded() {
 fn a_verified_piece_is_never_counted_before_its_hash() {
     let mut c = C::new(cfg(1, Lifecycle::Exit), vec![false], s(0));
     join(&mut c, 1, Some(vec![true]), s(0));
-    c.handle(
-        s(0),
-        Input::Message {
-            key: 1,
-            msg: Message::Unchoke,
-        },
-    );
+    msg(&mut c, 1, Message::Unchoke, s(0));
     let asked = requests(&outs(&mut c), 1);
     c.handle(
         s(1),
@@ -275,23 +262,11 @@ fn tit_for_tat_unchokes_who_sends_us_most() {
     let mut c = C::new(cfg(8, Lifecycle::Exit), vec![false; 8], s(0));
     for n in 1..=5 {
         join(&mut c, n, Some(vec![true; 8]), s(0));
-        c.handle(
-            s(0),
-            Input::Message {
-                key: n,
-                msg: Message::Interested,
-            },
-        );
+        msg(&mut c, n, Message::Interested, s(0));
     }
     outs(&mut c);
     // Peer 4 sends us blocks; the others send nothing.
-    c.handle(
-        s(1),
-        Input::Message {
-            key: 4,
-            msg: Message::Unchoke,
-        },
-    );
+    msg(&mut c, 4, Message::Unchoke, s(1));
     let asked = requests(&outs(&mut c), 4);
     deliver(&mut c, 4, &asked[..8], true, s(2));
     c.handle(s(2), Input::Tick);
@@ -315,13 +290,7 @@ fn seeding_round_robin_gives_every_downloader_a_turn() {
     c.handle(s(0), Input::Finalized);
     for n in 1..=3 {
         join(&mut c, n, None, s(0));
-        c.handle(
-            s(0),
-            Input::Message {
-                key: n,
-                msg: Message::Interested,
-            },
-        );
+        msg(&mut c, n, Message::Interested, s(0));
     }
     outs(&mut c);
     let mut turns = Vec::new();
@@ -350,23 +319,11 @@ fn seeding_round_robin_gives_every_downloader_a_turn() {
 fn a_silent_peer_is_snubbed_and_its_requests_go_to_others() {
     let mut c = C::new(cfg(1, Lifecycle::Exit), vec![false], s(0));
     join(&mut c, 1, Some(vec![true]), s(0));
-    c.handle(
-        s(0),
-        Input::Message {
-            key: 1,
-            msg: Message::Unchoke,
-        },
-    );
+    msg(&mut c, 1, Message::Unchoke, s(0));
     let asked = requests(&outs(&mut c), 1);
     assert_eq!(asked.len(), 4);
     join(&mut c, 2, Some(vec![true]), s(0));
-    c.handle(
-        s(0),
-        Input::Message {
-            key: 2,
-            msg: Message::Unchoke,
-        },
-    );
+    msg(&mut c, 2, Message::Unchoke, s(0));
     outs(&mut c);
     assert_eq!(
         c.inflight(2),
@@ -382,13 +339,7 @@ fn a_silent_peer_is_snubbed_and_its_requests_go_to_others() {
         .iter()
         .any(|o| matches!(o, Output::Log(m) if m.contains("sent nothing"))));
     // Peer 1 is asked for nothing during its penalty, even when unchoked again.
-    c.handle(
-        s(12),
-        Input::Message {
-            key: 1,
-            msg: Message::Unchoke,
-        },
-    );
+    msg(&mut c, 1, Message::Unchoke, s(12));
     assert!(requests(&outs(&mut c), 1).is_empty());
     // A block from it ends the penalty.
     deliver(&mut c, 2, &asked[..1], true, s(13));
@@ -402,13 +353,7 @@ fn a_peer_asked_after_a_long_quiet_spell_is_not_snubbed_at_once() {
     let mut c = C::new(cfg(2, Lifecycle::Exit), vec![false; 2], s(0));
     join(&mut c, 1, Some(vec![true, true]), s(0));
     // Choked for a minute: nothing asked, nothing sent.
-    c.handle(
-        s(60),
-        Input::Message {
-            key: 1,
-            msg: Message::Unchoke,
-        },
-    );
+    msg(&mut c, 1, Message::Unchoke, s(60));
     assert_eq!(requests(&outs(&mut c), 1).len(), 8);
     c.handle(s(61), Input::Tick);
     assert_eq!(
@@ -424,13 +369,7 @@ fn a_peer_asked_after_a_long_quiet_spell_is_not_snubbed_at_once() {
 fn two_corrupt_pieces_from_one_peer_ban_it() {
     let mut c = C::new(cfg(2, Lifecycle::Exit), vec![false; 2], s(0));
     join(&mut c, 1, Some(vec![true, true]), s(0));
-    c.handle(
-        s(0),
-        Input::Message {
-            key: 1,
-            msg: Message::Unchoke,
-        },
-    );
+    msg(&mut c, 1, Message::Unchoke, s(0));
     let asked = requests(&outs(&mut c), 1);
     let piece0: Vec<BlockRef> = asked
         .iter()
@@ -481,13 +420,7 @@ fn two_corrupt_pieces_from_one_peer_ban_it() {
 fn a_have_past_the_last_piece_drops_and_bans_the_peer() {
     let mut c = C::new(cfg(2, Lifecycle::Exit), vec![false; 2], s(0));
     join(&mut c, 1, None, s(0));
-    c.handle(
-        s(0),
-        Input::Message {
-            key: 1,
-            msg: Message::Have(7),
-        },
-    );
+    msg(&mut c, 1, Message::Have(7), s(0));
     let cl = closes(&outs(&mut c));
     assert!(matches!(&cl[..], [(1, CloseReason::Protocol(_))]), "{cl:?}");
     assert!(c.is_banned(&id(1)));
@@ -546,21 +479,9 @@ fn super_seeding_reveals_one_piece_per_peer_until_seen_back() {
     assert_eq!(h2.len(), 1);
     assert_ne!(h1, h2, "different peers are shown different pieces");
     // Peer 2 announces it has peer 1's piece: peer 1 gets nothing new until it shows its own.
-    c.handle(
-        s(1),
-        Input::Message {
-            key: 2,
-            msg: Message::Have(h1[0]),
-        },
-    );
+    msg(&mut c, 2, Message::Have(h1[0]), s(1));
     assert!(sent(&outs(&mut c), 1).is_empty());
-    c.handle(
-        s(2),
-        Input::Message {
-            key: 1,
-            msg: Message::Have(h1[0]),
-        },
-    );
+    msg(&mut c, 1, Message::Have(h1[0]), s(2));
     let next: Vec<u32> = sent(&outs(&mut c), 1)
         .iter()
         .filter_map(|m| {
@@ -582,22 +503,10 @@ fn super_seeding_reveals_one_piece_per_peer_until_seen_back() {
 fn endgame_asks_a_second_peer_and_cancels_the_loser() {
     let mut c = C::new(cfg(1, Lifecycle::Exit), vec![false], s(0));
     join(&mut c, 1, Some(vec![true]), s(0));
-    c.handle(
-        s(0),
-        Input::Message {
-            key: 1,
-            msg: Message::Unchoke,
-        },
-    );
+    msg(&mut c, 1, Message::Unchoke, s(0));
     let a = requests(&outs(&mut c), 1);
     join(&mut c, 2, Some(vec![true]), s(0));
-    c.handle(
-        s(0),
-        Input::Message {
-            key: 2,
-            msg: Message::Unchoke,
-        },
-    );
+    msg(&mut c, 2, Message::Unchoke, s(0));
     let b = requests(&outs(&mut c), 2);
     assert_eq!(a, b, "the last blocks are asked of both");
     let o = deliver(&mut c, 1, &a[..1], true, s(1));
@@ -622,13 +531,7 @@ fn lingering_ends_when_only_seeds_remain_and_no_tracker_counts() {
     c.handle(s(1), Input::Tick);
     c.handle(s(5), Input::Tick);
     assert_eq!(c.end(), None, "a downloader is connected");
-    c.handle(
-        s(5),
-        Input::Message {
-            key: 1,
-            msg: Message::Have(0),
-        },
-    );
+    msg(&mut c, 1, Message::Have(0), s(5));
     c.handle(s(6), Input::Tick);
     assert_eq!(c.end(), None);
     c.handle(s(7), Input::Tick);
@@ -698,13 +601,7 @@ fn timeouts_end_an_unfinished_session() {
 fn resume_after_restart_fetches_only_what_is_missing() {
     let mut c = C::new(cfg(4, Lifecycle::Exit), vec![false; 4], s(0));
     join(&mut c, 1, Some(vec![true; 4]), s(0));
-    c.handle(
-        s(0),
-        Input::Message {
-            key: 1,
-            msg: Message::Unchoke,
-        },
-    );
+    msg(&mut c, 1, Message::Unchoke, s(0));
     let asked = requests(&outs(&mut c), 1);
     let first: Vec<BlockRef> = asked
         .iter()
@@ -730,13 +627,7 @@ fn resume_after_restart_fetches_only_what_is_missing() {
     let mut c2 = C::new(cfg(4, Lifecycle::Exit), saved.clone(), s(0));
     assert_eq!(c2.have_bytes(), PIECE);
     join(&mut c2, 1, Some(vec![true; 4]), s(0));
-    c2.handle(
-        s(0),
-        Input::Message {
-            key: 1,
-            msg: Message::Unchoke,
-        },
-    );
+    msg(&mut c2, 1, Message::Unchoke, s(0));
     let again = requests(&outs(&mut c2), 1);
     assert_eq!(again.len(), 12);
     assert!(again.iter().all(|b| b.index != first[0].index));
@@ -800,20 +691,8 @@ fn the_same_inputs_give_the_same_outputs() {
         let mut log = Vec::new();
         for n in 1..=4 {
             join(&mut c, n, Some(vec![true; 16]), s(0));
-            c.handle(
-                s(0),
-                Input::Message {
-                    key: n,
-                    msg: Message::Unchoke,
-                },
-            );
-            c.handle(
-                s(0),
-                Input::Message {
-                    key: n,
-                    msg: Message::Interested,
-                },
-            );
+            msg(&mut c, n, Message::Unchoke, s(0));
+            msg(&mut c, n, Message::Interested, s(0));
         }
         c.handle(s(1), Input::Tick);
         for o in outs(&mut c) {
