@@ -18,7 +18,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 /// A peer without progress this long is shown a piece even if others have it.
-pub const STALLED: Duration = Duration::from_secs(10);
+pub const STALLED: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reveal {

@@ -707,3 +707,25 @@ fn the_same_inputs_give_the_same_outputs() {
         "the seed matters (piece order, optimistic unchoke)"
     );
 }
+
+#[test]
+fn super_seeding_shows_a_stalled_peer_a_piece_others_have() {
+    let mut cf = cfg(2, Lifecycle::Forever);
+    cf.super_seed = true;
+    let mut c = C::new(cf, vec![true; 2], s(0));
+    c.handle(s(0), Input::Finalized);
+    // Peer 1 has both pieces; peer 2 has piece 0: nothing is fresh for peer 3.
+    join(&mut c, 1, Some(vec![true, true]), s(0));
+    join(&mut c, 2, Some(vec![true, false]), s(0));
+    let o = join(&mut c, 3, None, s(0));
+    assert!(sent(&o, 3).is_empty(), "nothing fresh to show: {o:?}");
+    c.handle(s(1), Input::Tick);
+    assert!(sent(&outs(&mut c), 3).is_empty(), "not stalled yet");
+    c.handle(s(0) + superseed::STALLED, Input::Tick);
+    let o = outs(&mut c);
+    let shown: Vec<&Message> = sent(&o, 3)
+        .into_iter()
+        .filter(|m| matches!(m, Message::Have(_)))
+        .collect();
+    assert_eq!(shown, vec![&Message::Have(1)], "the rarest piece it lacks");
+}
