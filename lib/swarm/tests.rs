@@ -723,9 +723,21 @@ fn super_seeding_shows_a_stalled_peer_a_piece_others_have() {
     assert!(sent(&outs(&mut c), 3).is_empty(), "not stalled yet");
     c.handle(s(0) + superseed::STALLED, Input::Tick);
     let o = outs(&mut c);
-    let shown: Vec<&Message> = sent(&o, 3)
-        .into_iter()
-        .filter(|m| matches!(m, Message::Have(_)))
-        .collect();
-    assert_eq!(shown, vec![&Message::Have(1)], "the rarest piece it lacks");
+    let have = |k| -> Vec<&Message> {
+        sent(&o, k)
+            .into_iter()
+            .filter(|m| matches!(m, Message::Have(_)))
+            .collect()
+    };
+    assert_eq!(
+        have(2),
+        vec![&Message::Have(1)],
+        "peer 2 stalled too: shown the only piece it lacks"
+    );
+    assert_eq!(
+        have(3),
+        vec![&Message::Have(0)],
+        "peer 3: a piece not being shown to anyone else first"
+    );
+    assert!(have(1).is_empty(), "a seed is shown nothing");
 }
