@@ -16,9 +16,9 @@ use std::sync::Arc;
 /// bad torrent, 3 disk or I/O error.
 #[derive(FromArgs)]
 struct Args {
-    /// TCP port to listen on for peers (default 6881; 0 picks a free one)
-    #[argh(option, default = "6881")]
-    port: u16,
+    /// TCP port to listen on for peers; taken is an error, 0 picks any free one (default: the first free of 6881-6889, else any free port)
+    #[argh(option)]
+    port: Option<u16>,
     /// cap on upload rate in bytes per second, K/M/G suffix allowed (default: none)
     #[argh(option)]
     max_upload_rate: Option<String>,
@@ -106,7 +106,8 @@ fn run(args: Args) -> Result<i32, Failure> {
         }
     }
     if args.json {
-        let j = serde_json::to_string(&report).map_err(|e| e.to_string())?;
+        let mut j = serde_json::to_value(&report).map_err(|e| e.to_string())?;
+        j["port"] = shoal::listen::last_bound().into();
         cli::write_stdout(format!("{j}\n").as_bytes())?;
     }
     Ok(0)

@@ -167,7 +167,7 @@ fn seed_one(meta: Metainfo, path: PathBuf, cfg: Config, stop: Arc<AtomicBool>, g
     }
     let storage = Storage::open_seed(Arc::new(meta.info.clone()), meta.info_hash, &path).map_err(|e| e.to_string())?;
     if !cfg.quiet {
-        eprintln!("btrack: seeding {} ({}) on port {}", meta.info.name, meta.info_hash, cfg.port);
+        eprintln!("btrack: seeding {} ({}) on port {}", meta.info.name, meta.info_hash, cfg.port.unwrap_or(0));
     }
     let have = vec![true; meta.info.num_pieces()];
     let report = session::run(Setup { meta, storage, have, config: cfg, shutdown: stop }).map_err(|e| e.to_string())?;

@@ -55,6 +55,38 @@ impl Report {
     }
 }
 
+/// Consecutive bad pieces that touch the same files: what a human report names as one line
+/// (`bad pieces 0-4999 (5000): disk.img`), so a missing 20 GB file is one line, not 5 000.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadRun {
+    pub first: usize,
+    pub last: usize,
+    /// Indices into `Info::files` (padding files left out).
+    pub files: Vec<usize>,
+}
+
+impl BadRun {
+    pub fn len(&self) -> usize {
+        self.last - self.first + 1
+    }
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+/// Groups sorted `bad` piece indices into runs of consecutive pieces touching the same files.
+pub fn bad_runs(info: &Info, bad: &[usize]) -> Vec<BadRun> {
+    let mut runs: Vec<BadRun> = Vec::new();
+    for &p in bad {
+        let files: Vec<usize> = info.piece_files(p).into_iter().filter(|&f| !info.files[f].pad).collect();
+        match runs.last_mut() {
+            Some(r) if r.last + 1 == p && r.files == files => r.last = p,
+            _ => runs.push(BadRun { first: p, last: p, files }),
+        }
+    }
+    runs
+}
+
 /// Where a torrent's content is when the user names `path` (or nothing).
 /// A single-file torrent given a directory looks for `<dir>/<name>`.
 pub fn content_path(info: &Info, path: Option<&Path>) -> PathBuf {
