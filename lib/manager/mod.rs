@@ -22,6 +22,12 @@
 //! - `GET /torrents/<ih>.torrent`, `GET /metrics`.
 //!
 //! Every handler answers; errors are one-line texts (JSON `{"error": …}` on `/api/`).
+//!
+//! Live origin counters: the dashboard shows what peers announce. `btrack --seed`'s own
+//! sessions announce to this btrack with a per-process marker (`shoal_seed=<random>` in the
+//! query, see [`App::seed_source`]); announces carrying it are answered with an interval of
+//! [`LIVE_INTERVAL`], so the origin's uploaded bytes and share on the pages and in the API
+//! are at most that old while a sync runs and after it. Other peers get the usual interval.
 
 pub mod httpd;
 pub mod pages;
@@ -36,6 +42,45 @@ use serde_json::json;
 use std::io::Read;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+
+/// Announce interval, in seconds, given to this btrack's own seeding sessions.
+pub const LIVE_INTERVAL: i64 = 5;
+
+/// The query marker of this process's own seeding sessions: `shoal_seed=<random hex>`.
+pub fn seed_marker() -> &'static str {
+    static M: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    M.get_or_init(|| {
+        let r = || crate::tracker::client::random_u32();
+        format!("shoal_seed={:08x}{:08x}{:08x}", r(), r(), r())
+    })
+}
+
+/// An announce response with `interval` and `min interval` set to `secs` (anything that is
+/// not a plain dictionary, e.g. garbage, is returned as is).
+pub fn with_interval(body: &[u8], secs: i64) -> Vec<u8> {
+    fn own(v: &crate::bencode::Value<'_>) -> crate::bencode::Owned {
+        use crate::bencode::{Owned, Value};
+        match v {
+            Value::Int(i) => Owned::Int(*i),
+            Value::Bytes(b) => Owned::Bytes(b.to_vec()),
+            Value::List(l) => Owned::List(l.iter().map(own).collect()),
+            Value::Dict(d) => Owned::Dict(d.entries.iter().map(|(k, v)| (k.to_vec(), own(v))).collect()),
+        }
+    }
+    let mut o = match crate::bencode::decode(body) {
+        Ok(v) => own(&v),
+        Err(_) => return body.to_vec(),
+    };
+    if let crate::bencode::Owned::Dict(d) = &mut o {
+        if d.contains_key(b"failure reason".as_slice()) {
+            return body.to_vec();
+        }
+        d.insert(b"interval".to_vec(), crate::bencode::Owned::Int(secs));
+        d.insert(b"min interval".to_vec(), crate::bencode::Owned::Int(secs));
+        return o.encode();
+    }
+    body.to_vec()
+}
 
 /// Manager settings.
 #[derive(Debug, Clone)]
@@ -154,6 +199,17 @@ pub struct Sharing {
 /// A peer is counted as an origin when it has everything and downloaded nothing.
 pub fn is_origin(p: &crate::tracker::store::Peer) -> bool {
     p.left == 0 && p.downloaded == 0
+}
+
+/// What `btrack --seed` does with a torrent, for the API: `null` when it does not seed it.
+pub fn seed_status_json(ih: &InfoHash) -> serde_json::Value {
+    use crate::seeder::Status;
+    match crate::seeder::status(ih) {
+        None => serde_json::Value::Null,
+        Some(Status::Verifying) => json!({ "state": "verifying" }),
+        Some(Status::Seeding { port }) => json!({ "state": "seeding", "port": port }),
+        Some(Status::Failed(why)) => json!({ "state": "failed", "error": why }),
+    }
 }
 
 /// Load sharing over the live peers and those that left (their last counters).
@@ -313,7 +369,27 @@ impl App {
         let e = self.registry.get(ih)?;
         let path = self.registry.content_of(&e)?;
         let mut meta = crate::metainfo::Metainfo::parse(&self.registry.torrent_bytes(ih).ok()?).ok()?;
-        let trackers = self.own_trackers(&meta.trackers());
+        // Over HTTP with this process's marker, so the sessions' counters stay live here.
+        let trackers: Vec<Vec<String>> = self
+            .own_trackers(&meta.trackers())
+            .into_iter()
+            .map(|tier| {
+                tier.into_iter()
+                    .map(|u| {
+                        let u = match u.strip_prefix("udp://") {
+                            Some(rest) => format!("http://{rest}"),
+                            None => u,
+                        };
+                        crate::tracker::http::with_query(&u, seed_marker())
+                    })
+                    .collect::<Vec<String>>()
+            })
+            .fold(Vec::new(), |mut acc: Vec<Vec<String>>, tier| {
+                if !acc.iter().flatten().any(|u| tier.contains(u)) {
+                    acc.push(tier);
+                }
+                acc
+            });
         meta.announce = trackers.first().and_then(|t| t.first()).cloned();
         meta.announce_list = trackers;
         Some((meta, path))
@@ -348,6 +424,7 @@ impl App {
             "torrent_path": self.registry.torrent_path(&e.info_hash),
             "content_path": self.registry.content_of(e),
             "bseed_command": self.registry.bseed_command(e),
+            "seeded_here": seed_status_json(&e.info_hash),
         });
         if peers {
             let v = view.unwrap_or(crate::tracker::store::SwarmView {
@@ -363,6 +440,7 @@ impl App {
                     json!({
                         "address": p.addr.to_string(),
                         "client": client_prefix(&p.peer_id),
+                        "client_name": crate::peer::wire::client_from_peer_id(&p.peer_id),
                         "uploaded": p.uploaded,
                         "downloaded": p.downloaded,
                         "left": p.left,
@@ -397,6 +475,8 @@ impl App {
                 r => Some(r.strip_prefix('/').unwrap_or(r).as_bytes()),
             };
             let body = self.tracker.http_announce(token, req.query.as_bytes(), canonical_ip(req.remote.ip()));
+            let ours = req.query.split('&').any(|kv| kv == seed_marker());
+            let body = if ours { with_interval(&body, LIVE_INTERVAL) } else { body };
             return Response::new(200, "text/plain", body);
         }
         if let Some(rest) = path.strip_prefix("/scrape") {
