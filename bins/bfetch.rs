@@ -66,7 +66,7 @@ struct Args {
 }
 
 fn main() {
-    let args: Args = cli::parse_args();
+    let args: Args = source::parse_args();
     cli::main("bfetch", || run(args))
 }
 

@@ -152,7 +152,13 @@ impl Seeder {
             };
             let ih = meta.info_hash;
             let used: Vec<u16> = running.values().map(|r| r.port).collect();
-            let port = (self.opts.base_port..=u16::MAX).find(|p| !used.contains(p)).unwrap_or(0);
+            // The next port none of our sessions uses and no other process holds (so a bseed
+            // or bfetch on 6881 does not make this torrent fail); base 0: any free port each.
+            let free = |p: u16| std::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, p)).is_ok();
+            let port = match self.opts.base_port {
+                0 => 0,
+                base => (base..=u16::MAX).find(|p| !used.contains(p) && free(*p)).unwrap_or(0),
+            };
             let stop = Arc::new(AtomicBool::new(false));
             running.insert(ih, Running { stop: stop.clone(), port });
             let cfg = Config {

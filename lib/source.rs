@@ -25,6 +25,39 @@ pub const MAX_REDIRECTS: u32 = 5;
 /// holders of either).
 pub const TOKEN_ENV: &str = "SHOAL_TOKEN";
 
+/// What [`parse_args`] hands the tool for a lone `-` argument (argh refuses `-` as a
+/// positional: it reads it as an option). No real argument holds a NUL byte.
+pub const STDIN_ARG: &str = "\0-";
+
+/// Parses the process arguments like [`crate::cli::parse_args`], but lets a lone `-` through
+/// as a positional argument (as [`STDIN_ARG`], which [`read_torrent`] reads as standard
+/// input): `bdecode --info-hash -`, `bverify - DIR`, `curl … | bfetch - -o DIR`.
+pub fn parse_args<T: argh::TopLevelCommand>() -> T {
+    use std::io::Write;
+    let args: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
+    let cmd = Path::new(&args[0]).file_name().and_then(|s| s.to_str()).unwrap_or("shoal").to_string();
+    let rest: Vec<&str> = args[1..].iter().map(|a| if a == "-" { STDIN_ARG } else { a.as_str() }).collect();
+    match T::from_args(&[&cmd], &rest) {
+        Ok(t) => t,
+        Err(early) => match early.status {
+            Ok(()) => {
+                let _ = std::io::stdout().write_all(early.output.as_bytes());
+                std::process::exit(0)
+            }
+            Err(()) => {
+                let out = early.output.replace(STDIN_ARG, "-");
+                let mut err = std::io::stderr().lock();
+                let _ = write!(err, "{cmd}: {out}");
+                if !out.ends_with('\n') {
+                    let _ = writeln!(err);
+                }
+                let _ = writeln!(err, "Run {cmd} --help for more information.");
+                std::process::exit(crate::cli::EXIT_ERROR)
+            }
+        },
+    }
+}
+
 /// Where the bytes came from (for messages).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
@@ -94,7 +127,7 @@ pub enum Kind {
 /// Classifies `arg` (an existing file is always a file).
 pub fn kind(arg: &str) -> Kind {
     let lower = arg.to_ascii_lowercase();
-    if arg == "-" {
+    if arg == "-" || arg == STDIN_ARG {
         Kind::Stdin
     } else if lower.starts_with("http://") {
         Kind::Url
