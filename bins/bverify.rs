@@ -75,14 +75,12 @@ fn text_report(r: &Report, m: &Metainfo) -> String {
         bad_files,
         r.files.len()
     );
-    let mut shown = 0;
     let not_ok: Vec<_> = r.files.iter().filter(|f| f.status != FileStatus::Ok).collect();
-    for f in &not_ok {
+    for (shown, f) in not_ok.iter().enumerate() {
         if shown == MAX_LINES {
             s += &format!("… and {} more files not ok (--json lists them all)\n", not_ok.len() - shown);
             break;
         }
-        shown += 1;
         match f.status {
             FileStatus::Ok => {}
             FileStatus::Missing => s += &format!("missing: {}\n", printable(&f.path)),
@@ -98,7 +96,7 @@ fn text_report(r: &Report, m: &Metainfo) -> String {
     let runs = verify::bad_runs(&m.info, &r.bad_pieces);
     for (i, run) in runs.iter().enumerate() {
         if i == MAX_LINES {
-            let rest: usize = runs[i..].iter().map(|r| r.len()).sum();
+            let rest: usize = runs[i..].iter().map(|r| r.count()).sum();
             s += &format!("… and {rest} more bad pieces in {} runs (--json lists every piece)\n", runs.len() - i);
             break;
         }
@@ -106,7 +104,7 @@ fn text_report(r: &Report, m: &Metainfo) -> String {
         if run.first == run.last {
             s += &format!("bad piece {}: {names}\n", run.first);
         } else {
-            s += &format!("bad pieces {}-{} ({}): {names}\n", run.first, run.last, run.len());
+            s += &format!("bad pieces {}-{} ({}): {names}\n", run.first, run.last, run.count());
         }
     }
     s

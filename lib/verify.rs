@@ -66,11 +66,9 @@ pub struct BadRun {
 }
 
 impl BadRun {
-    pub fn len(&self) -> usize {
+    /// Pieces in the run (at least 1).
+    pub fn count(&self) -> usize {
         self.last - self.first + 1
-    }
-    pub fn is_empty(&self) -> bool {
-        false
     }
 }
 
@@ -140,4 +138,29 @@ pub fn verify(info: &Info, root: &Path, threads: usize, progress: &mut dyn FnMut
         bad_pieces,
         files,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metainfo::Metainfo;
+
+    /// Two files of 3 and 2 pieces (piece length 4): pieces 0-2 in a, 3-4 in b.
+    fn info() -> Info {
+        let pieces = "x".repeat(5 * 20);
+        let t = format!(
+            "d4:infod5:filesld6:lengthi12e4:pathl1:aeed6:lengthi8e4:pathl1:beee4:name1:d12:piece lengthi4e6:pieces100:{pieces}ee"
+        );
+        Metainfo::parse(t.as_bytes()).unwrap().info
+    }
+
+    #[test]
+    fn runs_split_on_gaps_and_on_file_changes() {
+        let i = info();
+        let runs = bad_runs(&i, &[0, 1, 2, 3, 4]);
+        assert_eq!(runs, vec![BadRun { first: 0, last: 2, files: vec![0] }, BadRun { first: 3, last: 4, files: vec![1] }]);
+        let runs = bad_runs(&i, &[0, 2]);
+        assert_eq!(runs.iter().map(|r| (r.first, r.last, r.count())).collect::<Vec<_>>(), vec![(0, 0, 1), (2, 2, 1)]);
+        assert!(bad_runs(&i, &[]).is_empty());
+    }
 }

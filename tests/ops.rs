@@ -268,15 +268,7 @@ fn dashboard_shows_the_origin_uploading_live_and_decodes_clients() {
     c.arg(&url).arg("-o").arg(&out).args(["--no-linger", "--json", "--port", "0"]);
     let mut f = Proc::spawn("fetch", c, d.path());
     // While the fetch runs, the origin's uploaded bytes grow on the API.
-    let mut live = None;
-    while f.poll().is_none() {
-        let j = get_json(&api);
-        let up = j["origin_uploaded"].as_u64().unwrap();
-        if up > 0 && up < size as u64 {
-            live = Some(up);
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    let live = watch_origin(&api, size as u64, &mut f);
     assert!(f.poll().unwrap().success(), "{}", f.dump());
     assert_eq!(sha1_file(&out.join("img.bin")), shoal::hex::encode(&shoal::hashing::sha1(&payload)));
     assert!(live.is_some(), "origin_uploaded never showed a partial value during the sync\n{}", f.dump());
@@ -311,6 +303,51 @@ fn dashboard_shows_the_origin_uploading_live_and_decodes_clients() {
     let j = get_json(&api);
     let tr = j["peers"].as_array().unwrap().iter().find(|p| p["client"] == "-TR4060-").cloned().unwrap_or_else(|| panic!("{j}"));
     assert_eq!(tr["client_name"], "Transmission 4.0.6");
+}
+
+/// The origin's uploaded bytes on the API while a rate-capped fetch of `size` bytes from it
+/// runs: returns a value seen strictly between 0 and `size`, if any.
+fn watch_origin(api: &str, size: u64, f: &mut Proc) -> Option<u64> {
+    let mut live = None;
+    while f.poll().is_none() {
+        let up = get_json(api)["origin_uploaded"].as_u64().unwrap();
+        if up > 0 && up < size {
+            live = Some(up);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    live
+}
+
+#[test]
+fn dashboard_shows_a_bseed_origin_live_too() {
+    let d = Dir::new("ops-dash-bseed");
+    let (_btrack, base) = start_btrack(&d, &[]);
+    let size = 8usize << 20;
+    let payload = data(size, 6);
+    let torrent = upload(&base, "img.bin", &payload);
+    let ih = Metainfo::parse(&torrent).unwrap().info_hash.hex();
+    let api = format!("{base}/api/torrents/{ih}");
+    std::fs::write(d.join("img.torrent"), &torrent).unwrap();
+    let mut c = cmd("bseed");
+    c.arg(d.join("img.torrent")).arg(d.join("data/content/img.bin")).args(["--port", "0", "--max-upload-rate", "1M"]);
+    let _seed = Proc::spawn("bseed", c, d.path());
+    wait_until(T, || format!("bseed never announced: {}", get_json(&api)), || {
+        get_json(&api)["peers"].as_array().is_some_and(|p| p.iter().any(|p| p["origin"] == true))
+    });
+    let (_, page) = get(&format!("{base}/t/{ih}"));
+    let page = String::from_utf8_lossy(&page).into_owned();
+    assert!(page.contains("id=bseed") && !page.contains("This btrack seeds it"), "{page}");
+
+    let out = d.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let mut c = cmd("bfetch");
+    c.arg(format!("{base}/torrents/{ih}.torrent")).arg("-o").arg(&out).args(["--no-linger", "--port", "0"]);
+    let mut f = Proc::spawn("fetch", c, d.path());
+    let live = watch_origin(&api, size as u64, &mut f);
+    assert!(f.poll().unwrap().success(), "{}", f.dump());
+    assert!(live.is_some(), "origin_uploaded never showed a partial value during the sync");
+    wait_until(T, || format!("origin total never reached {size}: {}", get_json(&api)), || get_json(&api)["origin_uploaded"].as_u64().unwrap() >= size as u64);
 }
 
 // ---- item 6: the service ----------------------------------------------------------------------

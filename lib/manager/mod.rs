@@ -23,11 +23,14 @@
 //!
 //! Every handler answers; errors are one-line texts (JSON `{"error": …}` on `/api/`).
 //!
-//! Live origin counters: the dashboard shows what peers announce. `btrack --seed`'s own
-//! sessions announce to this btrack with a per-process marker (`shoal_seed=<random>` in the
-//! query, see [`App::seed_source`]); announces carrying it are answered with an interval of
-//! [`LIVE_INTERVAL`], so the origin's uploaded bytes and share on the pages and in the API
-//! are at most that old while a sync runs and after it. Other peers get the usual interval.
+//! Live origin counters: the dashboard shows what peers announce. Downloading peers announce
+//! at least every 30 s; a complete peer only at the tracker's interval (5 min by default),
+//! which would leave the origin's uploaded bytes minutes old. So an HTTP announce from an
+//! origin (nothing left, nothing downloaded: `bseed`, `btrack --seed`'s own sessions) is
+//! answered with an interval of at most [`LIVE_INTERVAL`] seconds, and the origin's uploaded
+//! bytes and share on the pages and in the API are that fresh while a sync runs and after
+//! it. `btrack --seed` sessions announce to this btrack over HTTP for that reason (see
+//! [`App::seed_source`]). Other peers get the configured interval.
 
 pub mod httpd;
 pub mod pages;
@@ -46,17 +49,21 @@ use std::sync::Arc;
 /// Announce interval, in seconds, given to this btrack's own seeding sessions.
 pub const LIVE_INTERVAL: i64 = 5;
 
-/// The query marker of this process's own seeding sessions: `shoal_seed=<random hex>`.
-pub fn seed_marker() -> &'static str {
-    static M: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    M.get_or_init(|| {
-        let r = || crate::tracker::client::random_u32();
-        format!("shoal_seed={:08x}{:08x}{:08x}", r(), r(), r())
-    })
+/// Whether an announce query comes from an origin: `left=0` and `downloaded=0`.
+pub fn is_origin_announce(query: &str) -> bool {
+    let (mut left, mut down) = (false, false);
+    for kv in query.split('&') {
+        match kv.split_once('=') {
+            Some(("left", v)) => left = v == "0",
+            Some(("downloaded", v)) => down = v == "0",
+            _ => {}
+        }
+    }
+    left && down
 }
 
-/// An announce response with `interval` and `min interval` set to `secs` (anything that is
-/// not a plain dictionary, e.g. garbage, is returned as is).
+/// An announce response with `interval` and `min interval` lowered to at most `secs` (a
+/// failure, or anything that is not a plain dictionary, is returned as is).
 pub fn with_interval(body: &[u8], secs: i64) -> Vec<u8> {
     fn own(v: &crate::bencode::Value<'_>) -> crate::bencode::Owned {
         use crate::bencode::{Owned, Value};
@@ -75,8 +82,11 @@ pub fn with_interval(body: &[u8], secs: i64) -> Vec<u8> {
         if d.contains_key(b"failure reason".as_slice()) {
             return body.to_vec();
         }
-        d.insert(b"interval".to_vec(), crate::bencode::Owned::Int(secs));
-        d.insert(b"min interval".to_vec(), crate::bencode::Owned::Int(secs));
+        for key in [b"interval".as_slice(), b"min interval".as_slice()] {
+            if let Some(crate::bencode::Owned::Int(v)) = d.get_mut(key) {
+                *v = (*v).min(secs);
+            }
+        }
         return o.encode();
     }
     body.to_vec()
@@ -369,18 +379,15 @@ impl App {
         let e = self.registry.get(ih)?;
         let path = self.registry.content_of(&e)?;
         let mut meta = crate::metainfo::Metainfo::parse(&self.registry.torrent_bytes(ih).ok()?).ok()?;
-        // Over HTTP with this process's marker, so the sessions' counters stay live here.
+        // Over HTTP, where an origin is given the live interval (module doc).
         let trackers: Vec<Vec<String>> = self
             .own_trackers(&meta.trackers())
             .into_iter()
             .map(|tier| {
                 tier.into_iter()
-                    .map(|u| {
-                        let u = match u.strip_prefix("udp://") {
-                            Some(rest) => format!("http://{rest}"),
-                            None => u,
-                        };
-                        crate::tracker::http::with_query(&u, seed_marker())
+                    .map(|u| match u.strip_prefix("udp://") {
+                        Some(rest) => format!("http://{rest}"),
+                        None => u,
                     })
                     .collect::<Vec<String>>()
             })
@@ -475,8 +482,7 @@ impl App {
                 r => Some(r.strip_prefix('/').unwrap_or(r).as_bytes()),
             };
             let body = self.tracker.http_announce(token, req.query.as_bytes(), canonical_ip(req.remote.ip()));
-            let ours = req.query.split('&').any(|kv| kv == seed_marker());
-            let body = if ours { with_interval(&body, LIVE_INTERVAL) } else { body };
+            let body = if is_origin_announce(&req.query) { with_interval(&body, LIVE_INTERVAL) } else { body };
             return Response::new(200, "text/plain", body);
         }
         if let Some(rest) = path.strip_prefix("/scrape") {
@@ -688,6 +694,23 @@ impl App {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn origins_get_the_live_interval_others_do_not() {
+        assert!(is_origin_announce("info_hash=x&peer_id=y&port=1&uploaded=5&downloaded=0&left=0&event=started"));
+        assert!(!is_origin_announce("downloaded=0&left=10"));
+        assert!(!is_origin_announce("downloaded=7&left=0"));
+        assert!(!is_origin_announce("left=0"));
+        let body = b"d8:completei1e10:incompletei2e8:intervali300e12:min intervali30e5:peers0:e";
+        let got = with_interval(body, 5);
+        assert_eq!(got, b"d8:completei1e10:incompletei2e8:intervali5e12:min intervali5e5:peers0:e".to_vec());
+        // Never longer than configured.
+        let short = b"d8:intervali1e12:min intervali1e5:peers0:e";
+        assert_eq!(with_interval(short, 5), short.to_vec());
+        let fail = b"d14:failure reason3:note";
+        assert_eq!(with_interval(fail, 5), fail.to_vec());
+        assert_eq!(with_interval(b"garbage", 5), b"garbage".to_vec());
+    }
 
     fn app(listen: &str, token: Option<&str>, public_url: Option<&str>) -> (App, std::path::PathBuf) {
         let d = std::env::temp_dir().join(format!("shoal-manager-{}-{}", std::process::id(), crate::tracker::client::random_u32()));

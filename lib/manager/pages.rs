@@ -162,7 +162,7 @@ pub fn detail(app: &App, e: &Entry) -> String {
 <p>Peers (including the {gone} that left, shown greyed) have uploaded <b>{total_up}</b> in all. The origin (peers that had the whole file without downloading) uploaded <b>{origin_up}</b> = <b id=origin-ratio>{ratio:.2}×</b> the file size{spread}.</p>
 <table><thead><tr><th>Address</th><th>Client</th><th class=n>Uploaded</th><th class=n>Downloaded</th><th class=n>Left</th><th class=n>Have</th><th class=n>Share of uploads</th><th class=n>Last announce</th></tr></thead>
 <tbody id=peers>{rows}</tbody></table>
-<p class=muted>Refreshes every 5 seconds. Counters are what the peers last announced (downloading peers announce at least every 30 s, this btrack's own seeding sessions every {live} s). <a href="/api/torrents/{ih}">JSON</a></p>
+<p class=muted>Refreshes every 5 seconds. Counters are what the peers last announced (downloading peers announce at least every 30 s, origins over HTTP every {live} s). <a href="/api/torrents/{ih}">JSON</a></p>
 </body></html>"##,
         name = esc(&e.name),
         live = super::LIVE_INTERVAL,
