@@ -10,7 +10,9 @@
 //! - the dashboard: with `btrack --seed`, the origin's uploaded bytes show in
 //!   `/api/torrents/<ih>` while a rate-capped fetch runs and after it, the page says this
 //!   btrack seeds it, and peer ids are decoded into client names (raw prefix kept);
-//! - the service: the systemd units pass `systemd-analyze verify`.
+//! - the service: the systemd units pass `systemd-analyze verify`; btrack.service's command
+//!   line builds the right arguments from /etc/default/btrack and runs a real btrack that
+//!   serves and exits 0 on SIGTERM; `btrack --seed` skips a seed port another process holds.
 //!
 //! Every process is a `Proc` (killed on drop); waits poll a condition with a deadline.
 mod common;
@@ -248,8 +250,11 @@ fn torrents_from_urls_stdin_and_paths_and_their_errors() {
 #[test]
 fn dashboard_shows_the_origin_uploading_live_and_decodes_clients() {
     let d = Dir::new("ops-dash");
-    // 8 MiB at 1 MiB/s from the origin: about eight seconds of sync to watch.
-    let (_btrack, base) = start_btrack(&d, &["--seed", "--seed-port", "0", "--seed-upload-rate", "1M"]);
+    // 8 MiB at 1 MiB/s from the origin: about eight seconds of sync to watch. The first seed
+    // port is held by another process (as a bfetch on 6881 would be): the session skips it.
+    let held = TcpListener::bind("0.0.0.0:0").unwrap();
+    let held_port = held.local_addr().unwrap().port();
+    let (_btrack, base) = start_btrack(&d, &["--seed", "--seed-port", &held_port.to_string(), "--seed-upload-rate", "1M"]);
     let size = 8usize << 20;
     let payload = data(size, 5);
     let torrent = upload(&base, "img.bin", &payload);
@@ -260,6 +265,10 @@ fn dashboard_shows_the_origin_uploading_live_and_decodes_clients() {
         let j = get_json(&api);
         j["seeded_here"]["state"] == "seeding" && j["peers"].as_array().is_some_and(|p| p.iter().any(|p| p["origin"] == true))
     });
+    let seed_port = get_json(&api)["seeded_here"]["port"].as_u64().unwrap() as u16;
+    assert!(seed_port > held_port, "seeding on {seed_port}, {held_port} is held");
+    assert!(listening(None, seed_port));
+    drop(held);
     let (s, page) = get(&format!("{base}/t/{ih}"));
     assert_eq!(s, 200);
     let page = String::from_utf8_lossy(&page).into_owned();
@@ -387,4 +396,44 @@ fn systemd_units_pass_systemd_analyze_verify() {
             assert!(text.contains(want), "{name} lacks {want}");
         }
     }
+}
+
+/// The unit's ExecStart line as sh runs it (systemd turns `$$` into `$`), with `/usr/local/bin`
+/// and the data directory replaced.
+fn exec_start(unit: &str, bin_dir: &Path, data: &Path) -> String {
+    let text = std::fs::read_to_string(repo().join("scripts/systemd").join(unit)).unwrap();
+    let line = text.lines().find_map(|l| l.strip_prefix("ExecStart=")).unwrap();
+    let script = line.strip_prefix("/bin/sh -c '").and_then(|l| l.strip_suffix('\'')).unwrap_or_else(|| panic!("{line}"));
+    script.replace("$$", "$").replace("/usr/local/bin", &bin_dir.display().to_string()).replace("/var/lib/shoal/btrack", &data.display().to_string())
+}
+
+#[test]
+fn btrack_unit_command_line_runs_btrack_with_its_settings() {
+    let d = Dir::new("ops-unit-exec");
+    // The arguments the unit builds, with and without an admin token.
+    let fake = d.join("fakebin");
+    std::fs::create_dir_all(&fake).unwrap();
+    std::fs::write(fake.join("btrack"), "#!/bin/sh\nfor a; do printf '[%s]' \"$a\"; done\n").unwrap();
+    std::process::Command::new("chmod").arg("+x").arg(fake.join("btrack")).status().unwrap();
+    let script = exec_start("btrack.service", &fake, Path::new("/data"));
+    let argv = |token: &str| {
+        let o = run(Command::new("/bin/sh").arg("-c").arg(&script).env("BTRACK_LISTEN", "0.0.0.0:6969").env("BTRACK_ADMIN_TOKEN", token).env("BTRACK_OPTS", "--seed --super-seed"));
+        assert_exit(&o, 0);
+        stdout(&o)
+    };
+    assert_eq!(argv("s3cret x"), "[--listen][0.0.0.0:6969][--data-dir][/data][--admin-token][s3cret x][--seed][--super-seed]");
+    assert_eq!(argv(""), "[--listen][0.0.0.0:6969][--data-dir][/data][--seed][--super-seed]");
+    // The real btrack through it: starts, serves, stops cleanly on SIGTERM (systemd's KillSignal).
+    let data = d.join("data");
+    let script = exec_start("btrack.service", bin("btrack").parent().unwrap(), &data);
+    let mut c = Command::new("/bin/sh");
+    c.arg("-c").arg(&script).env("BTRACK_LISTEN", "127.0.0.1:0").env("BTRACK_ADMIN_TOKEN", "adm").env("BTRACK_OPTS", "--seed");
+    let mut p = Proc::spawn("btrack-unit", c, d.path());
+    let port = logged_port(&mut p, "listening on 127.0.0.1:");
+    let j = get_json(&format!("http://127.0.0.1:{port}/api/torrents"));
+    assert_eq!(j, serde_json::json!([]));
+    assert!(data.join("torrents").is_dir() || data.is_dir(), "data directory created");
+    p.signal(15);
+    let status = p.wait_or_panic(T);
+    assert_eq!(status.code(), Some(0), "{}", p.dump());
 }
