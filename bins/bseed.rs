@@ -4,7 +4,7 @@
 
 use argh::FromArgs;
 use shoal::cli::{self, Failure};
-use shoal::metainfo::Metainfo;
+use shoal::source;
 use shoal::session::{self, Config, Setup};
 use shoal::storage::Storage;
 use shoal::{hashing, units, verify};
@@ -43,21 +43,21 @@ struct Args {
     /// no progress or log messages
     #[argh(switch, short = 'q')]
     quiet: bool,
-    /// the .torrent file
+    /// the .torrent: a path, an http:// URL (e.g. btrack's /torrents/<info-hash>.torrent), or - for standard input
     #[argh(positional)]
-    torrent: PathBuf,
+    torrent: String,
     /// the content: the file of a single-file torrent, the top directory of a multi-file one (default: ./NAME)
     #[argh(positional)]
     path: Option<PathBuf>,
 }
 
 fn main() {
-    let args: Args = cli::parse_args();
+    let args: Args = source::parse_args();
     cli::main("bseed", || run(args))
 }
 
 fn run(args: Args) -> Result<i32, Failure> {
-    let meta = Metainfo::read(&args.torrent)?;
+    let (meta, _) = source::read_metainfo(&args.torrent)?;
     let root = verify::content_path(&meta.info, args.path.as_deref());
     let threads = hashing::default_threads();
     if !args.no_verify {

@@ -342,9 +342,9 @@ fn dashboard_shows_a_bseed_origin_live_too() {
     let torrent = upload(&base, "img.bin", &payload);
     let ih = Metainfo::parse(&torrent).unwrap().info_hash.hex();
     let api = format!("{base}/api/torrents/{ih}");
-    std::fs::write(d.join("img.torrent"), &torrent).unwrap();
+    // bseed reads the torrent from btrack too.
     let mut c = cmd("bseed");
-    c.arg(d.join("img.torrent")).arg(d.join("data/content/img.bin")).args(["--port", "0", "--max-upload-rate", "1M"]);
+    c.arg(format!("{base}/torrents/{ih}.torrent")).arg(d.join("data/content/img.bin")).args(["--port", "0", "--max-upload-rate", "1M"]);
     let _seed = Proc::spawn("bseed", c, d.path());
     wait_until(T, || format!("bseed never announced: {}", get_json(&api)), || {
         get_json(&api)["peers"].as_array().is_some_and(|p| p.iter().any(|p| p["origin"] == true))
