@@ -8,9 +8,9 @@ use argh::FromArgs;
 use shoal::bencode;
 use shoal::cli::{self, Failure};
 use shoal::metainfo::Metainfo;
-use shoal::sanitize::{printable, printable_path};
+use shoal::sanitize::printable;
+use shoal::source;
 use shoal::units::human_bytes;
-use std::path::PathBuf;
 
 /// Print a bencoded file (or stdin) as JSON, or summarise a .torrent file.
 /// Exit status: 0 ok, 1 malformed input, 2 usage or I/O error.
@@ -31,13 +31,13 @@ struct Args {
     /// refuse input that is not canonical bencode (dictionary keys out of order, data after the value) instead of reading it with a warning
     #[argh(switch)]
     strict: bool,
-    /// the bencoded file to read; - or nothing reads standard input
-    #[argh(positional, default = "PathBuf::from(\"-\")")]
-    file: PathBuf,
+    /// the bencoded file to read: a path, an http:// URL, or - (or nothing) for standard input
+    #[argh(positional, default = "String::from(\"-\")")]
+    file: String,
 }
 
 fn main() {
-    let args: Args = cli::parse_args();
+    let args: Args = source::parse_args();
     cli::main("bdecode", || run(args))
 }
 
@@ -46,8 +46,8 @@ fn run(args: Args) -> Result<i32, Failure> {
     if modes > 1 {
         return Err("--info, --info-hash and --magnet are exclusive".into());
     }
-    let bytes = cli::read_input(&args.file)?;
-    let name = printable_path(&args.file);
+    let (bytes, origin) = source::read_torrent(&args.file).map_err(|e| e.to_string())?;
+    let name = origin.to_string();
     if modes == 0 {
         let decoded = if args.strict {
             bencode::decode(&bytes).map(|value| bencode::Lenient { value, warnings: Vec::new() })

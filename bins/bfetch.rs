@@ -5,7 +5,7 @@
 
 use argh::FromArgs;
 use shoal::cli::{self, Failure};
-use shoal::metainfo::Metainfo;
+use shoal::source;
 use shoal::session::{self, Config, Lifecycle, Setup};
 use shoal::storage::Storage;
 use shoal::{hashing, units};
@@ -21,9 +21,9 @@ struct Args {
     /// directory to download into (default: the current directory)
     #[argh(option, short = 'o', default = "PathBuf::from(\".\")")]
     output: PathBuf,
-    /// TCP port to listen on for peers (default 6881; 0 picks a free one)
-    #[argh(option, default = "6881")]
-    port: u16,
+    /// TCP port to listen on for peers; taken is an error, 0 picks any free one (default: the first free of 6881-6889, else any free port)
+    #[argh(option)]
+    port: Option<u16>,
     /// a peer to connect to, HOST:PORT; may be repeated (no tracker needed)
     #[argh(option)]
     peer: Vec<String>,
@@ -60,13 +60,13 @@ struct Args {
     /// no progress or log messages
     #[argh(switch, short = 'q')]
     quiet: bool,
-    /// the .torrent file
+    /// the .torrent: a path, an http:// URL (e.g. btrack's /torrents/<info-hash>.torrent), or - for standard input
     #[argh(positional)]
-    torrent: PathBuf,
+    torrent: String,
 }
 
 fn main() {
-    let args: Args = cli::parse_args();
+    let args: Args = source::parse_args();
     cli::main("bfetch", || run(args))
 }
 
@@ -86,7 +86,7 @@ fn lifecycle(no_linger: bool, seed_time: Duration) -> Lifecycle {
 }
 
 fn run(args: Args) -> Result<i32, Failure> {
-    let meta = Metainfo::read(&args.torrent)?;
+    let (meta, _) = source::read_metainfo(&args.torrent)?;
     let peers = cli::resolve_peers(&args.peer)?;
     let seed_time = args.seed_time.as_deref().map(units::parse_duration).transpose()?.unwrap_or(Duration::ZERO);
     let timeout = args.timeout.as_deref().map(units::parse_duration).transpose()?;
@@ -123,8 +123,7 @@ fn run(args: Args) -> Result<i32, Failure> {
         Ok(r) => r,
         Err(e @ session::Error::Unfinished(..)) => {
             if let (true, session::Error::Unfinished(_, r)) = (args.json, &e) {
-                let j = serde_json::to_string(r).map_err(|e| e.to_string())?;
-                cli::write_stdout(format!("{j}\n").as_bytes())?;
+                print_json(r)?;
             }
             return Err(Failure::new(1, e.to_string()));
         }
@@ -132,11 +131,17 @@ fn run(args: Args) -> Result<i32, Failure> {
         Err(e) => return Err(Failure::new(2, e.to_string())),
     };
     if args.json {
-        let j = serde_json::to_string(&report).map_err(|e| e.to_string())?;
-        cli::write_stdout(format!("{j}\n").as_bytes())?;
+        print_json(&report)?;
     }
     if !report.complete {
         return Err(Failure::new(1, "interrupted before the download completed"));
     }
     Ok(0)
+}
+
+/// The session's report with the port it listened on.
+fn print_json(r: &session::Report) -> Result<(), Failure> {
+    let mut j = serde_json::to_value(r).map_err(|e| e.to_string())?;
+    j["port"] = shoal::listen::last_bound().into();
+    cli::write_stdout(format!("{j}\n").as_bytes())
 }

@@ -4,7 +4,7 @@
 
 use argh::FromArgs;
 use shoal::cli::{self, Failure};
-use shoal::metainfo::Metainfo;
+use shoal::source;
 use shoal::session::{self, Config, Setup};
 use shoal::storage::Storage;
 use shoal::{hashing, units, verify};
@@ -16,9 +16,9 @@ use std::sync::Arc;
 /// bad torrent, 3 disk or I/O error.
 #[derive(FromArgs)]
 struct Args {
-    /// TCP port to listen on for peers (default 6881; 0 picks a free one)
-    #[argh(option, default = "6881")]
-    port: u16,
+    /// TCP port to listen on for peers; taken is an error, 0 picks any free one (default: the first free of 6881-6889, else any free port)
+    #[argh(option)]
+    port: Option<u16>,
     /// cap on upload rate in bytes per second, K/M/G suffix allowed (default: none)
     #[argh(option)]
     max_upload_rate: Option<String>,
@@ -43,21 +43,21 @@ struct Args {
     /// no progress or log messages
     #[argh(switch, short = 'q')]
     quiet: bool,
-    /// the .torrent file
+    /// the .torrent: a path, an http:// URL (e.g. btrack's /torrents/<info-hash>.torrent), or - for standard input
     #[argh(positional)]
-    torrent: PathBuf,
+    torrent: String,
     /// the content: the file of a single-file torrent, the top directory of a multi-file one (default: ./NAME)
     #[argh(positional)]
     path: Option<PathBuf>,
 }
 
 fn main() {
-    let args: Args = cli::parse_args();
+    let args: Args = source::parse_args();
     cli::main("bseed", || run(args))
 }
 
 fn run(args: Args) -> Result<i32, Failure> {
-    let meta = Metainfo::read(&args.torrent)?;
+    let (meta, _) = source::read_metainfo(&args.torrent)?;
     let root = verify::content_path(&meta.info, args.path.as_deref());
     let threads = hashing::default_threads();
     if !args.no_verify {
@@ -106,7 +106,8 @@ fn run(args: Args) -> Result<i32, Failure> {
         }
     }
     if args.json {
-        let j = serde_json::to_string(&report).map_err(|e| e.to_string())?;
+        let mut j = serde_json::to_value(&report).map_err(|e| e.to_string())?;
+        j["port"] = shoal::listen::last_bound().into();
         cli::write_stdout(format!("{j}\n").as_bytes())?;
     }
     Ok(0)

@@ -5,6 +5,7 @@
 use argh::FromArgs;
 use shoal::cli::{self, Failure};
 use shoal::metainfo::Metainfo;
+use shoal::source;
 use shoal::progress::Progress;
 use shoal::sanitize::{printable, printable_path};
 use shoal::verify::{self, FileStatus, Report};
@@ -25,21 +26,21 @@ struct Args {
     /// no progress or status messages
     #[argh(switch, short = 'q')]
     quiet: bool,
-    /// the .torrent file
+    /// the .torrent: a path, an http:// URL (e.g. btrack's /torrents/<info-hash>.torrent), or - for standard input
     #[argh(positional)]
-    torrent: PathBuf,
+    torrent: String,
     /// the content: the file of a single-file torrent, the top directory of a multi-file one (default: ./NAME)
     #[argh(positional)]
     path: Option<PathBuf>,
 }
 
 fn main() {
-    let args: Args = cli::parse_args();
+    let args: Args = source::parse_args();
     cli::main("bverify", || run(args))
 }
 
 fn run(args: Args) -> Result<i32, Failure> {
-    let m = Metainfo::read(&args.torrent)?;
+    let (m, _) = source::read_metainfo(&args.torrent)?;
     let root = verify::content_path(&m.info, args.path.as_deref());
     let threads = if args.threads == 0 { hashing::default_threads() } else { args.threads };
     let mut progress = Progress::new("bverify", "verifying", m.info.total_length, args.quiet);
@@ -74,7 +75,12 @@ fn text_report(r: &Report, m: &Metainfo) -> String {
         bad_files,
         r.files.len()
     );
-    for f in &r.files {
+    let not_ok: Vec<_> = r.files.iter().filter(|f| f.status != FileStatus::Ok).collect();
+    for (shown, f) in not_ok.iter().enumerate() {
+        if shown == MAX_LINES {
+            s += &format!("… and {} more files not ok (--json lists them all)\n", not_ok.len() - shown);
+            break;
+        }
         match f.status {
             FileStatus::Ok => {}
             FileStatus::Missing => s += &format!("missing: {}\n", printable(&f.path)),
@@ -87,15 +93,31 @@ fn text_report(r: &Report, m: &Metainfo) -> String {
             FileStatus::BadPieces => s += &format!("bad data: {} ({} bad pieces)\n", printable(&f.path), f.bad_pieces.len()),
         }
     }
-    for &p in &r.bad_pieces {
-        let files: Vec<String> = m
-            .info
-            .piece_files(p)
-            .into_iter()
-            .filter(|&f| !m.info.files[f].pad)
-            .map(|f| printable(&r.files[f].path).into_owned())
-            .collect();
-        s += &format!("bad piece {p}: {}\n", files.join(", "));
+    let runs = verify::bad_runs(&m.info, &r.bad_pieces);
+    for (i, run) in runs.iter().enumerate() {
+        if i == MAX_LINES {
+            let rest: usize = runs[i..].iter().map(|r| r.count()).sum();
+            s += &format!("… and {rest} more bad pieces in {} runs (--json lists every piece)\n", runs.len() - i);
+            break;
+        }
+        let names = file_list(r, &run.files);
+        if run.first == run.last {
+            s += &format!("bad piece {}: {names}\n", run.first);
+        } else {
+            s += &format!("bad pieces {}-{} ({}): {names}\n", run.first, run.last, run.count());
+        }
     }
     s
+}
+
+/// Lines of each kind (files not ok, runs of bad pieces) in the human report: a screenful.
+const MAX_LINES: usize = 20;
+
+/// The files a run touches, at most 3 named.
+fn file_list(r: &Report, files: &[usize]) -> String {
+    let mut names: Vec<String> = files.iter().take(3).map(|&f| printable(&r.files[f].path).into_owned()).collect();
+    if files.len() > 3 {
+        names.push(format!("and {} more files", files.len() - 3));
+    }
+    names.join(", ")
 }

@@ -6,7 +6,9 @@
 //! - [`metainfo`]: .torrent files, info-hashes, magnet URIs, pieces mapped onto files;
 //! - [`hashing`]: piece hashing on every core; [`create`] builds torrents; [`verify`]
 //!   checks content against one;
-//! - [`units`], [`progress`], [`cli`]: what the binaries share.
+//! - [`units`], [`progress`], [`cli`]: what the binaries share;
+//! - [`source`]: where a TORRENT argument comes from (path, `-`, `http://` URL);
+//!   [`listen`]: the peer port (6881–6889, then any free one).
 
 pub mod announce;
 pub mod bencode;
@@ -14,6 +16,7 @@ pub mod cli;
 pub mod create;
 pub mod hashing;
 pub mod hex;
+pub mod listen;
 pub mod manager;
 pub mod metainfo;
 pub mod progress;
@@ -23,6 +26,7 @@ pub mod peer;
 pub mod picker;
 pub mod rate;
 pub mod seeder;
+pub mod source;
 pub mod sanitize;
 pub mod session;
 pub mod sim;

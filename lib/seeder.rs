@@ -17,6 +17,38 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
+/// What this process's seeding sessions are doing, per torrent, for the manager's pages and
+/// API (`btrack --seed`): one process, one seeder, so a process-wide table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// Waiting for or running the content check.
+    Verifying,
+    /// Seeding on this port (0: a port the kernel picked).
+    Seeding { port: u16 },
+    /// Not seeding: the content check failed or the session ended with an error.
+    Failed(String),
+}
+
+static STATUS: Mutex<Option<HashMap<InfoHash, Status>>> = Mutex::new(None);
+
+fn set_status(ih: InfoHash, s: Option<Status>) {
+    let mut g = STATUS.lock().unwrap_or_else(|e| e.into_inner());
+    let m = g.get_or_insert_with(HashMap::new);
+    match s {
+        Some(s) => {
+            m.insert(ih, s);
+        }
+        None => {
+            m.remove(&ih);
+        }
+    }
+}
+
+/// What this process's seeder does with `ih` (`None`: not seeding it).
+pub fn status(ih: &InfoHash) -> Option<Status> {
+    STATUS.lock().unwrap_or_else(|e| e.into_inner()).as_ref().and_then(|m| m.get(ih).cloned())
+}
+
 pub struct Options {
     pub base_port: u16,
     pub super_seed: bool,
@@ -100,6 +132,7 @@ impl Seeder {
             let k = keep.contains(ih);
             if !k {
                 r.stop.store(true, Ordering::SeqCst);
+                set_status(*ih, None);
             }
             k
         });
@@ -119,7 +152,13 @@ impl Seeder {
             };
             let ih = meta.info_hash;
             let used: Vec<u16> = running.values().map(|r| r.port).collect();
-            let port = (self.opts.base_port..=u16::MAX).find(|p| !used.contains(p)).unwrap_or(0);
+            // The next port none of our sessions uses and no other process holds (so a bseed
+            // or bfetch on 6881 does not make this torrent fail); base 0: any free port each.
+            let free = |p: u16| std::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, p)).is_ok();
+            let port = match self.opts.base_port {
+                0 => 0,
+                base => (base..=u16::MAX).find(|p| !used.contains(p) && free(*p)).unwrap_or(0),
+            };
             let stop = Arc::new(AtomicBool::new(false));
             running.insert(ih, Running { stop: stop.clone(), port });
             let cfg = Config {
@@ -132,10 +171,15 @@ impl Seeder {
             };
             let quiet = self.opts.quiet;
             let gate = self.gate.clone();
+            set_status(ih, Some(Status::Verifying));
             let _ = std::thread::Builder::new().name(format!("seed-{}", &ih.hex()[..8])).spawn(move || {
-                if let Err(e) = seed_one(meta, path, cfg, stop, &gate) {
-                    if !quiet {
-                        eprintln!("btrack: not seeding {ih}: {e}");
+                match seed_one(meta, path, cfg, stop, &gate) {
+                    Ok(()) => set_status(ih, None),
+                    Err(e) => {
+                        if !quiet {
+                            eprintln!("btrack: not seeding {ih}: {e}");
+                        }
+                        set_status(ih, Some(Status::Failed(e)));
                     }
                 }
             });
@@ -167,9 +211,10 @@ fn seed_one(meta: Metainfo, path: PathBuf, cfg: Config, stop: Arc<AtomicBool>, g
     }
     let storage = Storage::open_seed(Arc::new(meta.info.clone()), meta.info_hash, &path).map_err(|e| e.to_string())?;
     if !cfg.quiet {
-        eprintln!("btrack: seeding {} ({}) on port {}", meta.info.name, meta.info_hash, cfg.port);
+        eprintln!("btrack: seeding {} ({}) on port {}", meta.info.name, meta.info_hash, cfg.port.unwrap_or(0));
     }
     let have = vec![true; meta.info.num_pieces()];
+    set_status(meta.info_hash, Some(Status::Seeding { port: cfg.port.unwrap_or(0) }));
     let report = session::run(Setup { meta, storage, have, config: cfg, shutdown: stop }).map_err(|e| e.to_string())?;
     if !report.peers.is_empty() {
         eprintln!("btrack: stopped seeding {}: sent {} bytes to {} peers", report.name, report.uploaded, report.peers.len());

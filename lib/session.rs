@@ -43,7 +43,9 @@ const ACCEPT_SLACK: usize = 16;
 pub struct Config {
     /// Program name for log lines.
     pub prog: &'static str,
-    pub port: u16,
+    /// Port to listen on: `Some(p)` exactly (0: any free port), `None` the first free of
+    /// 6881–6889, then any (see [`crate::listen`]).
+    pub port: Option<u16>,
     /// Peers given by hand.
     pub peers: Vec<SocketAddr>,
     pub trackers: Vec<Vec<String>>,
@@ -66,10 +68,10 @@ pub struct Config {
 
 impl Config {
     /// A session that seeds complete content until shut down (bseed, btrack --seed).
-    pub fn seeder(prog: &'static str, port: u16, trackers: Vec<Vec<String>>) -> Config {
+    pub fn seeder(prog: &'static str, port: impl Into<Option<u16>>, trackers: Vec<Vec<String>>) -> Config {
         Config {
             prog,
-            port,
+            port: port.into(),
             peers: Vec::new(),
             trackers,
             max_peers: 100,
@@ -164,12 +166,9 @@ pub fn run(setup: Setup) -> Result<Report, Error> {
         config,
         shutdown,
     } = setup;
-    let listener =
-        TcpListener::bind(("0.0.0.0", config.port)).map_err(|e| Error::Listen(config.port, e))?;
-    let port = listener
-        .local_addr()
-        .map_err(|e| Error::Listen(config.port, e))?
-        .port();
+    let asked = config.port.unwrap_or(0);
+    let listener = crate::listen::bind(config.port).map_err(|e| Error::Listen(asked, e))?;
+    let port = listener.local_addr().map_err(|e| Error::Listen(asked, e))?.port();
     let mut s = Session::new(meta, storage, have, config, shutdown, port);
     s.log(&format!("listening on port {port}"));
     s.start_acceptor(listener);

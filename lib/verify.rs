@@ -55,6 +55,36 @@ impl Report {
     }
 }
 
+/// Consecutive bad pieces that touch the same files: what a human report names as one line
+/// (`bad pieces 0-4999 (5000): disk.img`), so a missing 20 GB file is one line, not 5 000.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadRun {
+    pub first: usize,
+    pub last: usize,
+    /// Indices into `Info::files` (padding files left out).
+    pub files: Vec<usize>,
+}
+
+impl BadRun {
+    /// Pieces in the run (at least 1).
+    pub fn count(&self) -> usize {
+        self.last - self.first + 1
+    }
+}
+
+/// Groups sorted `bad` piece indices into runs of consecutive pieces touching the same files.
+pub fn bad_runs(info: &Info, bad: &[usize]) -> Vec<BadRun> {
+    let mut runs: Vec<BadRun> = Vec::new();
+    for &p in bad {
+        let files: Vec<usize> = info.piece_files(p).into_iter().filter(|&f| !info.files[f].pad).collect();
+        match runs.last_mut() {
+            Some(r) if r.last + 1 == p && r.files == files => r.last = p,
+            _ => runs.push(BadRun { first: p, last: p, files }),
+        }
+    }
+    runs
+}
+
 /// Where a torrent's content is when the user names `path` (or nothing).
 /// A single-file torrent given a directory looks for `<dir>/<name>`.
 pub fn content_path(info: &Info, path: Option<&Path>) -> PathBuf {
@@ -108,4 +138,29 @@ pub fn verify(info: &Info, root: &Path, threads: usize, progress: &mut dyn FnMut
         bad_pieces,
         files,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metainfo::Metainfo;
+
+    /// Two files of 3 and 2 pieces (piece length 4): pieces 0-2 in a, 3-4 in b.
+    fn info() -> Info {
+        let pieces = "x".repeat(5 * 20);
+        let t = format!(
+            "d4:infod5:filesld6:lengthi12e4:pathl1:aeed6:lengthi8e4:pathl1:beee4:name1:d12:piece lengthi4e6:pieces100:{pieces}ee"
+        );
+        Metainfo::parse(t.as_bytes()).unwrap().info
+    }
+
+    #[test]
+    fn runs_split_on_gaps_and_on_file_changes() {
+        let i = info();
+        let runs = bad_runs(&i, &[0, 1, 2, 3, 4]);
+        assert_eq!(runs, vec![BadRun { first: 0, last: 2, files: vec![0] }, BadRun { first: 3, last: 4, files: vec![1] }]);
+        let runs = bad_runs(&i, &[0, 2]);
+        assert_eq!(runs.iter().map(|r| (r.first, r.last, r.count())).collect::<Vec<_>>(), vec![(0, 0, 1), (2, 2, 1)]);
+        assert!(bad_runs(&i, &[]).is_empty());
+    }
 }

@@ -1007,3 +1007,48 @@ fn help_option_parser_finds_long_and_short() {
     assert!(!mentions("--announce", "-a"));
     assert!(!mentions("--json-x", "--json"));
 }
+
+/// Issue 9 item 8: a missing 20 GB image must not print 5 000 lines. Runs of bad pieces are
+/// named as ranges, the human report stays a screenful, `--json` keeps every piece.
+#[test]
+fn bverify_names_runs_of_bad_pieces_and_keeps_the_report_a_screenful() {
+    let d = Dir::new("bvruns");
+    let f = d.join("disk.img");
+    let pieces = 600usize;
+    write_data(&f, pieces * 16384 - 100, 8);
+    let t = d.join("disk.torrent");
+    ok(cmd("mktorrent").args(["-q", "-l", "16K", "-o"]).arg(&t).arg(&f));
+
+    // Missing content: one range line.
+    let o = run(cmd("bverify").arg(&t).arg(d.join("nowhere/disk.img")));
+    assert_exit(&o, 1);
+    let text = stdout(&o);
+    assert_eq!(
+        text,
+        format!(
+            "FAILED {}: 600 of 600 pieces bad, 1 of 1 files not ok\nmissing: disk.img\nbad pieces 0-599 (600): disk.img\n",
+            d.join("nowhere/disk.img").display()
+        )
+    );
+    let (code, j) = verify_json(&t, &d.join("nowhere/disk.img"));
+    assert_eq!(code, 1);
+    assert_eq!(bad_pieces(&j), (0..pieces as u64).collect::<Vec<_>>());
+
+    // Every other piece of the second half flipped, plus a run: capped at a screenful.
+    let mut bytes = std::fs::read(&f).unwrap();
+    let mut want: Vec<u64> = Vec::new();
+    for p in (10..=14).chain((300..pieces).step_by(2)) {
+        bytes[p * 16384] ^= 1;
+        want.push(p as u64);
+    }
+    std::fs::write(&f, &bytes).unwrap();
+    let o = run(cmd("bverify").arg(&t).arg(&f));
+    assert_exit(&o, 1);
+    let text = stdout(&o);
+    assert!(text.contains("\nbad pieces 10-14 (5): disk.img\nbad piece 300: disk.img\nbad piece 302: disk.img\n"), "{text}");
+    assert!(text.lines().count() <= 24, "{} lines:\n{text}", text.lines().count());
+    // 1 run + 150 single pieces = 151 runs; 20 shown; the rest counted.
+    assert!(text.ends_with("… and 131 more bad pieces in 131 runs (--json lists every piece)\n"), "{text}");
+    let (_, j) = verify_json(&t, &f);
+    assert_eq!(bad_pieces(&j), want);
+}

@@ -22,6 +22,15 @@
 //! - `GET /torrents/<ih>.torrent`, `GET /metrics`.
 //!
 //! Every handler answers; errors are one-line texts (JSON `{"error": …}` on `/api/`).
+//!
+//! Live origin counters: the dashboard shows what peers announce. Downloading peers announce
+//! at least every 30 s; a complete peer only at the tracker's interval (5 min by default),
+//! which would leave the origin's uploaded bytes minutes old. So an HTTP announce from an
+//! origin (nothing left, nothing downloaded: `bseed`, `btrack --seed`'s own sessions) is
+//! answered with an interval of at most [`LIVE_INTERVAL`] seconds, and the origin's uploaded
+//! bytes and share on the pages and in the API are that fresh while a sync runs and after
+//! it. `btrack --seed` sessions announce to this btrack over HTTP for that reason (see
+//! [`App::seed_source`]). Other peers get the configured interval.
 
 pub mod httpd;
 pub mod pages;
@@ -36,6 +45,52 @@ use serde_json::json;
 use std::io::Read;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+
+/// Announce interval, in seconds, given to this btrack's own seeding sessions.
+pub const LIVE_INTERVAL: i64 = 5;
+
+/// Whether an announce query comes from an origin: `left=0` and `downloaded=0`.
+pub fn is_origin_announce(query: &str) -> bool {
+    let (mut left, mut down) = (false, false);
+    for kv in query.split('&') {
+        match kv.split_once('=') {
+            Some(("left", v)) => left = v == "0",
+            Some(("downloaded", v)) => down = v == "0",
+            _ => {}
+        }
+    }
+    left && down
+}
+
+/// An announce response with `interval` and `min interval` lowered to at most `secs` (a
+/// failure, or anything that is not a plain dictionary, is returned as is).
+pub fn with_interval(body: &[u8], secs: i64) -> Vec<u8> {
+    fn own(v: &crate::bencode::Value<'_>) -> crate::bencode::Owned {
+        use crate::bencode::{Owned, Value};
+        match v {
+            Value::Int(i) => Owned::Int(*i),
+            Value::Bytes(b) => Owned::Bytes(b.to_vec()),
+            Value::List(l) => Owned::List(l.iter().map(own).collect()),
+            Value::Dict(d) => Owned::Dict(d.entries.iter().map(|(k, v)| (k.to_vec(), own(v))).collect()),
+        }
+    }
+    let mut o = match crate::bencode::decode(body) {
+        Ok(v) => own(&v),
+        Err(_) => return body.to_vec(),
+    };
+    if let crate::bencode::Owned::Dict(d) = &mut o {
+        if d.contains_key(b"failure reason".as_slice()) {
+            return body.to_vec();
+        }
+        for key in [b"interval".as_slice(), b"min interval".as_slice()] {
+            if let Some(crate::bencode::Owned::Int(v)) = d.get_mut(key) {
+                *v = (*v).min(secs);
+            }
+        }
+        return o.encode();
+    }
+    body.to_vec()
+}
 
 /// Manager settings.
 #[derive(Debug, Clone)]
@@ -154,6 +209,17 @@ pub struct Sharing {
 /// A peer is counted as an origin when it has everything and downloaded nothing.
 pub fn is_origin(p: &crate::tracker::store::Peer) -> bool {
     p.left == 0 && p.downloaded == 0
+}
+
+/// What `btrack --seed` does with a torrent, for the API: `null` when it does not seed it.
+pub fn seed_status_json(ih: &InfoHash) -> serde_json::Value {
+    use crate::seeder::Status;
+    match crate::seeder::status(ih) {
+        None => serde_json::Value::Null,
+        Some(Status::Verifying) => json!({ "state": "verifying" }),
+        Some(Status::Seeding { port }) => json!({ "state": "seeding", "port": port }),
+        Some(Status::Failed(why)) => json!({ "state": "failed", "error": why }),
+    }
 }
 
 /// Load sharing over the live peers and those that left (their last counters).
@@ -313,7 +379,24 @@ impl App {
         let e = self.registry.get(ih)?;
         let path = self.registry.content_of(&e)?;
         let mut meta = crate::metainfo::Metainfo::parse(&self.registry.torrent_bytes(ih).ok()?).ok()?;
-        let trackers = self.own_trackers(&meta.trackers());
+        // Over HTTP, where an origin is given the live interval (module doc).
+        let trackers: Vec<Vec<String>> = self
+            .own_trackers(&meta.trackers())
+            .into_iter()
+            .map(|tier| {
+                tier.into_iter()
+                    .map(|u| match u.strip_prefix("udp://") {
+                        Some(rest) => format!("http://{rest}"),
+                        None => u,
+                    })
+                    .collect::<Vec<String>>()
+            })
+            .fold(Vec::new(), |mut acc: Vec<Vec<String>>, tier| {
+                if !acc.iter().flatten().any(|u| tier.contains(u)) {
+                    acc.push(tier);
+                }
+                acc
+            });
         meta.announce = trackers.first().and_then(|t| t.first()).cloned();
         meta.announce_list = trackers;
         Some((meta, path))
@@ -348,6 +431,7 @@ impl App {
             "torrent_path": self.registry.torrent_path(&e.info_hash),
             "content_path": self.registry.content_of(e),
             "bseed_command": self.registry.bseed_command(e),
+            "seeded_here": seed_status_json(&e.info_hash),
         });
         if peers {
             let v = view.unwrap_or(crate::tracker::store::SwarmView {
@@ -363,6 +447,7 @@ impl App {
                     json!({
                         "address": p.addr.to_string(),
                         "client": client_prefix(&p.peer_id),
+                        "client_name": crate::peer::wire::client_from_peer_id(&p.peer_id),
                         "uploaded": p.uploaded,
                         "downloaded": p.downloaded,
                         "left": p.left,
@@ -397,6 +482,7 @@ impl App {
                 r => Some(r.strip_prefix('/').unwrap_or(r).as_bytes()),
             };
             let body = self.tracker.http_announce(token, req.query.as_bytes(), canonical_ip(req.remote.ip()));
+            let body = if is_origin_announce(&req.query) { with_interval(&body, LIVE_INTERVAL) } else { body };
             return Response::new(200, "text/plain", body);
         }
         if let Some(rest) = path.strip_prefix("/scrape") {
@@ -608,6 +694,23 @@ impl App {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn origins_get_the_live_interval_others_do_not() {
+        assert!(is_origin_announce("info_hash=x&peer_id=y&port=1&uploaded=5&downloaded=0&left=0&event=started"));
+        assert!(!is_origin_announce("downloaded=0&left=10"));
+        assert!(!is_origin_announce("downloaded=7&left=0"));
+        assert!(!is_origin_announce("left=0"));
+        let body = b"d8:completei1e10:incompletei2e8:intervali300e12:min intervali30e5:peers0:e";
+        let got = with_interval(body, 5);
+        assert_eq!(got, b"d8:completei1e10:incompletei2e8:intervali5e12:min intervali5e5:peers0:e".to_vec());
+        // Never longer than configured.
+        let short = b"d8:intervali1e12:min intervali1e5:peers0:e";
+        assert_eq!(with_interval(short, 5), short.to_vec());
+        let fail = b"d14:failure reason3:note";
+        assert_eq!(with_interval(fail, 5), fail.to_vec());
+        assert_eq!(with_interval(b"garbage", 5), b"garbage".to_vec());
+    }
 
     fn app(listen: &str, token: Option<&str>, public_url: Option<&str>) -> (App, std::path::PathBuf) {
         let d = std::env::temp_dir().join(format!("shoal-manager-{}-{}", std::process::id(), crate::tracker::client::random_u32()));

@@ -4,8 +4,10 @@
 //! - the index lists every registered torrent (size, seeders, leechers, completed, links)
 //!   and holds the upload form (XHR `PUT /api/upload` with a progress bar); its table is
 //!   refreshed from `/api/torrents` every 5 s so the form keeps its state;
-//! - the detail page lists each peer as the tracker sees it and how the upload load is
-//!   shared; it reloads itself every 5 s.
+//! - the detail page lists each peer as the tracker sees it (client decoded from the peer
+//!   id, raw prefix beside it) and how the upload load is shared; it says whether this
+//!   btrack seeds the torrent itself (`--seed`) or which `bseed` command would; it reloads
+//!   itself every 5 s.
 //!
 //! Every value from a client (names, peer ids) goes through [`esc`].
 
@@ -120,9 +122,10 @@ pub fn detail(app: &App, e: &Entry) -> String {
             let share = if sh.total_uploaded == 0 { 0.0 } else { p.uploaded as f64 / sh.total_uploaded as f64 };
             let done = if e.total_length == 0 { 100.0 } else { 100.0 * (e.total_length.saturating_sub(p.left)) as f64 / e.total_length as f64 };
             format!(
-                "<tr{}><td><code>{}</code></td><td><code>{}</code>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{:.1}%</td><td class=n>{:.1}% <span class=bar style=\"width:{:.0}px\"></span></td><td class=n>{} s ago{}</td></tr>",
+                "<tr{}><td><code>{}</code></td><td>{} <code class=muted>{}</code>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{:.1}%</td><td class=n>{:.1}% <span class=bar style=\"width:{:.0}px\"></span></td><td class=n>{} s ago{}</td></tr>",
                 if gone { " class=muted" } else { "" },
                 esc(&p.addr.to_string()),
+                esc(&crate::sanitize::printable(&crate::peer::wire::client_from_peer_id(&p.peer_id))),
                 esc(&client_prefix(&p.peer_id)),
                 if is_origin(p) { " <b>origin</b>" } else { "" },
                 human_bytes(p.uploaded),
@@ -136,9 +139,16 @@ pub fn detail(app: &App, e: &Entry) -> String {
             )
         })
         .collect();
-    let cmd = match app.registry.bseed_command(e) {
-        Some(c) => format!("<p>Seed it from the origin with: <code id=bseed>{}</code></p>", esc(&c)),
-        None => "<p class=muted>Content not in btrack's data directory: seed it with <code>bseed TORRENT PATH</code> where the file is.</p>".into(),
+    use crate::seeder::Status;
+    let cmd = match (crate::seeder::status(&e.info_hash), app.registry.bseed_command(e)) {
+        (Some(Status::Seeding { port }), _) => format!(
+            "<p id=seeded-here>This btrack seeds it (<code>btrack --seed</code>{}): no <code>bseed</code> needed.</p>",
+            if port != 0 { format!(", port {port}") } else { String::new() }
+        ),
+        (Some(Status::Verifying), _) => "<p id=seeded-here>This btrack is checking the content and will seed it (<code>btrack --seed</code>).</p>".into(),
+        (Some(Status::Failed(why)), _) => format!("<p id=seeded-here class=err>This btrack does not seed it: {}</p>", esc(&why)),
+        (None, Some(c)) => format!("<p>Seed it from the origin with: <code id=bseed>{}</code></p>", esc(&c)),
+        (None, None) => "<p class=muted>Content not in btrack's data directory: seed it with <code>bseed TORRENT PATH</code> where the file is.</p>".into(),
     };
     format!(
         r##"<!doctype html><html lang=en><head><meta charset=utf-8><meta http-equiv=refresh content=5><title>{name} — btrack</title>{STYLE}</head><body>
@@ -152,9 +162,10 @@ pub fn detail(app: &App, e: &Entry) -> String {
 <p>Peers (including the {gone} that left, shown greyed) have uploaded <b>{total_up}</b> in all. The origin (peers that had the whole file without downloading) uploaded <b>{origin_up}</b> = <b id=origin-ratio>{ratio:.2}×</b> the file size{spread}.</p>
 <table><thead><tr><th>Address</th><th>Client</th><th class=n>Uploaded</th><th class=n>Downloaded</th><th class=n>Left</th><th class=n>Have</th><th class=n>Share of uploads</th><th class=n>Last announce</th></tr></thead>
 <tbody id=peers>{rows}</tbody></table>
-<p class=muted>Refreshes every 5 seconds. Counters are what the peers last announced. <a href="/api/torrents/{ih}">JSON</a></p>
+<p class=muted>Refreshes every 5 seconds. Counters are what the peers last announced (downloading peers announce at least every 30 s, origins over HTTP every {live} s). <a href="/api/torrents/{ih}">JSON</a></p>
 </body></html>"##,
         name = esc(&e.name),
+        live = super::LIVE_INTERVAL,
         size = human_bytes(e.total_length),
         pieces = e.pieces,
         plen = human_bytes(e.piece_length),

@@ -270,13 +270,105 @@ pub fn parse_bitfield(bytes: &[u8], n: usize) -> Option<Vec<bool>> {
     Some(bits[..n].to_vec())
 }
 
-/// A client name from a peer id in Azureus style (`-TR3000-` → `TR3000`), if it has one.
+/// Azureus-style two-letter client codes (`-XX1234-`) and their names.
+const AZUREUS_CLIENTS: &[(&[u8; 2], &str)] = &[
+    (b"SH", "shoal"),
+    (b"LT", "libtorrent"),
+    (b"lt", "libTorrent (rakshasa)"),
+    (b"TR", "Transmission"),
+    (b"qB", "qBittorrent"),
+    (b"DE", "Deluge"),
+    (b"UT", "\u{b5}Torrent"),
+    (b"UM", "\u{b5}Torrent Mac"),
+    (b"BT", "BitTorrent"),
+    (b"rQ", "rqbit"),
+    (b"AZ", "Vuze"),
+    (b"BI", "BiglyBT"),
+    (b"KT", "KTorrent"),
+    (b"FD", "Free Download Manager"),
+    (b"WW", "WebTorrent"),
+    (b"WD", "WebTorrent Desktop"),
+    (b"TX", "Tixati"),
+    (b"PI", "PicoTorrent"),
+    (b"FX", "Flud"),
+    (b"BC", "BitComet"),
+    (b"LW", "LimeWire"),
+    (b"AG", "Ares"),
+    (b"HL", "Halite"),
+];
+
+/// Mainline-style prefixes (`X1-2-3--`, `A2-1-36-0-`) and their names.
+const MAINLINE_CLIENTS: &[(&[u8], &str)] = &[(b"A2", "aria2"), (b"M", "BitTorrent (mainline)"), (b"Q", "BTQueue"), (b"T", "BitTornado")];
+
+/// One version component: a digit, or a letter for 10 and up (libtorrent writes 1.2.19 as
+/// `12J0`, Deluge 1.3.15 as `13F0`).
+fn version_digit(c: u8) -> Option<u32> {
+    match c {
+        b'0'..=b'9' => Some((c - b'0') as u32),
+        b'A'..=b'Z' => Some((c - b'A') as u32 + 10),
+        b'a'..=b'z' => Some((c - b'a') as u32 + 10),
+        _ => None,
+    }
+}
+
+/// The client name and version a peer id announces, e.g. `Transmission 4.0.6` for
+/// `-TR4060-…`, `libtorrent 2.0.9` for `-LT2090-…`, `aria2 1.36.0` for `A2-1-36-0-…`,
+/// `shoal 0.1.0` for our own `-SH0100-…`. An Azureus-style id of a client not in the table
+/// gives its six characters (`XX1234`); anything else the hex of its first four bytes. The
+/// raw prefix stays available to callers that need it (btrack's API shows both).
 pub fn client_from_peer_id(id: &[u8; 20]) -> String {
     if id[0] == b'-' && id[7] == b'-' && id[1..7].iter().all(|c| c.is_ascii_alphanumeric()) {
-        String::from_utf8_lossy(&id[1..7]).into_owned()
-    } else {
-        crate::hex::encode(&id[..4])
+        let code = [id[1], id[2]];
+        let v = &id[3..7];
+        if let Some((_, name)) = AZUREUS_CLIENTS.iter().find(|(c, _)| **c == code) {
+            if let Some(ver) = azureus_version(&code, v) {
+                return format!("{name} {ver}");
+            }
+        }
+        return String::from_utf8_lossy(&id[1..7]).into_owned();
     }
+    for (pre, name) in MAINLINE_CLIENTS {
+        if let Some(rest) = id.strip_prefix(*pre) {
+            if let Some(ver) = mainline_version(rest) {
+                return format!("{name} {ver}");
+            }
+        }
+    }
+    crate::hex::encode(&id[..4])
+}
+
+fn azureus_version(code: &[u8; 2], v: &[u8]) -> Option<String> {
+    if code == b"TR" {
+        // Transmission: 4.0.6 is `4060`, before 4.0 two minor digits (2.94 is `2940`, 3.00
+        // `3000`); a trailing `Z` or `X` marks a development build.
+        let d: Vec<u32> = v[..3].iter().map(|&c| version_digit(c).filter(|d| *d < 10)).collect::<Option<_>>()?;
+        let dev = matches!(v[3], b'Z' | b'X');
+        let base = if d[0] >= 4 { format!("{}.{}.{}", d[0], d[1], d[2]) } else { format!("{}.{}{}", d[0], d[1], d[2]) };
+        return Some(if dev { format!("{base}+") } else { base });
+    }
+    let d: Vec<u32> = v[..3].iter().map(|&c| version_digit(c)).collect::<Option<_>>()?;
+    let mut s = format!("{}.{}.{}", d[0], d[1], d[2]);
+    // The fourth character is a build number for some clients, a release letter for others.
+    if let Some(b) = version_digit(v[3]).filter(|_| v[3].is_ascii_digit() && v[3] != b'0') {
+        s += &format!(".{b}");
+    }
+    Some(s)
+}
+
+/// `1-36-0-…` or `7-10-3--…`: dash-separated numbers up to the first empty one.
+fn mainline_version(rest: &[u8]) -> Option<String> {
+    let rest = rest.strip_prefix(b"-").unwrap_or(rest);
+    let mut parts = Vec::new();
+    for p in rest.split(|&b| b == b'-') {
+        if p.is_empty() || parts.len() == 3 {
+            break;
+        }
+        if p.len() > 3 || !p.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        parts.push(std::str::from_utf8(p).ok()?.to_string());
+    }
+    (parts.len() >= 2).then(|| parts.join("."))
 }
 
 #[cfg(test)]
@@ -345,9 +437,39 @@ mod tests {
         let d = Handshake::decode(&b).unwrap();
         assert_eq!(d, h);
         assert!(d.supports_extensions());
-        assert_eq!(client_from_peer_id(&d.peer_id), "SH0100");
+        assert_eq!(client_from_peer_id(&d.peer_id), "shoal 0.1.0");
         let mut bad = b;
         bad[3] = b'x';
         assert!(Handshake::decode(&bad).is_err());
+    }
+
+    #[test]
+    fn client_names_and_versions_from_peer_ids() {
+        let id = |p: &[u8]| {
+            let mut a = *b"00000000000000000000";
+            a[..p.len()].copy_from_slice(p);
+            a
+        };
+        for (prefix, want) in [
+            (&b"-SH0100-"[..], "shoal 0.1.0"),
+            (b"-LT2090-", "libtorrent 2.0.9"),
+            (b"-LT12J0-", "libtorrent 1.2.19"),
+            (b"-TR4060-", "Transmission 4.0.6"),
+            (b"-TR2940-", "Transmission 2.94"),
+            (b"-TR3000-", "Transmission 3.00"),
+            (b"-TR410Z-", "Transmission 4.1.0+"),
+            (b"-qB4620-", "qBittorrent 4.6.2"),
+            (b"-DE13F0-", "Deluge 1.3.15"),
+            (b"-DE2110-", "Deluge 2.1.1"),
+            (b"-UT355W-", "\u{b5}Torrent 3.5.5"),
+            (b"-rQ0070-", "rqbit 0.0.7"),
+            (b"A2-1-36-0-", "aria2 1.36.0"),
+            (b"M7-10-3--", "BitTorrent (mainline) 7.10.3"),
+            (b"-ZZ1234-", "ZZ1234"),
+            (b"-TR4.6.-", "2d545234"),
+            (b"\x01\x02\x03\x04", "01020304"),
+        ] {
+            assert_eq!(client_from_peer_id(&id(prefix)), want, "{}", String::from_utf8_lossy(prefix));
+        }
     }
 }

@@ -53,6 +53,9 @@ def inventory():
             "shoal_dest": os.path.join(work, name),
         }
     all_vars = {
+        # The namespaces share this machine's filesystem and have no systemd of their own:
+        # the role starts btrack directly (see roles/shoal/defaults/main.yml).
+        "shoal_service_manager": "direct",
         "shoal_bin": os.environ.get("SHOAL_BIN_DIR", os.path.join(repo, "target", "release")),
         "shoal_file": os.environ.get("SHOAL_FLEET_FILE", os.path.join(work, "fleet.bin")),
         "shoal_seeder": os.environ.get("SHOAL_SEEDER", "btrack"),
