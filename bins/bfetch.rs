@@ -5,6 +5,8 @@
 
 use argh::FromArgs;
 use shoal::cli::{self, Failure};
+use shoal::metainfo::Metainfo;
+use shoal::sanitize::printable;
 use shoal::source;
 use shoal::session::{self, Config, Lifecycle, Setup};
 use shoal::storage::Storage;
@@ -13,7 +15,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Download a torrent's content into DIR/NAME, verifying every piece.
+/// Download torrents' content into DIR/NAME, verifying every piece; several torrents are
+/// fetched at once over one listening port.
 /// Exit status: 0 complete and verified, 1 could not finish (timeout, no peers),
 /// 2 usage error or bad torrent, 3 disk or I/O error.
 #[derive(FromArgs)]
@@ -60,9 +63,9 @@ struct Args {
     /// no progress or log messages
     #[argh(switch, short = 'q')]
     quiet: bool,
-    /// the .torrent: a path, an http:// URL (e.g. btrack's /torrents/<info-hash>.torrent), or - for standard input
+    /// the .torrent: a path, an http:// URL (e.g. btrack's /torrents/<info-hash>.torrent), or - for standard input; several may be given
     #[argh(positional)]
-    torrent: String,
+    torrent: Vec<String>,
 }
 
 fn main() {
@@ -86,57 +89,97 @@ fn lifecycle(no_linger: bool, seed_time: Duration) -> Lifecycle {
 }
 
 fn run(args: Args) -> Result<i32, Failure> {
-    let (meta, _) = source::read_metainfo(&args.torrent)?;
+    if args.torrent.is_empty() {
+        return Err(Failure::new(2, "no torrent given (see --help)"));
+    }
+    if args.torrent.iter().filter(|t| *t == "-").count() > 1 {
+        return Err(Failure::new(2, "standard input (-) can hold only one of the torrents"));
+    }
     let peers = cli::resolve_peers(&args.peer)?;
     let seed_time = args.seed_time.as_deref().map(units::parse_duration).transpose()?.unwrap_or(Duration::ZERO);
     let timeout = args.timeout.as_deref().map(units::parse_duration).transpose()?;
     let stall = units::parse_duration(&args.stall_timeout)?;
-    let config = Config {
-        prog: "bfetch",
-        port: args.port,
-        peers,
-        trackers: meta.trackers(),
-        max_peers: args.max_peers.max(1),
-        upload_slots: args.upload_slots.max(1),
-        max_upload_rate: rate(&args.max_upload_rate)?,
-        max_download_rate: rate(&args.max_download_rate)?,
-        lifecycle: lifecycle(args.no_linger && !args.seed_until_done, seed_time),
-        timeout,
-        stall_timeout: if stall.is_zero() { None } else { Some(stall) },
-        super_seed: false,
-        quiet: args.quiet,
-        threads: hashing::default_threads(),
-    };
-    if config.peers.is_empty() && config.trackers.is_empty() {
-        return Err("the torrent names no tracker and no --peer was given: nobody to fetch from".into());
-    }
+    let (up, down) = (rate(&args.max_upload_rate)?, rate(&args.max_download_rate)?);
     let threads = hashing::default_threads();
-    let info = Arc::new(meta.info.clone());
-    let prepared = Storage::prepare_download(info, meta.info_hash, &args.output, threads)
-        .map_err(|e| Failure::new(3, e.to_string()))?;
-    if !args.quiet {
-        eprintln!("bfetch: {}: {}", shoal::sanitize::printable(&meta.info.name), prepared.note);
-    }
     let shutdown = cli::shutdown_flag()?;
-    let setup = Setup { meta, storage: prepared.storage, have: prepared.have, config, shutdown };
-    let report = match session::run(setup) {
-        Ok(r) => r,
-        Err(e @ session::Error::Unfinished(..)) => {
-            if let (true, session::Error::Unfinished(_, r)) = (args.json, &e) {
+    // Read and check every torrent before anything is written or any port is bound.
+    let mut metas: Vec<Metainfo> = Vec::new();
+    for t in &args.torrent {
+        let (meta, _) = source::read_metainfo(t)?;
+        if peers.is_empty() && meta.trackers().is_empty() {
+            return Err(format!("{}: the torrent names no tracker and no --peer was given: nobody to fetch from", printable(t)).into());
+        }
+        if let Some(other) = metas.iter().find(|m| m.info_hash == meta.info_hash || m.info.name == meta.info.name) {
+            return Err(Failure::new(
+                2,
+                format!("{}: the same content or name as another torrent given ({}); give each once", printable(t), printable(&other.info.name)),
+            ));
+        }
+        metas.push(meta);
+    }
+    let mut setups = Vec::new();
+    for meta in metas {
+        let config = Config {
+            prog: "bfetch",
+            port: args.port,
+            peers: peers.clone(),
+            trackers: meta.trackers(),
+            max_peers: args.max_peers.max(1),
+            upload_slots: args.upload_slots.max(1),
+            max_upload_rate: up,
+            max_download_rate: down,
+            lifecycle: lifecycle(args.no_linger && !args.seed_until_done, seed_time),
+            timeout,
+            stall_timeout: if stall.is_zero() { None } else { Some(stall) },
+            super_seed: false,
+            quiet: args.quiet,
+            threads,
+        };
+        let info = Arc::new(meta.info.clone());
+        let prepared = Storage::prepare_download(info, meta.info_hash, &args.output, threads)
+            .map_err(|e| Failure::new(3, e.to_string()))?;
+        if !args.quiet {
+            eprintln!("bfetch: {}: {}", printable(&meta.info.name), prepared.note);
+        }
+        setups.push(Setup { meta, storage: prepared.storage, have: prepared.have, config, shutdown: shutdown.clone() });
+    }
+    let names: Vec<String> = setups.iter().map(|s| printable(&s.meta.info.name).into_owned()).collect();
+    let results = session::run_many(setups, args.port).map_err(|e| Failure::new(2, e.to_string()))?;
+    // Each torrent's outcome: the report (also of an unfinished one) and an exit code.
+    let mut code = 0;
+    let mut failed = Vec::new();
+    for (name, r) in names.iter().zip(results) {
+        let (report, c, why) = match r {
+            Ok(r) if r.complete => (Some(r), 0, String::new()),
+            Ok(r) => (Some(r), 1, "interrupted before the download completed".to_string()),
+            Err(e @ session::Error::Unfinished(..)) => {
+                let why = e.to_string();
+                let session::Error::Unfinished(_, r) = e else { unreachable!() };
+                (Some(*r), 1, why)
+            }
+            Err(e @ session::Error::Disk(_)) => (None, 3, e.to_string()),
+            Err(e) => (None, 2, e.to_string()),
+        };
+        if args.json {
+            if let Some(r) = &report {
                 print_json(r)?;
             }
-            return Err(Failure::new(1, e.to_string()));
         }
-        Err(e @ session::Error::Disk(_)) => return Err(Failure::new(3, e.to_string())),
-        Err(e) => return Err(Failure::new(2, e.to_string())),
-    };
-    if args.json {
-        print_json(&report)?;
+        if c != 0 {
+            code = code.max(c);
+            failed.push(format!("{name}: {why}"));
+        }
     }
-    if !report.complete {
-        return Err(Failure::new(1, "interrupted before the download completed"));
+    match failed.len() {
+        0 => Ok(0),
+        1 if names.len() == 1 => Err(Failure::new(code, failed[0].split_once(": ").map(|x| x.1).unwrap_or(&failed[0]).to_string())),
+        _ => {
+            for f in &failed {
+                eprintln!("bfetch: {f}");
+            }
+            Err(Failure::new(code, format!("{} of {} torrents did not complete", failed.len(), names.len())))
+        }
     }
-    Ok(0)
 }
 
 /// The session's report with the port it listened on.

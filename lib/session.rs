@@ -11,11 +11,13 @@
 //! - a disk pool (one thread per core) that writes received blocks with positional writes,
 //!   hashes a piece once all its blocks are on disk, saves the resume file and finalizes
 //!   the content — so neither network threads nor this thread wait on disk;
-//! - an acceptor thread (woken and joined when the session ends), short-lived dialler
-//!   threads, and the announcer thread.
+//! - the acceptor (`peer::accept`: one listening port for every session of the process,
+//!   woken and joined when the last session ends), short-lived dialler threads, and the
+//!   announcer thread.
 
 use crate::announce::{self, Announcer, Stats};
 use crate::metainfo::Metainfo;
+use crate::peer::accept::Acceptor;
 use crate::peer::conn::{self, Cmd, Context, Event, PeerShared};
 use crate::picker::{BlockRef, PeerKey};
 use crate::progress::Progress;
@@ -27,11 +29,10 @@ use crossbeam::channel::{self, select, Receiver, Sender};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::fmt;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Received bytes that may wait for the disk before sockets are left unread.
@@ -157,22 +158,68 @@ pub struct Setup {
     pub shutdown: Arc<AtomicBool>,
 }
 
+/// Limits shared by every session of a process: transfer rates and the bytes received but
+/// not yet written.
+#[derive(Clone)]
+pub struct Limits {
+    pub upload: Arc<Bucket>,
+    pub download: Arc<Bucket>,
+    pub unwritten: Arc<crate::rate::ByteBudget>,
+}
+
+impl Limits {
+    pub fn new(max_upload_rate: u64, max_download_rate: u64) -> Limits {
+        Limits {
+            upload: Arc::new(Bucket::new(max_upload_rate)),
+            download: Arc::new(Bucket::new(max_download_rate)),
+            unwritten: Arc::new(crate::rate::ByteBudget::new(UNWRITTEN_BUDGET)),
+        }
+    }
+}
+
 /// Runs the session until it is done (see [`Config`]) or shut down.
 pub fn run(setup: Setup) -> Result<Report, Error> {
-    let Setup {
-        meta,
-        storage,
-        have,
-        config,
-        shutdown,
-    } = setup;
-    let asked = config.port.unwrap_or(0);
-    let listener = crate::listen::bind(config.port).map_err(|e| Error::Listen(asked, e))?;
-    let port = listener.local_addr().map_err(|e| Error::Listen(asked, e))?.port();
-    let mut s = Session::new(meta, storage, have, config, shutdown, port);
+    let asked = setup.config.port.unwrap_or(0);
+    let acceptor = Acceptor::bind(setup.config.port).map_err(|e| Error::Listen(asked, e))?;
+    let limits = Limits::new(setup.config.max_upload_rate, setup.config.max_download_rate);
+    let result = run_on(setup, &acceptor, limits, None);
+    acceptor.stop();
+    result
+}
+
+/// Runs several sessions at once over one listening port (the handshake's info-hash picks
+/// the torrent), sharing the rate caps and the memory budget; each session's peer limit is
+/// its share of `config.max_peers`. Answers each session's outcome, in order; only a port
+/// that cannot be bound fails the whole call. Log lines name the torrent.
+pub fn run_many(setups: Vec<Setup>, port: Option<u16>) -> Result<Vec<Result<Report, Error>>, Error> {
+    let Some(first) = setups.first() else { return Ok(Vec::new()) };
+    let acceptor = Acceptor::bind(port).map_err(|e| Error::Listen(port.unwrap_or(0), e))?;
+    let limits = Limits::new(first.config.max_upload_rate, first.config.max_download_rate);
+    let n = setups.len();
+    let results: Vec<Result<Report, Error>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = setups
+            .into_iter()
+            .map(|mut setup| {
+                setup.config.max_peers = (setup.config.max_peers / n).max(8);
+                let label = (n > 1).then(|| crate::sanitize::printable(&setup.meta.info.name).into_owned());
+                let (acceptor, limits) = (&acceptor, limits.clone());
+                scope.spawn(move || run_on(setup, acceptor, limits, label))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(Error::Unfinished("session thread failed".into(), Box::default())))).collect()
+    });
+    acceptor.stop();
+    Ok(results)
+}
+
+fn run_on(setup: Setup, acceptor: &Arc<Acceptor>, limits: Limits, label: Option<String>) -> Result<Report, Error> {
+    let Setup { meta, storage, have, config, shutdown } = setup;
+    let port = acceptor.port();
+    let mut s = Session::new(meta, storage, have, config, shutdown, port, limits, label);
     s.log(&format!("listening on port {port}"));
-    s.start_acceptor(listener);
+    acceptor.add(s.ctx.clone(), s.cfg.max_peers + ACCEPT_SLACK);
     let result = s.main_loop();
+    acceptor.remove(&s.ctx.info_hash);
     s.finish();
     match result {
         Ok(()) => Ok(s.report()),
@@ -198,10 +245,10 @@ struct Session {
     announcer: Announcer,
     stats: Arc<Stats>,
     shutdown: Arc<AtomicBool>,
-    acceptor: Option<JoinHandle<()>>,
-    /// Connections the acceptor has running (handshake included).
-    accepted: Arc<AtomicUsize>,
-    port: u16,
+    /// A disk thread is gone: stop (the process's other sessions go on).
+    halt: bool,
+    /// The torrent's name in log lines when the process runs several sessions.
+    label: Option<String>,
     resume_seq: u64,
     last_status: Instant,
     status_uploaded: u64,
@@ -232,6 +279,8 @@ impl Session {
         cfg: Config,
         shutdown: Arc<AtomicBool>,
         port: u16,
+        limits: Limits,
+        label: Option<String>,
     ) -> Session {
         let info = meta.info.clone();
         let storage = Arc::new(storage);
@@ -240,7 +289,7 @@ impl Session {
             | ((crate::tracker::client::random_u32() as u64) << 32);
         let (net_tx, net_rx) = channel::bounded(4096);
         let (disk_done, disk_rx) = channel::unbounded();
-        let unwritten = Arc::new(crate::rate::ByteBudget::new(UNWRITTEN_BUDGET));
+        let unwritten = limits.unwritten.clone();
         let mut disk_tx = Vec::new();
         for n in 0..cfg.threads.max(1) {
             let (tx, jobs) = channel::bounded::<DiskJob>(1024);
@@ -261,8 +310,8 @@ impl Session {
             have: Arc::new(have.iter().map(|h| AtomicBool::new(*h)).collect()),
             events: net_tx,
             unwritten,
-            upload: Arc::new(Bucket::new(cfg.max_upload_rate)),
-            download: Arc::new(Bucket::new(cfg.max_download_rate)),
+            upload: limits.upload,
+            download: limits.download,
             listen_port: port,
             hide_bitfield: cfg.super_seed,
         });
@@ -298,7 +347,8 @@ impl Session {
             stats.clone(),
             tracker_tx,
         );
-        let progress = Progress::new(cfg.prog, info.name.clone(), info.total_length, cfg.quiet);
+        // One progress line per process: with several sessions, log lines only.
+        let progress = Progress::new(cfg.prog, info.name.clone(), info.total_length, cfg.quiet || label.is_some());
         let final_path = storage.final_root().to_path_buf();
         Session {
             meta,
@@ -314,9 +364,8 @@ impl Session {
             announcer,
             stats,
             shutdown,
-            acceptor: None,
-            accepted: Arc::new(AtomicUsize::new(0)),
-            port,
+            halt: false,
+            label,
             resume_seq: 0,
             last_status: Instant::now(),
             status_uploaded: 0,
@@ -336,44 +385,11 @@ impl Session {
             if self.progress.is_tty() {
                 eprint!("\r\x1b[2K");
             }
-            eprintln!("{}: {msg}", self.cfg.prog);
+            match &self.label {
+                Some(l) => eprintln!("{}: {l}: {msg}", self.cfg.prog),
+                None => eprintln!("{}: {msg}", self.cfg.prog),
+            }
         }
-    }
-
-    fn start_acceptor(&mut self, listener: TcpListener) {
-        let ctx = self.ctx.clone();
-        let shutdown = self.shutdown.clone();
-        let accepted = self.accepted.clone();
-        let cap = self.cfg.max_peers + ACCEPT_SLACK;
-        // Keys for incoming connections count down from the top, dialled ones up from 1.
-        let handle = std::thread::Builder::new()
-            .name("accept".into())
-            .spawn(move || {
-                let mut key = u64::MAX / 2;
-                for s in listener.incoming() {
-                    if shutdown.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let Ok(s) = s else { continue };
-                    let Ok(addr) = s.peer_addr() else { continue };
-                    // Too many connections already: refuse before spending a thread.
-                    if accepted.load(Ordering::SeqCst) >= cap {
-                        continue;
-                    }
-                    key += 1;
-                    let (ctx, k, n) = (ctx.clone(), key, accepted.clone());
-                    n.fetch_add(1, Ordering::SeqCst);
-                    let started = conn::spawn(format!("peer-{k}"), move || {
-                        conn::run(ctx, k, s, addr, false);
-                        n.fetch_sub(1, Ordering::SeqCst);
-                    });
-                    if started.is_err() {
-                        accepted.fetch_sub(1, Ordering::SeqCst);
-                    }
-                }
-            })
-            .expect("spawning the acceptor");
-        self.acceptor = Some(handle);
     }
 
     fn main_loop(&mut self) -> Result<(), Error> {
@@ -398,7 +414,7 @@ impl Session {
                 }
                 None => {}
             }
-            if self.shutdown.load(Ordering::SeqCst) {
+            if self.shutdown.load(Ordering::SeqCst) || self.halt {
                 return Ok(());
             }
         }
@@ -604,7 +620,7 @@ impl Session {
                 }
                 for (w, blocks) in per.into_iter().enumerate() {
                     if !blocks.is_empty() && self.disk_tx[w].send(DiskJob::Write(blocks)).is_err() {
-                        self.shutdown.store(true, Ordering::SeqCst);
+                        self.halt = true;
                     }
                 }
             }
@@ -650,15 +666,6 @@ impl Session {
         self.progress.finish();
         for key in self.report_uploads() {
             self.cmd(key, Cmd::Close);
-        }
-        self.shutdown.store(true, Ordering::SeqCst);
-        // Wake the acceptor and wait for it, so the port is free when we return.
-        let _ = TcpStream::connect_timeout(
-            &SocketAddr::from(([127, 0, 0, 1], self.port)),
-            Duration::from_secs(1),
-        );
-        if let Some(h) = self.acceptor.take() {
-            let _ = h.join();
         }
         self.announcer.stop(Duration::from_secs(4));
         if !self.core.complete() {

@@ -437,3 +437,97 @@ fn btrack_unit_command_line_runs_btrack_with_its_settings() {
     let status = p.wait_or_panic(T);
     assert_eq!(status.code(), Some(0), "{}", p.dump());
 }
+
+// ---- item 1: several torrents, one process ----------------------------------------------------
+
+/// The JSON lines a tool printed on standard output.
+fn json_lines(out: &str) -> Vec<serde_json::Value> {
+    out.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect()
+}
+
+#[test]
+fn several_torrents_in_one_bseed_and_one_bfetch_over_one_port() {
+    let d = Dir::new("ops-multi");
+    let (a, b) = (d.join("a.bin"), d.join("b.bin"));
+    write_data(&a, 3 << 20, 11);
+    write_data(&b, (5 << 20) + 123, 12);
+    let (ta, tb) = (d.join("a.torrent"), d.join("b.torrent"));
+    let (ma, mb) = (mktorrent(&a, &ta, &[]), mktorrent(&b, &tb, &[]));
+
+    let mut seed = Proc::spawn("bseed", {
+        let mut c = cmd("bseed");
+        c.arg(&ta).arg(&a).arg(&tb).arg(&b).args(["--port", "0"]);
+        c
+    }, d.path());
+    let port = logged_port(&mut seed, "listening on port ");
+    wait_until(T, || seed.dump(), || seed.stderr().matches(&format!("listening on port {port}")).count() == 2);
+
+    let out = d.join("out");
+    let o = run(cmd("bfetch")
+        .arg(&ta)
+        .arg(&tb)
+        .arg("-o")
+        .arg(&out)
+        .args(["--peer", &format!("127.0.0.1:{port}"), "--port", "0", "--no-linger", "--json", "--timeout", "60s"]));
+    assert_exit(&o, 0);
+    assert_same_content(&a, &out.join("a.bin"));
+    assert_same_content(&b, &out.join("b.bin"));
+    let reports = json_lines(&stdout(&o));
+    assert_eq!(reports.len(), 2, "one report per torrent");
+    let hashes: Vec<&str> = reports.iter().map(|r| r["info_hash"].as_str().unwrap()).collect();
+    assert_eq!(hashes, vec![ma.info_hash.hex(), mb.info_hash.hex()], "in the order given");
+    assert!(reports.iter().all(|r| r["complete"] == true));
+    assert_eq!(reports[0]["port"], reports[1]["port"], "one listening port for both");
+    // Both torrents' log lines name them.
+    let err = stderr(&o);
+    assert!(err.contains("bfetch: a.bin: ") && err.contains("bfetch: b.bin: "), "{err}");
+    seed.stop(T);
+}
+
+#[test]
+fn one_torrent_that_cannot_finish_does_not_stop_the_others() {
+    let d = Dir::new("ops-multi-fail");
+    let (a, b) = (d.join("a.bin"), d.join("b.bin"));
+    write_data(&a, 2 << 20, 21);
+    write_data(&b, 2 << 20, 22);
+    let (ta, tb) = (d.join("a.torrent"), d.join("b.torrent"));
+    mktorrent(&a, &ta, &[]);
+    mktorrent(&b, &tb, &[]);
+    // The seed has only a; nobody has b.
+    let mut seed = Proc::spawn("bseed", {
+        let mut c = cmd("bseed");
+        c.arg(&ta).arg(&a).args(["--port", "0"]);
+        c
+    }, d.path());
+    let port = logged_port(&mut seed, "listening on port ");
+    let out = d.join("out");
+    let o = run(cmd("bfetch")
+        .arg(&ta)
+        .arg(&tb)
+        .arg("-o")
+        .arg(&out)
+        .args(["--peer", &format!("127.0.0.1:{port}"), "--port", "0", "--no-linger", "--json", "--stall-timeout", "3s"]));
+    assert_exit(&o, 1);
+    assert_same_content(&a, &out.join("a.bin"));
+    assert!(!out.join("b.bin").exists(), "nothing that looks complete");
+    let reports = json_lines(&stdout(&o));
+    assert_eq!(reports.len(), 2);
+    assert_eq!((reports[0]["complete"].clone(), reports[1]["complete"].clone()), (true.into(), false.into()));
+    let err = stderr(&o);
+    assert!(err.contains("b.bin: could not finish") && err.contains("1 of 2 torrents did not complete"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    seed.stop(T);
+}
+
+#[test]
+fn several_torrents_usage_errors_are_one_line() {
+    let d = Dir::new("ops-multi-usage");
+    let a = d.join("a.bin");
+    write_data(&a, 1 << 20, 31);
+    let ta = d.join("a.torrent");
+    mktorrent(&a, &ta, &[]);
+    let o = run(cmd("bfetch").arg(&ta).arg(&ta).args(["--peer", "127.0.0.1:9", "-o"]).arg(d.join("out")));
+    assert_one_line(&o, "bfetch", 2, "give each once");
+    let o = run(cmd("bseed").arg(&ta).arg(&a).arg(&ta));
+    assert_one_line(&o, "bseed", 2, "TORRENT PATH pairs");
+}

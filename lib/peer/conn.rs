@@ -32,7 +32,7 @@ const MAX_QUEUED_REQUESTS: usize = 2048;
 /// A peer that says nothing (not even keep-alive) for this long is dropped.
 const READ_TIMEOUT: Duration = Duration::from_secs(150);
 /// The whole handshake must arrive within this long.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// What the session tells a connection's writer.
@@ -115,19 +115,22 @@ pub struct Context {
     pub hide_bitfield: bool,
 }
 
+/// How a connection began.
+pub enum Side {
+    /// We dialled: we send our handshake first.
+    Dialled,
+    /// The peer dialled us and its handshake has been read (by the acceptor, which used its
+    /// info-hash to pick this torrent).
+    Accepted(Handshake),
+}
+
 /// Runs a connection to completion (call on its own thread).
-pub fn run(
-    ctx: Arc<Context>,
-    key: PeerKey,
-    mut stream: TcpStream,
-    addr: SocketAddr,
-    outgoing: bool,
-) {
+pub fn run(ctx: Arc<Context>, key: PeerKey, mut stream: TcpStream, addr: SocketAddr, side: Side) {
     let shared = Arc::new(PeerShared {
         am_choking: AtomicBool::new(true),
         ..Default::default()
     });
-    let reason = match connect(&ctx, key, &mut stream, addr, outgoing, &shared) {
+    let reason = match connect(&ctx, key, &mut stream, addr, side, &shared) {
         Ok(()) => CloseReason::Shutdown,
         Err(e) => e,
     };
@@ -141,9 +144,10 @@ fn connect(
     key: PeerKey,
     stream: &mut TcpStream,
     addr: SocketAddr,
-    outgoing: bool,
+    side: Side,
     shared: &Arc<PeerShared>,
 ) -> Result<(), CloseReason> {
+    let outgoing = matches!(side, Side::Dialled);
     stream.set_nodelay(true).ok();
     stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT)).ok();
     stream.set_write_timeout(Some(Duration::from_secs(60))).ok();
@@ -154,11 +158,10 @@ fn connect(
             .write_all(&ours.encode())
             .map_err(|e| ioerr("sending handshake", e))?;
     }
-    let mut hs = [0u8; wire::HANDSHAKE_LEN];
-    stream
-        .read_exact(&mut hs)
-        .map_err(|e| ioerr("reading handshake", e))?;
-    let theirs = Handshake::decode(&hs).map_err(|e| CloseReason::BadHandshake(e.to_string()))?;
+    let theirs = match side {
+        Side::Accepted(h) => h,
+        Side::Dialled => read_handshake(stream)?,
+    };
     if theirs.info_hash != ctx.info_hash {
         return Err(CloseReason::OtherTorrent);
     }
@@ -473,10 +476,17 @@ fn writer(ctx: Arc<Context>, mut stream: TcpStream, cmds: Receiver<Cmd>, shared:
     let _ = stream.shutdown(Shutdown::Both);
 }
 
+/// Reads and decodes the peer's handshake.
+pub fn read_handshake(stream: &mut TcpStream) -> Result<Handshake, CloseReason> {
+    let mut hs = [0u8; wire::HANDSHAKE_LEN];
+    stream.read_exact(&mut hs).map_err(|e| CloseReason::io("reading handshake", e))?;
+    Handshake::decode(&hs).map_err(|e| CloseReason::BadHandshake(e.to_string()))
+}
+
 /// Opens an outgoing connection and runs it (call on its own thread).
 pub fn dial(ctx: Arc<Context>, key: PeerKey, addr: SocketAddr) {
     match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
-        Ok(s) => run(ctx, key, s, addr, true),
+        Ok(s) => run(ctx, key, s, addr, Side::Dialled),
         Err(e) => {
             let _ = ctx.events.send(Event::ConnectFailed {
                 key,
