@@ -10,7 +10,7 @@
 //! [`last_bound`] lets a binary that runs one session put it in its `--json` report.
 
 use std::io;
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::{Ipv4Addr, Ipv6Addr, TcpListener};
 use std::sync::atomic::{AtomicU16, Ordering};
 
 /// The ports tried, in order, when none is given.
@@ -18,11 +18,12 @@ pub const DEFAULT_PORTS: std::ops::RangeInclusive<u16> = 6881..=6889;
 
 static LAST_BOUND: AtomicU16 = AtomicU16::new(0);
 
-/// Binds a listener on all IPv4 addresses: on `port` when given (0: any free port), else on
-/// the first free port of [`DEFAULT_PORTS`], else on any free port.
+/// Binds a listener on all addresses, IPv6 and IPv4 (one dual-stack socket where the host
+/// has IPv6 and `net.ipv6.bindv6only` is 0; IPv4 alone otherwise): on `port` when given (0:
+/// any free port), else on the first free port of [`DEFAULT_PORTS`], else on any free port.
 pub fn bind(port: Option<u16>) -> io::Result<TcpListener> {
     let listener = match port {
-        Some(p) => TcpListener::bind((Ipv4Addr::UNSPECIFIED, p))?,
+        Some(p) => bind_any(p)?,
         None => bind_first_free(DEFAULT_PORTS)?,
     };
     if let Ok(a) = listener.local_addr() {
@@ -35,13 +36,30 @@ pub fn bind(port: Option<u16>) -> io::Result<TcpListener> {
 /// permission refusal on that one port) moves on to the next; other errors are returned.
 pub fn bind_first_free(range: std::ops::RangeInclusive<u16>) -> io::Result<TcpListener> {
     for p in range {
-        match TcpListener::bind((Ipv4Addr::UNSPECIFIED, p)) {
+        match bind_any(p) {
             Ok(l) => return Ok(l),
             Err(e) if matches!(e.kind(), io::ErrorKind::AddrInUse | io::ErrorKind::PermissionDenied) => continue,
             Err(e) => return Err(e),
         }
     }
-    TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0))
+    bind_any(0)
+}
+
+/// Both stacks on `port` when a dual-stack socket is possible, else IPv4.
+fn bind_any(port: u16) -> io::Result<TcpListener> {
+    if dual_stack() {
+        match TcpListener::bind((Ipv6Addr::UNSPECIFIED, port)) {
+            Ok(l) => return Ok(l),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse || e.kind() == io::ErrorKind::PermissionDenied => return Err(e),
+            Err(_) => {} // no IPv6 here: IPv4 alone
+        }
+    }
+    TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))
+}
+
+/// Does an IPv6 wildcard socket also take IPv4 connections here?
+fn dual_stack() -> bool {
+    std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only").map(|v| v.trim() == "0").unwrap_or(false)
 }
 
 /// The port most recently bound by [`bind`] in this process (0 before any). Meant for

@@ -531,3 +531,43 @@ fn several_torrents_usage_errors_are_one_line() {
     let o = run(cmd("bseed").arg(&ta).arg(&a).arg(&ta));
     assert_one_line(&o, "bseed", 2, "TORRENT PATH pairs");
 }
+
+// ---- item 7: IPv6 ----------------------------------------------------------------------------
+
+#[test]
+fn ipv6_peers_through_btrack_on_loopback_and_ipv4_on_the_same_port() {
+    assert!(
+        TcpListener::bind("[::1]:0").is_ok(),
+        "this host has no IPv6 loopback (::1): the IPv6 test cannot run"
+    );
+    let d = Dir::new("ops-v6");
+    let mut c = cmd("btrack");
+    c.args(["--listen", "[::1]:0", "--open", "--interval", "2s", "--data-dir"]).arg(d.join("data"));
+    let mut tracker = Proc::spawn("btrack", c, d.path());
+    let tport = logged_port(&mut tracker, "listening on [::1]:");
+    let content = d.join("v6.bin");
+    write_data(&content, (2 << 20) + 77, 61);
+    let torrent = d.join("v6.torrent");
+    mktorrent(&content, &torrent, &["-a", &format!("http://[::1]:{tport}/announce")]);
+
+    let mut seed = Proc::spawn("bseed", {
+        let mut c = cmd("bseed");
+        c.arg(&torrent).arg(&content).args(["--port", "0"]);
+        c
+    }, d.path());
+    let sport = logged_port(&mut seed, "listening on port ");
+    // The tracker hands out the seed's IPv6 address (peers6); bfetch dials it.
+    let out = d.join("out6");
+    let o = run(cmd("bfetch").arg(&torrent).arg("-o").arg(&out).args(["--port", "0", "--no-linger", "--json", "--timeout", "60s"]));
+    assert_exit(&o, 0);
+    assert_same_content(&content, &out.join("v6.bin"));
+    let r: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let addrs: Vec<&str> = r["peers"].as_array().unwrap().iter().map(|p| p["addr"].as_str().unwrap()).collect();
+    assert!(addrs.contains(&format!("[::1]:{sport}").as_str()), "fetched from the seed over IPv6: {addrs:?}");
+    // The same listening socket takes IPv4 peers too.
+    let out4 = d.join("out4");
+    let o = run(cmd("bfetch").arg(&torrent).arg("-o").arg(&out4).args(["--peer", &format!("127.0.0.1:{sport}"), "--port", "0", "--no-linger", "--timeout", "60s"]));
+    assert_exit(&o, 0);
+    assert_same_content(&content, &out4.join("v6.bin"));
+    seed.stop(T);
+}

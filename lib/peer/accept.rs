@@ -90,6 +90,9 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         }
         let Ok(stream) = s else { continue };
         let Ok(addr) = stream.peer_addr() else { continue };
+        // An IPv4 peer on the dual-stack socket shows as ::ffff:a.b.c.d: name it as IPv4, as
+        // trackers and other peers do.
+        let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
         if shared.handshaking.load(Ordering::SeqCst) >= MAX_HANDSHAKING {
             continue; // dropped: closed at once
         }
