@@ -847,7 +847,10 @@ fn third_party_announces(tool: &str, udp_tracker: bool, expect_prefix: &str) {
     // Our fake seeder: announced through btrack, accepts connections.
     let listener = TcpListener::bind((b.host.as_str(), 0)).unwrap();
     let fake_port = listener.local_addr().unwrap().port();
-    client::announce(&b.url("/announce"), &req(ih_bytes(&ih), 1, fake_port, 0), T).unwrap();
+    // btrack here forgets a peer 6 s after its last announce (--interval 2s): the fake
+    // seeder re-announces while we wait, however slowly the tool starts on a busy machine.
+    let keep_fake = || client::announce(&b.url("/announce"), &req(ih_bytes(&ih), 1, fake_port, 0), T).unwrap();
+    keep_fake();
     let port = free_port();
     let out = d.join("out");
     std::fs::create_dir_all(&out).unwrap();
@@ -878,6 +881,7 @@ fn third_party_announces(tool: &str, udp_tracker: bool, expect_prefix: &str) {
     let _p = Proc(c.spawn().unwrap());
     // It announces: btrack lists a peer with its client prefix, nothing downloaded yet.
     let peer = poll(&format!("{tool} to announce"), Duration::from_secs(60), || {
+        keep_fake();
         let j = get_json(&b.url(&format!("/api/torrents/{ih}")));
         j["peers"].as_array().unwrap().iter().find(|p| p["client"].as_str().unwrap().starts_with(expect_prefix)).cloned()
     });
@@ -890,6 +894,7 @@ fn third_party_announces(tool: &str, udp_tracker: bool, expect_prefix: &str) {
     let utp = UdpSocket::bind((b.host.as_str(), fake_port)).unwrap();
     utp.set_nonblocking(true).unwrap();
     poll(&format!("{tool} to connect to the peer btrack gave it"), Duration::from_secs(60), || {
+        keep_fake();
         if listener.accept().is_ok() || utp.recv_from(&mut [0u8; 2048]).is_ok() {
             Some(())
         } else {
