@@ -571,3 +571,55 @@ fn ipv6_peers_through_btrack_on_loopback_and_ipv4_on_the_same_port() {
     assert_same_content(&content, &out4.join("v6.bin"));
     seed.stop(T);
 }
+
+// ---- issue 10 item 7: thread exhaustion -------------------------------------------------------
+
+/// Threads of process `pid` (from /proc).
+fn threads_of(pid: u32) -> usize {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines().find_map(|l| l.strip_prefix("Threads:")).unwrap().trim().parse().unwrap()
+}
+
+#[test]
+fn idle_connections_cannot_exhaust_bseed_threads() {
+    let d = Dir::new("ops-idle");
+    let content = d.join("idle.bin");
+    write_data(&content, 1 << 20, 71);
+    let torrent = d.join("idle.torrent");
+    mktorrent(&content, &torrent, &[]);
+    let mut seed = Proc::spawn("bseed", {
+        let mut c = cmd("bseed");
+        c.arg(&torrent).arg(&content).args(["--port", "0", "--max-peers", "10"]);
+        c
+    }, d.path());
+    let port = logged_port(&mut seed, "listening on port ");
+    let base = threads_of(seed.pid());
+    // 600 connections that never send a handshake.
+    let idle: Vec<std::net::TcpStream> = (0..600).filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok()).collect();
+    assert!(idle.len() >= 500, "could open only {} connections", idle.len());
+    // Beyond the connections waiting for a handshake, the acceptor closes them at once: wait
+    // until all but those have been closed on us, so it has seen every one.
+    for s in &idle {
+        s.set_nonblocking(true).unwrap();
+    }
+    let waiting = shoal::peer::accept::MAX_HANDSHAKING;
+    wait_until(T, || format!("bseed to refuse the idle connections beyond {waiting}"), || {
+        let closed = idle.iter().filter(|s| matches!((&**s).read(&mut [0u8; 1]), Ok(0))).count();
+        closed + waiting >= idle.len()
+    });
+    let peak = threads_of(seed.pid());
+    assert!(
+        peak <= base + shoal::peer::accept::MAX_HANDSHAKING + 4,
+        "{} idle connections made {} threads (from {base})",
+        idle.len(),
+        peak
+    );
+    drop(idle);
+    // And it still serves.
+    let out = d.join("out");
+    let o = run(cmd("bfetch").arg(&torrent).arg("-o").arg(&out).args(["--peer", &format!("127.0.0.1:{port}"), "--port", "0", "--no-linger", "--timeout", "60s"]));
+    assert_exit(&o, 0);
+    assert_same_content(&content, &out.join("idle.bin"));
+    seed.assert_running();
+    seed.stop(T);
+}
