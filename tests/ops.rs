@@ -440,6 +440,21 @@ fn btrack_unit_command_line_runs_btrack_with_its_settings() {
 
 // ---- item 1: several torrents, one process ----------------------------------------------------
 
+/// bseed started with `args` (plus `--port 0`); answers it and the port it listens on.
+fn start_bseed(d: &Dir, args: &[&std::ffi::OsStr]) -> (Proc, u16) {
+    let mut c = cmd("bseed");
+    c.args(args).args(["--port", "0"]);
+    let mut p = Proc::spawn("bseed", c, d.path());
+    let port = logged_port(&mut p, "listening on port ");
+    (p, port)
+}
+
+/// bfetch of `torrents` into `out` from the peer on 127.0.0.1:`port`, exiting when its own
+/// copies are complete.
+fn fetch_from(port: u16, torrents: &[&Path], out: &Path, extra: &[&str]) -> std::process::Output {
+    run(cmd("bfetch").args(torrents).arg("-o").arg(out).args(["--peer", &format!("127.0.0.1:{port}"), "--port", "0", "--no-linger"]).args(extra))
+}
+
 /// The JSON lines a tool printed on standard output.
 fn json_lines(out: &str) -> Vec<serde_json::Value> {
     out.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect()
@@ -454,21 +469,11 @@ fn several_torrents_in_one_bseed_and_one_bfetch_over_one_port() {
     let (ta, tb) = (d.join("a.torrent"), d.join("b.torrent"));
     let (ma, mb) = (mktorrent(&a, &ta, &[]), mktorrent(&b, &tb, &[]));
 
-    let mut seed = Proc::spawn("bseed", {
-        let mut c = cmd("bseed");
-        c.arg(&ta).arg(&a).arg(&tb).arg(&b).args(["--port", "0"]);
-        c
-    }, d.path());
-    let port = logged_port(&mut seed, "listening on port ");
+    let (mut seed, port) = start_bseed(&d, &[ta.as_os_str(), a.as_os_str(), tb.as_os_str(), b.as_os_str()]);
     wait_until(T, || seed.dump(), || seed.stderr().matches(&format!("listening on port {port}")).count() == 2);
 
     let out = d.join("out");
-    let o = run(cmd("bfetch")
-        .arg(&ta)
-        .arg(&tb)
-        .arg("-o")
-        .arg(&out)
-        .args(["--peer", &format!("127.0.0.1:{port}"), "--port", "0", "--no-linger", "--json", "--timeout", "60s"]));
+    let o = fetch_from(port, &[&ta, &tb], &out, &["--json", "--timeout", "60s"]);
     assert_exit(&o, 0);
     assert_same_content(&a, &out.join("a.bin"));
     assert_same_content(&b, &out.join("b.bin"));
@@ -494,19 +499,9 @@ fn one_torrent_that_cannot_finish_does_not_stop_the_others() {
     mktorrent(&a, &ta, &[]);
     mktorrent(&b, &tb, &[]);
     // The seed has only a; nobody has b.
-    let mut seed = Proc::spawn("bseed", {
-        let mut c = cmd("bseed");
-        c.arg(&ta).arg(&a).args(["--port", "0"]);
-        c
-    }, d.path());
-    let port = logged_port(&mut seed, "listening on port ");
+    let (mut seed, port) = start_bseed(&d, &[ta.as_os_str(), a.as_os_str()]);
     let out = d.join("out");
-    let o = run(cmd("bfetch")
-        .arg(&ta)
-        .arg(&tb)
-        .arg("-o")
-        .arg(&out)
-        .args(["--peer", &format!("127.0.0.1:{port}"), "--port", "0", "--no-linger", "--json", "--stall-timeout", "3s"]));
+    let o = fetch_from(port, &[&ta, &tb], &out, &["--json", "--stall-timeout", "3s"]);
     assert_exit(&o, 1);
     assert_same_content(&a, &out.join("a.bin"));
     assert!(!out.join("b.bin").exists(), "nothing that looks complete");
@@ -550,12 +545,7 @@ fn ipv6_peers_through_btrack_on_loopback_and_ipv4_on_the_same_port() {
     let torrent = d.join("v6.torrent");
     mktorrent(&content, &torrent, &["-a", &format!("http://[::1]:{tport}/announce")]);
 
-    let mut seed = Proc::spawn("bseed", {
-        let mut c = cmd("bseed");
-        c.arg(&torrent).arg(&content).args(["--port", "0"]);
-        c
-    }, d.path());
-    let sport = logged_port(&mut seed, "listening on port ");
+    let (mut seed, sport) = start_bseed(&d, &[torrent.as_os_str(), content.as_os_str()]);
     // The tracker hands out the seed's IPv6 address (peers6); bfetch dials it.
     let out = d.join("out6");
     let o = run(cmd("bfetch").arg(&torrent).arg("-o").arg(&out).args(["--port", "0", "--no-linger", "--json", "--timeout", "60s"]));
@@ -566,7 +556,7 @@ fn ipv6_peers_through_btrack_on_loopback_and_ipv4_on_the_same_port() {
     assert!(addrs.contains(&format!("[::1]:{sport}").as_str()), "fetched from the seed over IPv6: {addrs:?}");
     // The same listening socket takes IPv4 peers too.
     let out4 = d.join("out4");
-    let o = run(cmd("bfetch").arg(&torrent).arg("-o").arg(&out4).args(["--peer", &format!("127.0.0.1:{sport}"), "--port", "0", "--no-linger", "--timeout", "60s"]));
+    let o = fetch_from(sport, &[&torrent], &out4, &["--timeout", "60s"]);
     assert_exit(&o, 0);
     assert_same_content(&content, &out4.join("v6.bin"));
     seed.stop(T);
@@ -587,12 +577,7 @@ fn idle_connections_cannot_exhaust_bseed_threads() {
     write_data(&content, 1 << 20, 71);
     let torrent = d.join("idle.torrent");
     mktorrent(&content, &torrent, &[]);
-    let mut seed = Proc::spawn("bseed", {
-        let mut c = cmd("bseed");
-        c.arg(&torrent).arg(&content).args(["--port", "0", "--max-peers", "10"]);
-        c
-    }, d.path());
-    let port = logged_port(&mut seed, "listening on port ");
+    let (mut seed, port) = start_bseed(&d, &[torrent.as_os_str(), content.as_os_str(), "--max-peers".as_ref(), "10".as_ref()]);
     let base = threads_of(seed.pid());
     // 600 connections that never send a handshake.
     let idle: Vec<std::net::TcpStream> = (0..600).filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok()).collect();
@@ -617,7 +602,7 @@ fn idle_connections_cannot_exhaust_bseed_threads() {
     drop(idle);
     // And it still serves.
     let out = d.join("out");
-    let o = run(cmd("bfetch").arg(&torrent).arg("-o").arg(&out).args(["--peer", &format!("127.0.0.1:{port}"), "--port", "0", "--no-linger", "--timeout", "60s"]));
+    let o = fetch_from(port, &[&torrent], &out, &["--timeout", "60s"]);
     assert_exit(&o, 0);
     assert_same_content(&content, &out.join("idle.bin"));
     seed.assert_running();
