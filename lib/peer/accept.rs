@@ -69,7 +69,9 @@ impl Acceptor {
 
     /// Stops accepting and waits for the accept loop to end (the port is free after).
     pub fn stop(&self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
+        if self.shared.stop.swap(true, Ordering::SeqCst) {
+            return; // stopped already
+        }
         let _ = TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], self.port)), Duration::from_secs(1));
         if let Some(h) = self.thread.lock().unwrap().take() {
             let _ = h.join();
