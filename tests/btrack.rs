@@ -27,32 +27,42 @@ impl Btrack {
     fn start(data: &Path, extra: &[&str]) -> Btrack {
         Btrack::start_on("127.0.0.1", data, extra)
     }
+    /// Starts btrack on `host` port 0 and reads the bound port back from its
+    /// `btrack: listening on ADDR` line (no port picked in advance, so no race for it).
+    /// stderr is copied to the log file line by line.
     fn start_on(host: &str, data: &Path, extra: &[&str]) -> Btrack {
-        for _ in 0..5 {
-            let port = free_port();
-            let log = data.with_extension(format!("log{port}"));
-            let mut c = cmd("btrack");
-            c.arg("--listen").arg(format!("{host}:{port}")).arg("--data-dir").arg(data).args(extra);
-            if !extra.contains(&"--interval") {
-                c.args(["--interval", "2s"]);
-            }
-            c.stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
-            let child = c.spawn().expect("start btrack");
-            let mut b = Btrack { child, port, log, host: String::new() };
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = b.child.try_wait() {
-                    break; // port taken meanwhile: try another
-                }
-                if TcpStream::connect((host, port)).is_ok() {
-                    b.host = host.to_string();
-                    return b;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = b.child.kill();
+        use std::io::BufRead;
+        let log = data.with_extension("log");
+        let mut c = cmd("btrack");
+        let listen = if host.contains(':') { format!("[{host}]:0") } else { format!("{host}:0") };
+        c.arg("--listen").arg(listen).arg("--data-dir").arg(data).args(extra);
+        if !extra.contains(&"--interval") {
+            c.args(["--interval", "2s"]);
         }
-        panic!("btrack did not start");
+        c.stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = c.spawn().expect("start btrack");
+        let stderr = child.stderr.take().unwrap();
+        let mut file = std::fs::File::create(&log).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = writeln!(file, "{line}");
+                let _ = file.flush();
+                if let Some(rest) = line.strip_prefix("btrack: listening on ") {
+                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+                }
+            }
+        });
+        let bound = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("btrack did not say where it listens: {}", std::fs::read_to_string(&log).unwrap_or_default());
+            }
+        };
+        let addr: SocketAddr = bound.parse().unwrap_or_else(|e| panic!("btrack's bound address {bound:?}: {e}"));
+        Btrack { child, port: addr.port(), log, host: host.to_string() }
     }
     fn url_host(&self) -> String {
         if self.host.contains(':') {

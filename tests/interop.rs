@@ -75,25 +75,28 @@ fn py(script: &str) -> Command {
     c
 }
 
+/// Starts the Python tracker on port 0 and reads the bound port back from its stderr.
 fn start_tracker(dir: &Dir, ns: Option<&NetNs>, fixed: &[String]) -> (Proc, String) {
-    let port = free_port();
     let h = host(ns);
     let mut c = py("peer_tracker.py");
-    c.arg(format!("{h}:{port}")).arg("--log").arg(dir.join("tracker.log"));
+    c.arg(format!("{h}:0")).arg("--log").arg(dir.join("tracker.log"));
     for p in fixed {
         c.args(["--peer", p]);
     }
     let mut p = Proc::spawn("peer_tracker", in_ns(ns, c), dir.path());
-    wait_listening(&mut p, ns, port, Duration::from_secs(30));
+    let port = wait_bound_port(&mut p, Duration::from_secs(30));
     (p, format!("http://{h}:{port}/announce"))
 }
 
-fn start_bseed(dir: &Dir, ns: Option<&NetNs>, torrent: &Path, content: &Path, port: u16) -> Proc {
+/// Starts bseed on `port` (0: it picks one; the bound port is read back from its
+/// `listening on port N` line) and answers it with that port.
+fn start_bseed(dir: &Dir, ns: Option<&NetNs>, torrent: &Path, content: &Path, port: u16) -> (Proc, u16) {
     let mut c = cmd("bseed");
     c.arg(torrent).arg(content).args(["--port", &port.to_string(), "--json"]);
     let mut p = Proc::spawn("bseed", in_ns(ns, c), dir.path());
-    wait_listening(&mut p, ns, port, Duration::from_secs(60));
-    p
+    let bound = wait_bound_port(&mut p, Duration::from_secs(60));
+    assert!(port == 0 || bound == port, "bseed bound {bound}, asked for {port}");
+    (p, bound)
 }
 
 /// Stops bseed (SIGTERM): it must exit 0 and report having uploaded at least `total` bytes.
@@ -163,7 +166,7 @@ fn wait_identical(p: &mut Proc, src: &Path, got: &Path, limit: Duration) {
 fn run_bfetch(dir: &Dir, ns: Option<&NetNs>, torrent: &Path, out: &Path, peer: &str) -> Proc {
     fs::create_dir_all(out).unwrap();
     let mut c = cmd("bfetch");
-    c.arg(torrent).arg("-o").arg(out).args(["--port", &free_port().to_string(), "--peer", peer, "--timeout", "150s", "--json"]);
+    c.arg(torrent).arg("-o").arg(out).args(["--port", "0", "--peer", peer, "--timeout", "150s", "--json"]);
     let mut f = Proc::spawn("bfetch", in_ns(ns, c), dir.path());
     let st = f.wait_or_panic(Duration::from_secs(200));
     assert_eq!(st.code(), Some(0), "bfetch failed\n{}", f.dump());
@@ -235,8 +238,7 @@ fn libtorrent_downloads_from_bseed() {
     let src = content(&dir, true);
     let torrent = dir.join("t.torrent");
     let m = debian_torrent(&src, None, &torrent);
-    let port = free_port();
-    let mut seed = start_bseed(&dir, None, &torrent, &src, port);
+    let (mut seed, port) = start_bseed(&dir, None, &torrent, &src, 0);
     let out = dir.join("out");
     fs::create_dir_all(&out).unwrap();
     let mut c = py("lt_fetch.py");
@@ -256,7 +258,7 @@ fn transmission_downloads_from_bseed() {
     let (_trk, url) = start_tracker(&dir, Some(&ns), &[]);
     let torrent = dir.join("t.torrent");
     let m = debian_torrent(&src, Some(&url), &torrent);
-    let mut seed = start_bseed(&dir, Some(&ns), &torrent, &src, free_port());
+    let (mut seed, _) = start_bseed(&dir, Some(&ns), &torrent, &src, 0);
     let out = dir.join("out");
     fs::create_dir_all(&out).unwrap();
     let mut t = start_transmission(&dir, &ns, "transmission-fetch", &torrent, &out, free_port());
@@ -269,11 +271,13 @@ fn transmission_downloads_from_bseed() {
 fn aria2_downloads_from_bseed() {
     let dir = Dir::new("i-bseed-aria2");
     let src = content(&dir, false);
+    // The tracker must know the seed's port before the torrent (which names the tracker)
+    // exists to start the seed with: this port is picked in advance.
     let port = free_port();
     let (_trk, url) = start_tracker(&dir, None, &[format!("127.0.0.1:{port}")]);
     let torrent = dir.join("t.torrent");
     let m = debian_torrent(&src, Some(&url), &torrent);
-    let mut seed = start_bseed(&dir, None, &torrent, &src, port);
+    let (mut seed, _) = start_bseed(&dir, None, &torrent, &src, port);
     let out = dir.join("out");
     let mut a = aria2c(&dir, &torrent, &out);
     let st = a.wait_or_panic(Duration::from_secs(200));
@@ -360,11 +364,10 @@ fn harness_hostile_peer_against_libtorrent() {
     let mut c = py("lt_fetch.py");
     c.arg(&torrent).arg(&out).args(["--port", &free_port().to_string(), "--timeout", "150"]);
     for mode in modes {
-        let port = free_port();
         let mut h = py("hostile_peer.py");
-        h.arg(&torrent).args(["--port", &port.to_string(), "--mode", mode, "--log"]).arg(&log);
+        h.arg(&torrent).args(["--port", "0", "--mode", mode, "--log"]).arg(&log);
         let mut p = Proc::spawn(&format!("hostile-{mode}"), h, dir.path());
-        wait_listening(&mut p, None, port, Duration::from_secs(30));
+        let port = wait_bound_port(&mut p, Duration::from_secs(30));
         hostiles.push(p);
         c.args(["--peer", &format!("127.0.0.1:{port}")]);
     }
