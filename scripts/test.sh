@@ -93,7 +93,8 @@ read -r passed failed ignored < <(awk '/^test result:/ {
         }
     } END { print p+0, f+0, g+0 }' "$log")
 # Tests that returned early because a tool was missing passed in cargo's count: move them.
-skipped_rt=$(sort -u "$SHOAL_SKIP_LOG" | grep -c . || true)
+# (one line per missing tool: count each test once)
+skipped_rt=$(sed 's/: .*//' "$SHOAL_SKIP_LOG" | sort -u | grep -c . || true)
 passed=$(( passed - skipped_rt ))
 skipped=$(( ignored + skipped_rt ))
 # Failed test names: the last "failures:" block before each "test result:" line.
