@@ -47,8 +47,11 @@ run() {
     log=$(mktemp)
     local rc=0
     # -rss_limit_mb: the decoders promise bounded memory; 2 GB is far above any honest need.
-    "$BIN/$t" "corpus/$t" "seeds/$t" -max_total_time="$secs" -artifact_prefix="artifacts/$t/" \
+    local tmp="$CARGO_TARGET_DIR/tmp-$t"
+    rm -rf "$tmp"
+    SHOAL_FUZZ_TMP="$tmp" "$BIN/$t" "corpus/$t" "seeds/$t" -max_total_time="$secs" -artifact_prefix="artifacts/$t/" \
         -rss_limit_mb=2048 -timeout=20 -print_final_stats=1 "$@" >"$log" 2>&1 || rc=$?
+    rm -rf "$tmp"
     local execs
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     local cov

@@ -23,7 +23,10 @@ fn server() -> SocketAddr {
     *ADDR.get_or_init(|| {
         // libFuzzer's main is not Rust's: ignore SIGPIPE as a Rust program would.
         unsafe { libc_sigpipe_ignore() };
-        let dir = std::env::temp_dir().join(format!("shoal-fuzz-httpd-{}", std::process::id()));
+        // fuzz/run.sh names a directory it removes afterwards.
+        let dir = std::env::var_os("SHOAL_FUZZ_TMP")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| std::env::temp_dir().join(format!("shoal-fuzz-httpd-{}", std::process::id())));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let (registry, _) = Registry::open(&dir).unwrap();
