@@ -93,28 +93,23 @@ pub fn wire(data: &[u8]) {
         }
         buf = &buf[HANDSHAKE_LEN..];
     }
-    loop {
-        match wire::decode(buf) {
-            Ok(Some((m, used))) => {
-                assert!(used >= 4 && used <= buf.len(), "used {used} of {}", buf.len());
-                if !matches!(m, Message::Unknown { .. }) {
-                    let mut out = Vec::new();
-                    wire::encode(&m, &mut out);
-                    assert_eq!(out, &buf[..used], "re-encoding {m:?}");
-                    assert_eq!(wire::decode(&out), Ok(Some((m.clone(), used))));
-                }
-                if let Message::Bitfield(b) = &m {
-                    for n in [0, 1, b.len() * 8, (b.len() * 8).saturating_sub(7)] {
-                        if let Some(bits) = wire::parse_bitfield(b, n) {
-                            assert_eq!(bits.len(), n);
-                            assert_eq!(wire::bitfield_bytes(&bits), *b);
-                        }
-                    }
-                }
-                buf = &buf[used..];
-            }
-            Ok(None) | Err(_) => break,
+    while let Ok(Some((m, used))) = wire::decode(buf) {
+        assert!(used >= 4 && used <= buf.len(), "used {used} of {}", buf.len());
+        if !matches!(m, Message::Unknown { .. }) {
+            let mut out = Vec::new();
+            wire::encode(&m, &mut out);
+            assert_eq!(out, &buf[..used], "re-encoding {m:?}");
+            assert_eq!(wire::decode(&out), Ok(Some((m.clone(), used))));
         }
+        if let Message::Bitfield(b) = &m {
+            for n in [0, 1, b.len() * 8, (b.len() * 8).saturating_sub(7)] {
+                if let Some(bits) = wire::parse_bitfield(b, n) {
+                    assert_eq!(bits.len(), n);
+                    assert_eq!(wire::bitfield_bytes(&bits), *b);
+                }
+            }
+        }
+        buf = &buf[used..];
     }
 }
 

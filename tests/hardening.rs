@@ -300,7 +300,8 @@ mod checks;
 #[test]
 fn fuzz_seeds_and_regressions_replay_through_every_parser() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
-    let targets: [(&str, fn(&[u8])); 6] = [
+    type Check = fn(&[u8]);
+    let targets: [(&str, Check); 6] = [
         ("bencode", checks::bencode),
         ("metainfo", checks::metainfo),
         ("wire", checks::wire),
