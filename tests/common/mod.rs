@@ -134,7 +134,11 @@ pub fn record_skip(why: &str) {
 /// Debian's python3, which has the libtorrent bindings (python3-libtorrent).
 pub const PYTHON: &str = "/usr/bin/python3";
 
-/// A free TCP port on loopback (bound then released).
+/// A free TCP port on loopback (bound then released, so another process may take it before
+/// the caller uses it). Only for third-party programs that cannot listen on port 0 and say
+/// which port they got (transmission-cli, aria2c, chromedriver), or where a port must be
+/// known before the program starts. Our tools take `--port 0` and log the bound port: use
+/// `peer_util::wait_bound_port` (or btrack's `listening on` line) instead.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
