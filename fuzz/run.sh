@@ -91,7 +91,8 @@ case "${1:-}" in
         build && "$BIN/$2" "$3"
         ;;
     seeds)
-        rm -rf seeds
+        # make_seeds overwrites its own files; fixtures made by other tools (the torrents from
+        # Debian's mktorrent and transmission-create, deb-*.torrent and tr-*.torrent) stay.
         cargo run --quiet --release --bin make_seeds -- seeds
         ;;
     *)
