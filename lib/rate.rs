@@ -143,17 +143,43 @@ mod tests {
 
     #[test]
     fn budget_blocks_until_released() {
+        // No sleep, no timing: the order of events is checked instead. The second acquire
+        // may return only after the first 80 bytes were released, so it must see the release
+        // flag set and a budget of exactly 50 in use (a budget that let it through at once
+        // would show 130, or an unset flag). The handshake makes the spawned thread reach
+        // `acquire` before the release in the normal schedule, so a budget that does not block
+        // fails here; a correct one passes in every schedule.
+        use std::sync::atomic::{AtomicBool, Ordering};
         let b = std::sync::Arc::new(ByteBudget::new(100));
         b.acquire(80);
-        let b2 = b.clone();
+        let released = std::sync::Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (b2, r2) = (b.clone(), released.clone());
         let t = std::thread::spawn(move || {
+            ready_tx.send(()).unwrap();
             b2.acquire(50);
-            b2.used()
+            (r2.load(Ordering::SeqCst), b2.used())
         });
-        std::thread::sleep(Duration::from_millis(50));
-        assert_eq!(b.used(), 80, "second acquire waits");
+        ready_rx.recv().unwrap();
+        assert_eq!(b.used(), 80, "the second acquire has not taken its share before the release");
+        released.store(true, Ordering::SeqCst);
         b.release(80);
-        assert_eq!(t.join().unwrap(), 50);
+        let (saw_release, used) = t.join().unwrap();
+        assert!(saw_release, "acquire returned before the budget was released");
+        assert_eq!(used, 50);
+        assert_eq!(b.used(), 50);
+    }
+
+    #[test]
+    fn budget_lets_an_oversized_request_through_when_idle() {
+        let b = ByteBudget::new(100);
+        b.acquire(150);
+        assert_eq!(b.used(), 150);
+        b.release(150);
+        b.acquire(100);
+        assert_eq!(b.used(), 100, "a request of exactly the cap passes when idle");
+        b.release(1000);
+        assert_eq!(b.used(), 0, "release saturates at zero");
     }
 
     #[test]

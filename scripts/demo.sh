@@ -3,10 +3,9 @@
 #
 # Always: generate a file, make a torrent of it (mktorrent), inspect it (bdecode), verify it
 # (bverify), then show that bverify catches one flipped byte.
-# When btrack, bseed and bfetch are real (their --help works and is not the "not implemented
-# yet" stub), also: a tracker, an origin seeder and 3 fetchers on loopback, every copy
-# verified with bverify. With bseed and bfetch but no btrack yet, the fetchers are pointed
-# at the origin with --peer instead of finding it through the tracker.
+# Then: a tracker (btrack), an origin seeder (bseed) and 3 fetchers (bfetch) on loopback,
+# every copy verified with bverify. Every tool listens on port 0 and the port it bound is
+# read back from its `listening on` line, so nothing races for a port picked in advance.
 #
 # Everything happens in a temporary directory removed on exit; every process started here is
 # stopped on exit. Only 127.0.0.1 is used.
@@ -37,24 +36,27 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A free TCP port on loopback.
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+# The port a process bound, from the first `listening on port N` / `listening on ADDR:N` line
+# of its log (waits up to 60 s; fails if the process exits first).
+bound_port() {
+    local log=$1 pid=$2 port
+    for _ in $(seq 600); do
+        port=$(sed -n 's/.*listening on \(port \)\{0,1\}\([^ ]*:\)\{0,1\}\([0-9][0-9]*\).*/\3/p' "$log" 2>/dev/null | head -1)
+        if [ -n "$port" ]; then echo "$port"; return 0; fi
+        kill -0 "$pid" 2>/dev/null || { echo "demo: $log: the process exited:" >&2; tail -5 "$log" >&2; return 1; }
+        sleep 0.1
+    done
+    echo "demo: $log: no 'listening on' line after 60 s" >&2
+    return 1
 }
 
-# Whether one of our tools is really there: --help works and it is not the stub.
-is_real() {
-    local out
-    out=$("$BIN/$1" --help 2>&1) || return 1
-    ! grep -q "not implemented" <<<"$out"
-}
-
-SWARM=false
-TRACKER=false
-if is_real bseed && is_real bfetch; then SWARM=true; fi
-if $SWARM && is_real btrack; then TRACKER=true; fi
-TRACKER_PORT=$(free_port)
+step "0. a tracker on loopback (btrack, port 0)"
+mkdir -p "$WORK/tracker"
+btrack --listen 127.0.0.1:0 --data-dir "$WORK/tracker" --open > "$WORK/btrack.log" 2>&1 &
+PIDS+=($!)
+TRACKER_PORT=$(bound_port "$WORK/btrack.log" "$!")
 ANNOUNCE=http://127.0.0.1:$TRACKER_PORT/announce
+echo "tracker on $ANNOUNCE"
 
 step "1. a $SIZE file to share"
 mkdir -p "$WORK/origin"
@@ -79,53 +81,23 @@ bverify "$WORK/demo.torrent" "$WORK/damaged.img"
 echo "(exit status $?)"
 set -e
 
-if ! $SWARM; then
-    step "done"
-    echo "bseed and bfetch are not built yet: the origin + $FETCHERS fetchers part of this demo"
-    echo "switches itself on once they are."
-    exit 0
-fi
-
-PEER_ARGS=()
-if $TRACKER; then
-    step "6. a tracker, an origin seeder and $FETCHERS fetchers on loopback"
-    mkdir -p "$WORK/tracker"
-    btrack --listen "127.0.0.1:$TRACKER_PORT" --data-dir "$WORK/tracker" --open > "$WORK/btrack.log" 2>&1 &
-    PIDS+=($!)
-    for _ in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$TRACKER_PORT") 2>/dev/null && break
-        sleep 0.1
-    done
-    echo "tracker on $ANNOUNCE"
-else
-    step "6. an origin seeder and $FETCHERS fetchers on loopback (no btrack yet: fetchers get --peer)"
-fi
-
-SEED_PORT=$(free_port)
-bseed "$WORK/demo.torrent" "$WORK/origin/demo.img" --port "$SEED_PORT" > "$WORK/bseed.log" 2>&1 &
+step "6. an origin seeder and $FETCHERS fetchers on loopback, finding each other through the tracker"
+bseed "$WORK/demo.torrent" "$WORK/origin/demo.img" --port 0 > "$WORK/bseed.log" 2>&1 &
 PIDS+=($!)
-for _ in $(seq 300); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$SEED_PORT") 2>/dev/null && break
-    sleep 0.1
-done
+SEED_PORT=$(bound_port "$WORK/bseed.log" "$!")
 echo "origin seeding on 127.0.0.1:$SEED_PORT"
-if $TRACKER; then
-    # Finished fetchers keep serving the others while the tracker says someone still downloads.
-    PEER_ARGS=(--seed-until-done --seed-time 60s)
-else
-    PEER_ARGS=(--peer "127.0.0.1:$SEED_PORT")
-fi
+# Finished fetchers keep serving the others while the tracker says someone still downloads.
+PEER_ARGS=(--seed-until-done --seed-time 60s)
 
 start=$(date +%s.%N)
 FETCH_PIDS=()
 for i in $(seq "$FETCHERS"); do
-    port=$(free_port)
     mkdir -p "$WORK/fetch$i"
-    timeout "$((TIMEOUT + 30))" bfetch "$WORK/demo.torrent" -o "$WORK/fetch$i" --port "$port" \
+    timeout "$((TIMEOUT + 30))" bfetch "$WORK/demo.torrent" -o "$WORK/fetch$i" --port 0 \
         --timeout "${TIMEOUT}s" --json -q "${PEER_ARGS[@]}" > "$WORK/bfetch$i.json" 2> "$WORK/bfetch$i.log" &
     FETCH_PIDS+=($!)
     PIDS+=($!)
-    echo "fetcher $i on 127.0.0.1:$port -> $WORK/fetch$i"
+    echo "fetcher $i -> $WORK/fetch$i"
 done
 failed=0
 for i in $(seq "$FETCHERS"); do

@@ -27,32 +27,42 @@ impl Btrack {
     fn start(data: &Path, extra: &[&str]) -> Btrack {
         Btrack::start_on("127.0.0.1", data, extra)
     }
+    /// Starts btrack on `host` port 0 and reads the bound port back from its
+    /// `btrack: listening on ADDR` line (no port picked in advance, so no race for it).
+    /// stderr is copied to the log file line by line.
     fn start_on(host: &str, data: &Path, extra: &[&str]) -> Btrack {
-        for _ in 0..5 {
-            let port = free_port();
-            let log = data.with_extension(format!("log{port}"));
-            let mut c = cmd("btrack");
-            c.arg("--listen").arg(format!("{host}:{port}")).arg("--data-dir").arg(data).args(extra);
-            if !extra.contains(&"--interval") {
-                c.args(["--interval", "2s"]);
-            }
-            c.stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
-            let child = c.spawn().expect("start btrack");
-            let mut b = Btrack { child, port, log, host: String::new() };
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = b.child.try_wait() {
-                    break; // port taken meanwhile: try another
-                }
-                if TcpStream::connect((host, port)).is_ok() {
-                    b.host = host.to_string();
-                    return b;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = b.child.kill();
+        use std::io::BufRead;
+        let log = data.with_extension("log");
+        let mut c = cmd("btrack");
+        let listen = if host.contains(':') { format!("[{host}]:0") } else { format!("{host}:0") };
+        c.arg("--listen").arg(listen).arg("--data-dir").arg(data).args(extra);
+        if !extra.contains(&"--interval") {
+            c.args(["--interval", "2s"]);
         }
-        panic!("btrack did not start");
+        c.stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = c.spawn().expect("start btrack");
+        let stderr = child.stderr.take().unwrap();
+        let mut file = std::fs::File::create(&log).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = writeln!(file, "{line}");
+                let _ = file.flush();
+                if let Some(rest) = line.strip_prefix("btrack: listening on ") {
+                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+                }
+            }
+        });
+        let bound = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("btrack did not say where it listens: {}", std::fs::read_to_string(&log).unwrap_or_default());
+            }
+        };
+        let addr: SocketAddr = bound.parse().unwrap_or_else(|e| panic!("btrack's bound address {bound:?}: {e}"));
+        Btrack { child, port: addr.port(), log, host: host.to_string() }
     }
     fn url_host(&self) -> String {
         if self.host.contains(':') {
@@ -672,21 +682,28 @@ fn malformed_requests_get_the_right_error() {
 fn slow_and_flooding_clients_are_bounded() {
     let d = Dir::new("btrack-flood");
     let mut b = Btrack::start(&d.join("data"), &["--open", "--max-connections", "8", "--udp-rate-limit", "100"]);
-    // Idle connections take the workers; once eight are held, the next request gets 503
-    // (polling, because the worker that served btrack's readiness probe frees up late on a
-    // busy machine). Once they are gone service resumes.
-    let mut idle: Vec<TcpStream> = Vec::new();
-    let refused = loop {
-        let (s, _) = raw_http(b.addr(), b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n");
-        if s == 503 {
-            break idle.len();
-        }
-        assert_eq!(s, 200);
-        assert!(idle.len() < 40, "never refused a connection");
-        idle.push(TcpStream::connect(b.addr()).unwrap());
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!((8..=9).contains(&refused), "refused after {refused} idle connections, limit is 8");
+    // Idle connections take the workers; once eight are held, the next request gets 503.
+    // No sleeps: btrack's single acceptor hands connections to workers in arrival order, and
+    // nothing else has connected (btrack::start reads the port from the log, it does not
+    // probe), so after seven silent connections a request is served by the eighth worker.
+    // That request is keep-alive and its connection stays open, holding the eighth worker
+    // without any timing; the ninth connection must then be refused.
+    let mut idle: Vec<TcpStream> = (0..7).map(|_| TcpStream::connect(b.addr()).unwrap()).collect();
+    let mut eighth = TcpStream::connect(b.addr()).unwrap();
+    eighth.set_read_timeout(Some(T)).unwrap();
+    eighth.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        eighth.read_exact(&mut byte).expect("an answer to the eighth connection");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    assert!(head.starts_with("HTTP/1.1 200"), "eighth connection (seven idle): {head}");
+    assert!(!head.to_ascii_lowercase().contains("connection: close"), "the keep-alive answer closes: {head}");
+    idle.push(eighth);
+    let (s, _) = raw_http(b.addr(), b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert_eq!(s, 503, "a ninth connection is served although eight workers are held");
     drop(idle);
     poll("service to resume", Duration::from_secs(30), || {
         let (s, _) = raw_http(b.addr(), b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n");

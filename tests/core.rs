@@ -1052,3 +1052,20 @@ fn bverify_names_runs_of_bad_pieces_and_keeps_the_report_a_screenful() {
     let (_, j) = verify_json(&t, &f);
     assert_eq!(bad_pieces(&j), want);
 }
+
+/// Issue 10: only a broken pipe is success (tests/hardening.rs checks that one); any other
+/// write error on stdout, here ENOSPC from /dev/full, is exit 2 with one line naming stdout
+/// and the cause kept from the io::Error.
+#[test]
+fn bdecode_write_errors_other_than_a_closed_pipe_fail_with_one_line() {
+    let d = Dir::new("devfull");
+    let f = d.join("small.bencode");
+    std::fs::write(&f, b"d4:data5:helloe").unwrap();
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let o = run(cmd("bdecode").arg(&f).stdout(full));
+    assert_exit(&o, 2);
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("bdecode: error: writing to stdout: "), "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+}

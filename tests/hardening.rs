@@ -290,3 +290,58 @@ fn bdecode_into_a_closed_pipe_exits_0_quietly() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(stderr(&o), "");
 }
+
+/// The fuzz targets' properties (fuzz/checks.rs) on every seed (fuzz/seeds/) and every input
+/// the fuzzer ever failed on (fuzz/regressions/), plus each input's prefixes and one-byte
+/// flips: so the ordinary test run keeps what fuzzing found, without a fuzzer installed.
+#[path = "../fuzz/checks.rs"]
+mod checks;
+
+#[test]
+fn fuzz_seeds_and_regressions_replay_through_every_parser() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    type Check = fn(&[u8]);
+    let targets: [(&str, Check); 6] = [
+        ("bencode", checks::bencode),
+        ("metainfo", checks::metainfo),
+        ("wire", checks::wire),
+        ("ext_handshake", checks::ext_handshake),
+        ("tracker_http", checks::tracker_http),
+        ("tracker_udp", checks::tracker_udp),
+    ];
+    for (name, check) in targets {
+        let mut inputs = Vec::new();
+        for dir in ["seeds", "regressions"] {
+            let Ok(rd) = fs::read_dir(root.join(dir).join(name)) else { continue };
+            for e in rd {
+                let p = e.unwrap().path();
+                inputs.push((p.display().to_string(), fs::read(&p).unwrap()));
+            }
+        }
+        assert!(inputs.len() >= 3, "{name}: only {} seed files under fuzz/seeds/{name} (run fuzz/run.sh seeds)", inputs.len());
+        let mut runs = 0usize;
+        for (path, bytes) in &inputs {
+            let run = |b: &[u8], what: &str| {
+                if let Err(e) = std::panic::catch_unwind(|| check(b)) {
+                    let msg = e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+                    panic!("{name}: {path} ({what}): {msg}");
+                }
+            };
+            run(bytes, "as is");
+            // Prefixes: every one for small inputs, 64 spread over a large one.
+            let step = (bytes.len() / 64).max(1);
+            for cut in (0..bytes.len()).step_by(step) {
+                run(&bytes[..cut], &format!("first {cut} bytes"));
+                runs += 1;
+            }
+            // One-byte flips in the first 256 bytes (headers, lengths, keys).
+            for i in 0..bytes.len().min(256) {
+                let mut b = bytes.clone();
+                b[i] ^= 0xff;
+                run(&b, &format!("byte {i} flipped"));
+                runs += 1;
+            }
+        }
+        assert!(runs > 0, "{name}: nothing replayed");
+    }
+}

@@ -75,25 +75,28 @@ fn py(script: &str) -> Command {
     c
 }
 
+/// Starts the Python tracker on port 0 and reads the bound port back from its stderr.
 fn start_tracker(dir: &Dir, ns: Option<&NetNs>, fixed: &[String]) -> (Proc, String) {
-    let port = free_port();
     let h = host(ns);
     let mut c = py("peer_tracker.py");
-    c.arg(format!("{h}:{port}")).arg("--log").arg(dir.join("tracker.log"));
+    c.arg(format!("{h}:0")).arg("--log").arg(dir.join("tracker.log"));
     for p in fixed {
         c.args(["--peer", p]);
     }
     let mut p = Proc::spawn("peer_tracker", in_ns(ns, c), dir.path());
-    wait_listening(&mut p, ns, port, Duration::from_secs(30));
+    let port = wait_bound_port(&mut p, Duration::from_secs(30));
     (p, format!("http://{h}:{port}/announce"))
 }
 
-fn start_bseed(dir: &Dir, ns: Option<&NetNs>, torrent: &Path, content: &Path, port: u16) -> Proc {
+/// Starts bseed on `port` (0: it picks one; the bound port is read back from its
+/// `listening on port N` line) and answers it with that port.
+fn start_bseed(dir: &Dir, ns: Option<&NetNs>, torrent: &Path, content: &Path, port: u16) -> (Proc, u16) {
     let mut c = cmd("bseed");
     c.arg(torrent).arg(content).args(["--port", &port.to_string(), "--json"]);
     let mut p = Proc::spawn("bseed", in_ns(ns, c), dir.path());
-    wait_listening(&mut p, ns, port, Duration::from_secs(60));
-    p
+    let bound = wait_bound_port(&mut p, Duration::from_secs(60));
+    assert!(port == 0 || bound == port, "bseed bound {bound}, asked for {port}");
+    (p, bound)
 }
 
 /// Stops bseed (SIGTERM): it must exit 0 and report having uploaded at least `total` bytes.
@@ -105,17 +108,23 @@ fn stop_bseed(s: &mut Proc, total: u64, who: &str) {
     assert!(up >= total, "bseed reports uploading {up} < {total} bytes to {who}: {j}");
 }
 
-fn start_lt_seed(dir: &Dir, ns: Option<&NetNs>, torrent: &Path, save: &Path, port: u16, extra: &[&str]) -> Proc {
+/// Starts the libtorrent seed on `port` (0: libtorrent picks one) and answers it with the port
+/// it listens on, read from its `lt_seed: seeding on HOST:N` line.
+fn start_lt_seed(dir: &Dir, ns: Option<&NetNs>, torrent: &Path, save: &Path, port: u16, extra: &[&str]) -> (Proc, u16) {
     let mut c = py("lt_seed.py");
     c.arg(torrent).arg(save).args(["--port", &port.to_string(), "--host", &host(ns)]).args(extra);
     let mut p = Proc::spawn("lt_seed", in_ns(ns, c), dir.path());
     let end = Instant::now() + Duration::from_secs(60);
-    while !p.stderr().contains("lt_seed: seeding on") {
+    loop {
+        let bound = p.stderr().lines().find_map(|l| l.strip_prefix("lt_seed: seeding on ")?.rsplit(':').next()?.trim().parse::<u16>().ok());
+        if let Some(bound) = bound {
+            assert!(bound != 0 && (port == 0 || bound == port), "lt_seed listens on {bound}, asked for {port}\n{}", p.dump());
+            return (p, bound);
+        }
         p.assert_running();
         assert!(Instant::now() < end, "lt_seed not seeding after 60 s\n{}", p.dump());
         std::thread::sleep(Duration::from_millis(50));
     }
-    p
 }
 
 /// Stops lt_seed and checks what libtorrent saw: it uploaded at least `total` payload bytes.
@@ -163,7 +172,7 @@ fn wait_identical(p: &mut Proc, src: &Path, got: &Path, limit: Duration) {
 fn run_bfetch(dir: &Dir, ns: Option<&NetNs>, torrent: &Path, out: &Path, peer: &str) -> Proc {
     fs::create_dir_all(out).unwrap();
     let mut c = cmd("bfetch");
-    c.arg(torrent).arg("-o").arg(out).args(["--port", &free_port().to_string(), "--peer", peer, "--timeout", "150s", "--json"]);
+    c.arg(torrent).arg("-o").arg(out).args(["--port", "0", "--peer", peer, "--timeout", "150s", "--json"]);
     let mut f = Proc::spawn("bfetch", in_ns(ns, c), dir.path());
     let st = f.wait_or_panic(Duration::from_secs(200));
     assert_eq!(st.code(), Some(0), "bfetch failed\n{}", f.dump());
@@ -203,8 +212,7 @@ fn bfetch_downloads_from_libtorrent() {
     let src = content(&dir, true);
     let torrent = dir.join("t.torrent");
     let m = debian_torrent(&src, None, &torrent);
-    let port = free_port();
-    let mut seed = start_lt_seed(&dir, None, &torrent, src.parent().unwrap(), port, &[]);
+    let (mut seed, port) = start_lt_seed(&dir, None, &torrent, src.parent().unwrap(), 0, &[]);
     let out = dir.join("out");
     let _f = run_bfetch(&dir, None, &torrent, &out, &format!("127.0.0.1:{port}"));
     assert_same_content(&src, &out.join(&m.info.name));
@@ -235,12 +243,11 @@ fn libtorrent_downloads_from_bseed() {
     let src = content(&dir, true);
     let torrent = dir.join("t.torrent");
     let m = debian_torrent(&src, None, &torrent);
-    let port = free_port();
-    let mut seed = start_bseed(&dir, None, &torrent, &src, port);
+    let (mut seed, port) = start_bseed(&dir, None, &torrent, &src, 0);
     let out = dir.join("out");
     fs::create_dir_all(&out).unwrap();
     let mut c = py("lt_fetch.py");
-    c.arg(&torrent).arg(&out).args(["--port", &free_port().to_string(), "--peer", &format!("127.0.0.1:{port}"), "--timeout", "150"]);
+    c.arg(&torrent).arg(&out).args(["--port", "0", "--peer", &format!("127.0.0.1:{port}"), "--timeout", "150"]);
     let mut f = Proc::spawn("lt_fetch", c, dir.path());
     let st = f.wait_or_panic(Duration::from_secs(200));
     assert_eq!(st.code(), Some(0), "libtorrent could not download from bseed\n{}\n{}", f.dump(), seed.dump());
@@ -256,7 +263,7 @@ fn transmission_downloads_from_bseed() {
     let (_trk, url) = start_tracker(&dir, Some(&ns), &[]);
     let torrent = dir.join("t.torrent");
     let m = debian_torrent(&src, Some(&url), &torrent);
-    let mut seed = start_bseed(&dir, Some(&ns), &torrent, &src, free_port());
+    let (mut seed, _) = start_bseed(&dir, Some(&ns), &torrent, &src, 0);
     let out = dir.join("out");
     fs::create_dir_all(&out).unwrap();
     let mut t = start_transmission(&dir, &ns, "transmission-fetch", &torrent, &out, free_port());
@@ -269,11 +276,13 @@ fn transmission_downloads_from_bseed() {
 fn aria2_downloads_from_bseed() {
     let dir = Dir::new("i-bseed-aria2");
     let src = content(&dir, false);
+    // The tracker must know the seed's port before the torrent (which names the tracker)
+    // exists to start the seed with: this port is picked in advance.
     let port = free_port();
     let (_trk, url) = start_tracker(&dir, None, &[format!("127.0.0.1:{port}")]);
     let torrent = dir.join("t.torrent");
     let m = debian_torrent(&src, Some(&url), &torrent);
-    let mut seed = start_bseed(&dir, None, &torrent, &src, port);
+    let (mut seed, _) = start_bseed(&dir, None, &torrent, &src, port);
     let out = dir.join("out");
     let mut a = aria2c(&dir, &torrent, &out);
     let st = a.wait_or_panic(Duration::from_secs(200));
@@ -292,7 +301,7 @@ fn harness_libtorrent_to_aria2() {
     let (_trk, url) = start_tracker(&dir, None, &[format!("127.0.0.1:{port}")]);
     let torrent = dir.join("t.torrent");
     let m = debian_torrent(&src, Some(&url), &torrent);
-    let mut seed = start_lt_seed(&dir, None, &torrent, src.parent().unwrap(), port, &[]);
+    let (mut seed, _) = start_lt_seed(&dir, None, &torrent, src.parent().unwrap(), port, &[]);
     let out = dir.join("out");
     let mut a = aria2c(&dir, &torrent, &out);
     let st = a.wait_or_panic(Duration::from_secs(200));
@@ -314,7 +323,7 @@ fn harness_transmission_to_libtorrent() {
     let out = dir.join("out");
     fs::create_dir_all(&out).unwrap();
     let mut c = py("lt_fetch.py");
-    c.arg(&torrent).arg(&out).args(["--port", &free_port().to_string(), "--host", &ns.addr]);
+    c.arg(&torrent).arg(&out).args(["--port", "0", "--host", &ns.addr]);
     c.args(["--peer", &format!("{}:{port}", ns.addr), "--timeout", "150"]);
     let mut f = Proc::spawn("lt_fetch", ns.wrap(&c), dir.path());
     let st = f.wait_or_panic(Duration::from_secs(200));
@@ -331,7 +340,7 @@ fn harness_libtorrent_to_transmission() {
     let (_trk, url) = start_tracker(&dir, Some(&ns), &[]);
     let torrent = dir.join("t.torrent");
     let m = debian_torrent(&src, Some(&url), &torrent);
-    let mut seed = start_lt_seed(&dir, Some(&ns), &torrent, src.parent().unwrap(), free_port(), &[]);
+    let (mut seed, _) = start_lt_seed(&dir, Some(&ns), &torrent, src.parent().unwrap(), 0, &[]);
     let out = dir.join("out");
     fs::create_dir_all(&out).unwrap();
     let mut t = start_transmission(&dir, &ns, "transmission-fetch", &torrent, &out, free_port());
@@ -350,21 +359,19 @@ fn harness_hostile_peer_against_libtorrent() {
     write_data(&src, 8 * MIB + 5, 21);
     let torrent = dir.join("t.torrent");
     let m = debian_torrent(&src, None, &torrent);
-    let seed_port = free_port();
-    let mut seed = start_lt_seed(&dir, None, &torrent, src.parent().unwrap(), seed_port, &["--max-upload-rate", "3000000"]);
+    let (mut seed, seed_port) = start_lt_seed(&dir, None, &torrent, src.parent().unwrap(), 0, &["--max-upload-rate", "3000000"]);
     let log = dir.join("hostile.log");
     let modes = ["corrupt", "huge-length", "bad-index", "bad-bitfield", "bad-block", "wrong-hash", "garbage"];
     let mut hostiles = Vec::new();
     let out = dir.join("out");
     fs::create_dir_all(&out).unwrap();
     let mut c = py("lt_fetch.py");
-    c.arg(&torrent).arg(&out).args(["--port", &free_port().to_string(), "--timeout", "150"]);
+    c.arg(&torrent).arg(&out).args(["--port", "0", "--timeout", "150"]);
     for mode in modes {
-        let port = free_port();
         let mut h = py("hostile_peer.py");
-        h.arg(&torrent).args(["--port", &port.to_string(), "--mode", mode, "--log"]).arg(&log);
+        h.arg(&torrent).args(["--port", "0", "--mode", mode, "--log"]).arg(&log);
         let mut p = Proc::spawn(&format!("hostile-{mode}"), h, dir.path());
-        wait_listening(&mut p, None, port, Duration::from_secs(30));
+        let port = wait_bound_port(&mut p, Duration::from_secs(30));
         hostiles.push(p);
         c.args(["--peer", &format!("127.0.0.1:{port}")]);
     }

@@ -42,13 +42,14 @@ fn make_torrent(content: &Path, announce: Option<&str>, out: &Path) -> Metainfo 
     Metainfo::read(out).unwrap()
 }
 
-/// Starts bseed on `port` and waits until it listens (it verifies the content first).
-fn start_seed(dir: &Dir, name: &str, torrent: &Path, content: &Path, port: u16, extra: &[&str]) -> Proc {
+/// Starts bseed on `--port 0` and answers it with the port it bound, read from its
+/// `listening on port N` line (it verifies the content first).
+fn start_seed(dir: &Dir, name: &str, torrent: &Path, content: &Path, extra: &[&str]) -> (Proc, u16) {
     let mut c = cmd("bseed");
-    c.arg(torrent).arg(content).args(["--port", &port.to_string(), "--json"]).args(extra);
+    c.arg(torrent).arg(content).args(["--port", "0", "--json"]).args(extra);
     let mut p = Proc::spawn(name, c, dir.path());
-    wait_listening(&mut p, None, port, Duration::from_secs(60));
-    p
+    let port = wait_bound_port(&mut p, Duration::from_secs(60));
+    (p, port)
 }
 
 /// A bfetch command with `--json` into `out`.
@@ -62,26 +63,25 @@ fn fetch_cmd(torrent: &Path, out: &Path, port: u16, peers: &[u16], extra: &[&str
     c
 }
 
-/// Starts btrack (our tracker) on a free loopback port; returns it and the announce URL.
+/// Starts btrack (our tracker) on loopback port 0; returns it and the announce URL with the
+/// port it bound.
 fn start_btrack(dir: &Dir) -> (Proc, String) {
-    let port = free_port();
     let data = dir.join("btrack-data");
     fs::create_dir_all(&data).unwrap();
     let mut c = cmd("btrack");
-    c.args(["--listen", &format!("127.0.0.1:{port}"), "--open", "--data-dir"]).arg(&data);
+    c.args(["--listen", "127.0.0.1:0", "--open", "--data-dir"]).arg(&data);
     let mut p = Proc::spawn("btrack", c, dir.path());
-    wait_listening(&mut p, None, port, Duration::from_secs(30));
+    let port = wait_bound_port(&mut p, Duration::from_secs(30));
     (p, format!("http://127.0.0.1:{port}/announce"))
 }
 
 /// Starts the independent Python tracker (tests/helpers/peer_tracker.py).
 fn start_py_tracker(dir: &Dir) -> (Proc, String) {
     have(PYTHON);
-    let port = free_port();
     let mut c = Command::new(PYTHON);
-    c.arg(helper("peer_tracker.py")).arg(port.to_string()).arg("--log").arg(dir.join("tracker.log"));
+    c.arg(helper("peer_tracker.py")).arg("127.0.0.1:0").arg("--log").arg(dir.join("tracker.log"));
     let mut p = Proc::spawn("peer_tracker", c, dir.path());
-    wait_listening(&mut p, None, port, Duration::from_secs(30));
+    let port = wait_bound_port(&mut p, Duration::from_secs(30));
     (p, format!("http://127.0.0.1:{port}/announce"))
 }
 
@@ -139,12 +139,11 @@ fn pair(multi: bool, tracker: bool) {
     let torrent = dir.join("t.torrent");
     let m = make_torrent(&src, url.as_deref(), &torrent);
     assert_ne!(m.info.total_length % PIECE as u64, 0, "test data must not be a multiple of the piece length");
-    let seed_port = free_port();
-    let mut seed = start_seed(&dir, "bseed", &torrent, &src, seed_port, &[]);
+        let (mut seed, seed_port) = start_seed(&dir, "bseed", &torrent, &src, &[]);
     let out = dir.join("out");
     fs::create_dir_all(&out).unwrap();
     let peers: Vec<u16> = if tracker { vec![] } else { vec![seed_port] };
-    let fc = fetch_cmd(&torrent, &out, free_port(), &peers, &["--timeout", "120s"]);
+    let fc = fetch_cmd(&torrent, &out, 0, &peers, &["--timeout", "120s"]);
     let mut f = Proc::spawn("bfetch", fc, dir.path());
     let j = check_fetched(&mut f, &m, &torrent, &src, &out, Duration::from_secs(180));
     let sj = stop_seed(&mut seed);
@@ -187,13 +186,13 @@ fn swarm_one_seed_four_fetchers_trade() {
     let (_trk, url) = start_py_tracker(&dir);
     let torrent = dir.join("t.torrent");
     let m = make_torrent(&src, Some(&url), &torrent);
-    let seed_port = free_port();
-    let mut seed = start_seed(&dir, "bseed", &torrent, &src, seed_port, &["--max-upload-rate", "1M"]);
+        let (mut seed, seed_port) = start_seed(&dir, "bseed", &torrent, &src, &["--max-upload-rate", "1M"]);
     let mut fetchers = Vec::new();
     for i in 0..4 {
         let out = dir.join(format!("out{i}"));
         fs::create_dir_all(&out).unwrap();
-        let port = free_port();
+        // Port 0: the fetchers find each other through the tracker, with the ports they bound.
+        let port = 0;
         let c = fetch_cmd(&torrent, &out, port, &[], &["--timeout", "200s"]);
         fetchers.push((Proc::spawn(&format!("bfetch{i}"), c, dir.path()), out, port));
     }
@@ -260,15 +259,14 @@ fn resume_after_kill_9_refetches_only_missing_pieces() {
     let torrent = dir.join("t.torrent");
     let m = make_torrent(&src, None, &torrent);
     let n = m.info.num_pieces();
-    let seed_port = free_port();
-    let mut seed = start_seed(&dir, "bseed", &torrent, &src, seed_port, &[]);
+        let (mut seed, seed_port) = start_seed(&dir, "bseed", &torrent, &src, &[]);
     let out = dir.join("out");
     fs::create_dir_all(&out).unwrap();
     let part = out.join("resume.bin.part");
     let resume = out.join(".resume.bin.shoal-resume");
 
     // Run 1: 1 MiB/s, one connection; killed with SIGKILL once 35-85 % is verified on disk.
-    let c = fetch_cmd(&torrent, &out, free_port(), &[seed_port], &["--max-download-rate", "1M", "--timeout", "120s"]);
+    let c = fetch_cmd(&torrent, &out, 0, &[seed_port], &["--max-download-rate", "1M", "--timeout", "120s"]);
     let mut f1 = Proc::spawn("bfetch-run1", c, dir.path());
     let start = Instant::now();
     let mut ok = 0;
@@ -288,7 +286,7 @@ fn resume_after_kill_9_refetches_only_missing_pieces() {
     assert!(!out.join("resume.bin").exists(), "final name exists before completion\n{}", f1.dump());
 
     // Run 2: unlimited; must complete and fetch only the missing pieces (+ one per connection).
-    let c = fetch_cmd(&torrent, &out, free_port(), &[seed_port], &["--timeout", "120s"]);
+    let c = fetch_cmd(&torrent, &out, 0, &[seed_port], &["--timeout", "120s"]);
     let mut f2 = Proc::spawn("bfetch-run2", c, dir.path());
     let st = f2.wait_or_panic(Duration::from_secs(180));
     assert_eq!(st.code(), Some(0), "second bfetch failed\n{}", f2.dump());
@@ -337,24 +335,22 @@ fn hostile_peers_cannot_corrupt_crash_or_bloat_bfetch() {
     write_data(&src, size, 9);
     let torrent = dir.join("t.torrent");
     let m = make_torrent(&src, None, &torrent);
-    let seed_port = free_port();
-    // The honest seed is slow (2 MiB/s) so bfetch meets the hostile peers while it still needs data.
-    let mut seed = start_seed(&dir, "bseed", &torrent, &src, seed_port, &["--max-upload-rate", "2M"]);
+        // The honest seed is slow (2 MiB/s) so bfetch meets the hostile peers while it still needs data.
+    let (mut seed, seed_port) = start_seed(&dir, "bseed", &torrent, &src, &["--max-upload-rate", "2M"]);
     let log = dir.join("hostile.log");
     let mut hostiles = Vec::new();
     for (mode, _) in HOSTILE {
-        let port = free_port();
         let mut c = Command::new(PYTHON);
-        c.arg(helper("hostile_peer.py")).arg(&torrent).args(["--port", &port.to_string(), "--mode", mode, "--log"]).arg(&log);
+        c.arg(helper("hostile_peer.py")).arg(&torrent).args(["--port", "0", "--mode", mode, "--log"]).arg(&log);
         let mut p = Proc::spawn(&format!("hostile-{mode}"), c, dir.path());
-        wait_listening(&mut p, None, port, Duration::from_secs(30));
+        let port = wait_bound_port(&mut p, Duration::from_secs(30));
         hostiles.push((p, port));
     }
     let out = dir.join("out");
     fs::create_dir_all(&out).unwrap();
     let mut peers: Vec<u16> = hostiles.iter().map(|(_, p)| *p).collect();
     peers.push(seed_port);
-    let c = fetch_cmd(&torrent, &out, free_port(), &peers, &["--timeout", "150s"]);
+    let c = fetch_cmd(&torrent, &out, 0, &peers, &["--timeout", "150s"]);
     let mut f = Proc::spawn("bfetch", c, dir.path());
     let (mut hwm, mut peak) = (0u64, 0u64);
     let end = Instant::now() + Duration::from_secs(200);
@@ -519,7 +515,7 @@ fn escaping_paths_are_refused_before_anything_is_written() {
         let before = listing(&sandbox);
 
         let mut c = cmd("bfetch");
-        c.arg(&torrent).arg("-o").arg(&out).args(["--port", &free_port().to_string(), "--peer", "127.0.0.1:9", "--timeout", "5s"]);
+        c.arg(&torrent).arg("-o").arg(&out).args(["--port", "0", "--peer", "127.0.0.1:9", "--timeout", "5s"]);
         c.current_dir(&out);
         let mut f = Proc::spawn(&format!("bfetch-{label}"), c, dir.path());
         let st = f.wait_or_panic(Duration::from_secs(30));
@@ -531,13 +527,12 @@ fn escaping_paths_are_refused_before_anything_is_written() {
         assert!(!abs.exists(), "{label}: bfetch wrote the absolute path {abs_s}");
 
         // bseed must refuse too (it would otherwise read, and serve, files outside PATH).
-        let port = free_port();
         let mut c = cmd("bseed");
-        c.arg(&torrent).arg(out.join("evil")).args(["--port", &port.to_string()]);
+        c.arg(&torrent).arg(out.join("evil")).args(["--port", "0"]);
         c.current_dir(&out);
         let mut s = Proc::spawn(&format!("bseed-{label}"), c, dir.path());
         let st = s.wait_for(Duration::from_secs(20));
-        let listened = listening(None, port);
+        let listened = bound_port(&s.stderr()).is_some();
         assert_eq!(st.and_then(|s| s.code()), Some(2), "{label}: bseed must refuse with exit 2 (listening: {listened})\n{}", s.dump());
         assert!(!s.stderr().contains("panicked"), "{label}: bseed panicked\n{}", s.dump());
         assert_eq!(listing(&sandbox), before, "{label}: bseed created files\n{}", s.dump());
@@ -555,7 +550,7 @@ fn no_reachable_peer_gives_up_with_exit_1() {
     let out = dir.join("out");
     fs::create_dir_all(&out).unwrap();
     // Port 9 (discard) on loopback: nothing listens, the connection is refused.
-    let c = fetch_cmd(&torrent, &out, free_port(), &[9], &["--timeout", "3s"]);
+    let c = fetch_cmd(&torrent, &out, 0, &[9], &["--timeout", "3s"]);
     let mut f = Proc::spawn("bfetch", c, dir.path());
     let st = f.wait_or_panic(Duration::from_secs(60));
     assert_eq!(st.code(), Some(1), "bfetch with no reachable peer must exit 1\n{}", f.dump());
@@ -596,9 +591,8 @@ fn full_disk_exits_3_with_one_line_error() {
     let o = run(Command::new("mount").args(["-t", "tmpfs", "-o", "size=2m", "shoal-test", ]).arg(&mnt));
     assert!(o.status.success(), "mount tmpfs: {}", stderr(&o));
     let _disk = SmallDisk(mnt.clone());
-    let seed_port = free_port();
-    let mut seed = start_seed(&dir, "bseed", &torrent, &src, seed_port, &[]);
-    let c = fetch_cmd(&torrent, &mnt, free_port(), &[seed_port], &["--timeout", "60s"]);
+        let (mut seed, seed_port) = start_seed(&dir, "bseed", &torrent, &src, &[]);
+    let c = fetch_cmd(&torrent, &mnt, 0, &[seed_port], &["--timeout", "60s"]);
     let mut f = Proc::spawn("bfetch", c, dir.path());
     let st = f.wait_or_panic(Duration::from_secs(90));
     assert_eq!(st.code(), Some(3), "bfetch on a full disk must exit 3 (disk error)\n{}", f.dump());
@@ -619,11 +613,10 @@ fn bfetch_memory_stays_bounded_on_a_fast_link() {
     write_data(&src, 256 * MIB, 33);
     let torrent = dir.join("t.torrent");
     let m = make_torrent(&src, None, &torrent);
-    let seed_port = free_port();
-    let mut seed = start_seed(&dir, "bseed", &torrent, &src, seed_port, &[]);
+        let (mut seed, seed_port) = start_seed(&dir, "bseed", &torrent, &src, &[]);
     let out = dir.join("out");
     fs::create_dir_all(&out).unwrap();
-    let c = fetch_cmd(&torrent, &out, free_port(), &[seed_port], &["--timeout", "240s"]);
+    let c = fetch_cmd(&torrent, &out, 0, &[seed_port], &["--timeout", "240s"]);
     let mut f = Proc::spawn("bfetch", c, dir.path());
     let mut hwm = 0;
     let end = Instant::now() + Duration::from_secs(300);

@@ -15,8 +15,7 @@ to N hosts with every method, one method after another, and compare:
   aria2      aria2c on the origin and on every host
 
 Every swarm uses the same .torrent (made by our mktorrent) announcing to a tracker on the origin:
-our btrack, or Debian's opentracker while btrack cannot run (the table says which). A fresh tracker
-is started for every method, so no method sees another's peers.
+our btrack. A fresh tracker is started for every method, so no method sees another's peers.
 
 Measured per method: time until the last host has a complete copy (rsync: the copy finished — rsync
 checks a whole-file checksum itself; torrent clients: the client declared the torrent complete, which
@@ -201,46 +200,22 @@ def wait_port(host, ip, port, proc, timeout=30):
     return False
 
 
-def bdecode(data):
-    """Minimal bencode decoder for tracker scrape answers (trusted: our own testbed tracker)."""
-    def dec(i):
-        c = data[i:i + 1]
-        if c == b"i":
-            j = data.index(b"e", i)
-            return int(data[i + 1:j]), j + 1
-        if c == b"l":
-            i += 1
-            out = []
-            while data[i:i + 1] != b"e":
-                v, i = dec(i)
-                out.append(v)
-            return out, i + 1
-        if c == b"d":
-            i += 1
-            out = {}
-            while data[i:i + 1] != b"e":
-                k, i = dec(i)
-                v, i = dec(i)
-                out[k] = v
-            return out, i + 1
-        j = data.index(b":", i)
-        n = int(data[i:j])
-        return data[j + 1:j + 1 + n], j + 1 + n
-    return dec(0)[0]
-
-
-def scrape(info_hash_hex):
-    """(complete, incomplete) as the origin's tracker sees it, or None."""
+def scrape(bin_dir, info_hash_hex):
+    """(complete, incomplete) as the origin's tracker sees it, or None. The bencoded answer is
+    decoded by our own `bdecode` (JSON out; the binary info-hash key is not needed)."""
     ih = "".join("%%%s" % info_hash_hex[k:k + 2] for k in range(0, 40, 2))
     url = "http://%s:%d/scrape?info_hash=%s" % (addr(0), TRACKER_PORT, ih)
     try:
         r = run_in(0, ["curl", "-s", "--max-time", "3", url], timeout=10)
-        d = bdecode(r.stdout)
-        files = d.get(b"files", {})
+        j = subprocess.run([os.path.join(bin_dir, "bdecode"), "--compact"], input=r.stdout,
+                           capture_output=True, timeout=10)
+        if j.returncode != 0:
+            return None
+        files = json.loads(j.stdout).get("files", {})
         for v in files.values():
-            return v.get(b"complete", 0), v.get(b"incomplete", 0)
+            return v.get("complete", 0), v.get("incomplete", 0)
         return (0, 0)
-    except Exception:
+    except (OSError, ValueError, AttributeError, subprocess.SubprocessError):
         return None
 
 
@@ -266,19 +241,16 @@ class Bench:
         self.results = []
 
     # ---------------------------------------------------------------- setup
-    def have_tool(self, name):
-        """Our binary exists and is not a stub (stubs exit 2 on --help)."""
-        path = os.path.join(self.bin, name)
-        if not os.path.exists(path):
-            return False
-        try:
-            r = subprocess.run([path, "--help"], capture_output=True, timeout=10)
-        except Exception:
-            return False
-        return r.returncode == 0
+    def require_tools(self):
+        """Our binaries must be built (scripts/bench-fleet.sh builds them)."""
+        missing = [t for t in ("mktorrent", "bdecode", "bverify", "btrack", "bseed", "bfetch")
+                   if not os.access(os.path.join(self.bin, t), os.X_OK)]
+        if missing:
+            raise RuntimeError("not built in %s: %s (cargo build --release)" % (self.bin, ", ".join(missing)))
 
     def setup(self):
         a = self.a
+        self.require_tools()
         log("testbed: %d hosts + origin, %s links" % (self.n, a.rate))
         subprocess.run([TESTBED, "up", str(self.n), "--rate", a.rate], check=True)
         os.makedirs(self.origin_dir, exist_ok=True)
@@ -297,12 +269,6 @@ class Bench:
         self.info_hash = info.get("info_hash") or info.get("infohash")
         self.piece_length = info.get("piece_length")
         log("torrent %s info_hash %s piece length %s" % (self.torrent, self.info_hash, self.piece_length))
-        # The shoal row needs bseed and bfetch; it announces to opentracker (marked) while btrack cannot run.
-        self.shoal_tools = all(self.have_tool(t) for t in ("bseed", "bfetch"))
-        self.btrack_ok = self.have_tool("btrack")
-        self.tracker_name = "btrack" if self.btrack_ok else "opentracker"
-        if not self.btrack_ok:
-            log("btrack is not usable yet: swarms announce to opentracker instead (marked in the table)")
 
     # ---------------------------------------------------------------- tracker
     def start_tracker(self, tag):
@@ -310,28 +276,17 @@ class Bench:
         shutil.rmtree(d, ignore_errors=True)
         os.makedirs(d)
         lp = os.path.join(self.logs, "%s-tracker.log" % tag)
-        if self.btrack_ok:
-            p = spawn(0, [os.path.join(self.bin, "btrack"), "--listen", "%s:%d" % (addr(0), TRACKER_PORT),
-                          "--data-dir", d, "--open",
-                          # A testbed of our own namespaces: uploads and registrations stay open.
-                          "--open-admin"], lp)
-        else:
-            with open(os.path.join(d, "whitelist"), "w") as f:
-                f.write(self.info_hash + "\n")
-            with open(os.path.join(d, "opentracker.conf"), "w") as f:
-                # opentracker chroots into rootdir and drops to `nobody` before reading the whitelist.
-                f.write("access.whitelist /whitelist\ntracker.rootdir %s\ntracker.user nobody\n" % d)
-            os.chmod(d, 0o755)
-            p = spawn(0, ["opentracker", "-i", addr(0), "-p", TRACKER_PORT, "-P", TRACKER_PORT,
-                          "-f", os.path.join(d, "opentracker.conf")], lp)
+        p = spawn(0, [os.path.join(self.bin, "btrack"), "--listen", "%s:%d" % (addr(0), TRACKER_PORT),
+                      "--data-dir", d, "--open",
+                      # A testbed of our own namespaces: uploads and registrations stay open.
+                      "--open-admin"], lp)
         if not wait_port(0, addr(0), TRACKER_PORT, p, timeout=30):
             stop([p])
-            raise RuntimeError("%s did not start (see %s)" % (self.tracker_name, lp))
-        if self.btrack_ok:
-            # Register the torrent too (harmless with --open; needed without it).
-            run_in(0, ["curl", "-s", "--max-time", "10", "-X", "POST", "--data-binary", "@" + self.torrent,
-                       "-H", "Content-Type: application/x-bittorrent",
-                       "http://%s:%d/api/torrents" % (addr(0), TRACKER_PORT)], timeout=20)
+            raise RuntimeError("btrack did not start (see %s)" % lp)
+        # Register the torrent too (harmless with --open; needed without it).
+        run_in(0, ["curl", "-s", "--max-time", "10", "-X", "POST", "--data-binary", "@" + self.torrent,
+                   "-H", "Content-Type: application/x-bittorrent",
+                   "http://%s:%d/api/torrents" % (addr(0), TRACKER_PORT)], timeout=20)
         return p
 
     def wait_seeded(self, seed_proc, timeout):
@@ -340,7 +295,7 @@ class Bench:
         while time.monotonic() < deadline:
             if seed_proc.poll() is not None:
                 return "origin seed exited with %s" % seed_proc.returncode
-            s = scrape(self.info_hash)
+            s = scrape(self.bin, self.info_hash)
             if s and s[0] >= 1:
                 return None
             time.sleep(0.3)
@@ -549,9 +504,7 @@ class Bench:
     def swarm(self, res, procs, method, seed_argv, host_argv, done_fn, env_fn=None, seed_env=None,
               after=None):
         """Common shape of every swarm: tracker, origin seed, then every host at once."""
-        res["tracker"] = self.tracker_name
-        if not self.btrack_ok:
-            res["notes"].append("tracker: opentracker (btrack not available yet)")
+        res["tracker"] = "btrack"
         procs.append(self.start_tracker(method))
         seed = spawn(0, seed_argv, os.path.join(self.logs, "%s-origin.log" % method), env=seed_env)
         procs.append(seed)
@@ -600,10 +553,6 @@ class Bench:
 
     def m_shoal(self, res, procs, plain=False):
         m = "shoal-plain" if plain else "shoal"
-        if not self.shoal_tools:
-            res["status"] = "n/a"
-            res["notes"].append("bseed/bfetch not implemented yet")
-            return
         b = lambda t: os.path.join(self.bin, t)
         reports = {i: os.path.join(self.work, m, "report-h%d.json" % i) for i in range(1, self.n + 1)}
         seed_argv = [b("bseed"), self.torrent, self.origin_file, "--port", PORT]

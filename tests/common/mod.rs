@@ -98,8 +98,12 @@ pub fn write_data(path: &Path, len: usize, seed: u64) {
     std::fs::write(path, data(len, seed)).unwrap();
 }
 
-/// Whether an external program exists on PATH. Interop tests require their tools: set
-/// SHOAL_ALLOW_MISSING_TOOLS=1 to skip instead of failing when one is absent.
+/// Whether an external program exists on PATH. Interop tests require their tools: a missing
+/// one fails the test. With SHOAL_ALLOW_MISSING_TOOLS=1 the test may skip instead (it returns
+/// early when this answers false), and the skip is recorded so that it is not counted as a
+/// pass: one line `<test name>: <program> is not installed` is appended to the file named by
+/// SHOAL_SKIP_LOG (scripts/test.sh sets it and reports those tests as skipped), or to
+/// target/<profile>/skipped-tests.log, and the same line goes to stderr.
 pub fn have(program: &str) -> bool {
     let found = Command::new("sh")
         .arg("-c")
@@ -107,16 +111,34 @@ pub fn have(program: &str) -> bool {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
-    if !found && std::env::var_os("SHOAL_ALLOW_MISSING_TOOLS").is_none() {
-        panic!("{program} is not installed (run scripts/test.sh, or set SHOAL_ALLOW_MISSING_TOOLS=1 to skip)");
+    if !found {
+        if std::env::var_os("SHOAL_ALLOW_MISSING_TOOLS").is_none() {
+            panic!("{program} is not installed (run scripts/test.sh, or set SHOAL_ALLOW_MISSING_TOOLS=1 to skip)");
+        }
+        record_skip(&format!("{program} is not installed"));
     }
     found
+}
+
+/// Records that the running test skipped itself (see [`have`]).
+pub fn record_skip(why: &str) {
+    use std::io::Write;
+    let test = std::thread::current().name().unwrap_or("unknown test").to_string();
+    let line = format!("{test}: {why}");
+    eprintln!("SKIPPED {line}");
+    let path = std::env::var_os("SHOAL_SKIP_LOG").map(PathBuf::from).unwrap_or_else(|| bin("skipped-tests.log"));
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).unwrap_or_else(|e| panic!("cannot record a skipped test in {}: {e}", path.display()));
+    f.write_all(format!("{line}\n").as_bytes()).unwrap();
 }
 
 /// Debian's python3, which has the libtorrent bindings (python3-libtorrent).
 pub const PYTHON: &str = "/usr/bin/python3";
 
-/// A free TCP port on loopback (bound then released).
+/// A free TCP port on loopback (bound then released, so another process may take it before
+/// the caller uses it). Only for third-party programs that cannot listen on port 0 and say
+/// which port they got (transmission-cli, aria2c, chromedriver), or where a port must be
+/// known before the program starts. Our tools take `--port 0` and log the bound port: use
+/// `peer_util::wait_bound_port` (or btrack's `listening on` line) instead.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

@@ -27,7 +27,8 @@ Every event is one JSON line on stdout (or appended to --log FILE):
 {"t": unix time, "port": N, "conn": k, "mode": m, "event": "accepted"|"handshake"|"sent"|"request"|
 "closed", ...}; "closed" has "by": "remote" (the client hung up on us: what the tests want
 to see) or "local" (we gave up after --linger seconds, default 600) and a "reason".
-Prints `hostile_peer: listening on ADDR:N` on stderr when ready. Stops on SIGTERM/SIGINT.
+Prints `hostile_peer: listening on ADDR:N` on stderr when ready (N is the bound port, so
+`--port 0` works). Stops on SIGTERM/SIGINT.
 """
 import argparse
 import hashlib
@@ -265,7 +266,8 @@ def main():
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    print("hostile_peer: listening on %s:%d" % (args.host, args.port), file=sys.stderr, flush=True)
+    # The bound port (--port 0 picks a free one; the test reads it from this line).
+    print("hostile_peer: listening on %s:%d" % (args.host, srv.getsockname()[1]), file=sys.stderr, flush=True)
     k = 0
     while not stop.is_set():
         try:

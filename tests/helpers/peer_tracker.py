@@ -143,6 +143,8 @@ def main(argv):
         STATE.log = open(log, "a")
     server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True
+    # The bound port (port 0 picks a free one; tests read it from this line).
+    print("peer_tracker: listening on %s:%d" % server.server_address[:2], file=sys.stderr, flush=True)
 
     def stop(*_):
         threading.Thread(target=server.shutdown, daemon=True).start()

@@ -299,3 +299,32 @@ pub fn transmission_config(dir: &Path) {
     )
     .unwrap();
 }
+
+/// Waits until `p` says where it listens and answers the port: our tools started with
+/// `--port 0` (or btrack with `--listen HOST:0`) pick a free port themselves and print it on
+/// stderr (`bseed: listening on port N`, `btrack: listening on ADDR …`), so no test picks a
+/// port in advance and races another process for it. Panics with the output if `p` exits or
+/// says nothing within `limit`.
+pub fn wait_bound_port(p: &mut Proc, limit: Duration) -> u16 {
+    let end = Instant::now() + limit;
+    loop {
+        if let Some(port) = bound_port(&p.stderr()) {
+            return port;
+        }
+        p.assert_running();
+        if Instant::now() > end {
+            panic!("{} did not say which port it listens on within {limit:?}\n{}", p.name, p.dump());
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// The port in the first `listening on port N` or `listening on ADDR:N` line of a log.
+pub fn bound_port(log: &str) -> Option<u16> {
+    log.lines().find_map(|l| {
+        let rest = &l[l.find("listening on ")? + "listening on ".len()..];
+        let word = rest.strip_prefix("port ").unwrap_or(rest).split_whitespace().next()?;
+        let port = word.rsplit(':').next()?;
+        port.parse().ok()
+    })
+}
