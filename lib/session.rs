@@ -265,6 +265,7 @@ impl Session {
             download: Arc::new(Bucket::new(cfg.max_download_rate)),
             listen_port: port,
             hide_bitfield: cfg.super_seed,
+            info_bytes: Arc::new(meta.raw_info.clone()),
         });
         let epoch = Instant::now();
         let core = Core::new(

@@ -15,6 +15,7 @@
 //! a [`CloseReason`], never text to be matched.
 
 use super::close::CloseReason;
+use super::metadata;
 use super::wire::{self, Handshake, Message};
 use crate::picker::BlockRef;
 pub use crate::picker::PeerKey;
@@ -23,7 +24,7 @@ use crate::storage::Storage;
 use crossbeam::channel::{Receiver, Sender};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,6 +63,11 @@ pub struct PeerShared {
     pub outstanding: AtomicUsize,
     queued: AtomicUsize,
     closed: AtomicBool,
+    /// The id the peer wants for `ut_metadata` messages (BEP 9), from its extension
+    /// handshake; 0: none.
+    ut_metadata: AtomicU8,
+    /// `ut_metadata` requests answered on this connection (bounded: see `handle`).
+    metadata_requests: AtomicUsize,
 }
 
 /// What a connection reports to the session.
@@ -113,6 +119,9 @@ pub struct Context {
     pub listen_port: u16,
     /// Super-seeding: announce no bitfield; the session reveals pieces one at a time.
     pub hide_bitfield: bool,
+    /// The exact bytes of the info dictionary, served to peers that ask with `ut_metadata`
+    /// (BEP 9); their SHA-1 is `info_hash`.
+    pub info_bytes: Arc<Vec<u8>>,
 }
 
 /// Runs a connection to completion (call on its own thread).
@@ -174,25 +183,13 @@ fn connect(
     // First messages: extension handshake, then what we have.
     let mut first = Vec::new();
     if theirs.supports_extensions() {
-        let ext = crate::bencode::dict([
-            ("m", crate::bencode::Owned::Dict(Default::default())),
-            ("p", crate::bencode::Owned::Int(ctx.listen_port as i64)),
-            (
-                "reqq",
-                crate::bencode::Owned::Int(MAX_QUEUED_REQUESTS as i64 / 2),
-            ),
-            (
-                "v",
-                crate::bencode::Owned::str(concat!("shoal ", env!("CARGO_PKG_VERSION"))),
-            ),
-        ]);
-        wire::encode(
-            &Message::Extended {
-                id: 0,
-                payload: ext.encode(),
-            },
-            &mut first,
+        // `m` offers ut_metadata, with the size of what we serve (BEP 9).
+        let ext = metadata::ext_handshake(
+            ctx.listen_port,
+            Some(ctx.info_bytes.len()),
+            MAX_QUEUED_REQUESTS / 2,
         );
+        wire::encode(&Message::Extended { id: 0, payload: ext }, &mut first);
     }
     let sent_have: Vec<bool> = if ctx.hide_bitfield {
         vec![false; ctx.num_pieces]
@@ -394,6 +391,33 @@ fn handle(
             ctx.events.send(Event::Message { key, msg }).map_err(gone)
         }
         Message::Cancel { .. } => Ok(()), // served or skipped by the writer; nothing to undo
+        // The peer's extension handshake: note its ut_metadata id, pass it on to the core.
+        Message::Extended { id: 0, payload } => {
+            if let Ok(h) = metadata::parse_ext_handshake(&payload) {
+                shared.ut_metadata.store(h.ut_metadata.unwrap_or(0), Ordering::SeqCst);
+            }
+            let msg = Message::Extended { id: 0, payload };
+            ctx.events.send(Event::Message { key, msg }).map_err(gone)
+        }
+        // BEP 9, served here: a request is answered with the piece or a reject; what a
+        // peer answers us is ignored (a session has its metadata). A peer may ask for the
+        // whole dictionary a few times over, not endlessly.
+        Message::Extended { id: metadata::UT_METADATA_ID, payload } => {
+            let Ok(metadata::Msg::Request { piece }) = metadata::decode(&payload) else {
+                return Ok(());
+            };
+            let limit = 4 * metadata::piece_count(ctx.info_bytes.len()) + 64;
+            if shared.metadata_requests.fetch_add(1, Ordering::SeqCst) >= limit {
+                return Err(CloseReason::RequestFlood);
+            }
+            let their = shared.ut_metadata.load(Ordering::SeqCst);
+            if their == 0 {
+                return Ok(());
+            }
+            let payload = metadata::encode(&metadata::serve(&ctx.info_bytes, piece));
+            cmd.send(Cmd::Send(Message::Extended { id: their, payload }))
+                .map_err(gone)
+        }
         msg => ctx.events.send(Event::Message { key, msg }).map_err(gone),
     }
 }
