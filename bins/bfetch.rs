@@ -1,7 +1,7 @@
 //! bfetch: download a torrent's content from the swarm, verifying every piece, uploading to
 //! other peers meanwhile.
-//! Exit: 0 complete and verified, 1 could not finish (timeout, no peers), 2 usage error or
-//! bad torrent, 3 disk or I/O error.
+//! Exit: 0 complete and verified, 1 could not finish (timeout, no peers; for a magnet link:
+//! no peer gave valid metadata in time), 2 usage error or bad torrent, 3 disk or I/O error.
 
 use argh::FromArgs;
 use shoal::cli::{self, Failure};
@@ -14,8 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Download a torrent's content into DIR/NAME, verifying every piece.
-/// Exit status: 0 complete and verified, 1 could not finish (timeout, no peers),
-/// 2 usage error or bad torrent, 3 disk or I/O error.
+/// TORRENT may be a magnet link or a bare info-hash: the metadata is fetched from peers first.
+/// Exit status: 0 complete and verified, 1 could not finish (timeout, no peers, no valid
+/// metadata from peers), 2 usage error or bad torrent, 3 disk or I/O error.
 #[derive(FromArgs)]
 struct Args {
     /// directory to download into (default: the current directory)
@@ -27,6 +28,12 @@ struct Args {
     /// a peer to connect to, HOST:PORT; may be repeated (no tracker needed)
     #[argh(option)]
     peer: Vec<String>,
+    /// a tracker announce URL (http:// or udp://) used besides the torrent's or the magnet link's; may be repeated
+    #[argh(option)]
+    tracker: Vec<String>,
+    /// for a magnet link or info-hash: give up (exit 1) when no peer gave valid metadata within this long (default 2m)
+    #[argh(option, default = "String::from(\"2m\")")]
+    metadata_timeout: String,
     /// cap on download rate in bytes per second, K/M/G suffix allowed (default: none)
     #[argh(option)]
     max_download_rate: Option<String>,
@@ -60,7 +67,7 @@ struct Args {
     /// no progress or log messages
     #[argh(switch, short = 'q')]
     quiet: bool,
-    /// the .torrent: a path, an http:// URL (e.g. btrack's /torrents/<info-hash>.torrent), or - for standard input
+    /// the .torrent: a path, an http:// URL (e.g. btrack's /torrents/<info-hash>.torrent), - for standard input, a magnet: link, or a bare info-hash (40 hex or 32 base32 characters)
     #[argh(positional)]
     torrent: String,
 }
@@ -86,8 +93,28 @@ fn lifecycle(no_linger: bool, seed_time: Duration) -> Lifecycle {
 }
 
 fn run(args: Args) -> Result<i32, Failure> {
-    let (meta, _) = source::read_metainfo(&args.torrent)?;
-    let peers = cli::resolve_peers(&args.peer)?;
+    let shutdown = cli::shutdown_flag()?;
+    let (meta, peers) = if source::kind(&args.torrent) == source::Kind::Magnet {
+        let timeout = units::parse_duration(&args.metadata_timeout)?;
+        let opts = source::MagnetOptions {
+            trackers: &args.tracker,
+            peers: &args.peer,
+            timeout,
+            prog: "bfetch",
+            quiet: args.quiet,
+            shutdown: shutdown.clone(),
+        };
+        let r = source::fetch_magnet(&args.torrent, &opts)?;
+        (r.meta, r.peers)
+    } else {
+        let (mut meta, _) = source::read_metainfo(&args.torrent)?;
+        if !args.tracker.is_empty() {
+            let mut tiers = meta.trackers();
+            tiers.extend(args.tracker.iter().map(|t| vec![t.clone()]));
+            meta.announce_list = tiers;
+        }
+        (meta, cli::resolve_peers(&args.peer)?)
+    };
     let seed_time = args.seed_time.as_deref().map(units::parse_duration).transpose()?.unwrap_or(Duration::ZERO);
     let timeout = args.timeout.as_deref().map(units::parse_duration).transpose()?;
     let stall = units::parse_duration(&args.stall_timeout)?;
@@ -117,7 +144,6 @@ fn run(args: Args) -> Result<i32, Failure> {
     if !args.quiet {
         eprintln!("bfetch: {}: {}", shoal::sanitize::printable(&meta.info.name), prepared.note);
     }
-    let shutdown = cli::shutdown_flag()?;
     let setup = Setup { meta, storage: prepared.storage, have: prepared.have, config, shutdown };
     let report = match session::run(setup) {
         Ok(r) => r,
