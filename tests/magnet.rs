@@ -1,0 +1,209 @@
+//! Magnet links (BEP 9 metadata exchange over BEP 10), end to end on loopback with real
+//! processes:
+//! - `bfetch` by magnet link or bare info-hash from `bseed`, with the peer named (`x.pe=`,
+//!   `--peer`) or found through `btrack` (`tr=`): the bytes written equal the source;
+//! - `bdecode` and `bverify` resolve a magnet link with `--peer`; without peers every tool
+//!   answers one line and exit 2; a malformed link likewise;
+//! - a hostile peer whose metadata does not hash to the info-hash is never trusted: alone,
+//!   `bfetch` exits 1 and writes nothing; beside an honest seed, the download completes.
+//!
+//! Our tools run with `--port 0` and the bound port is read from their log; every process
+//! is a `Proc` (killed on drop); waits poll a condition with a deadline.
+mod common;
+#[path = "helpers/peer_util.rs"]
+mod peer_util;
+
+use common::*;
+use peer_util::*;
+use shoal::metainfo::Metainfo;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(90);
+
+/// The number after `marker` in `text`, e.g. the port in "listening on port 6882".
+fn number_after(text: &str, marker: &str) -> Option<u16> {
+    let i = text.find(marker)? + marker.len();
+    let digits: String = text[i..].chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok()
+}
+
+/// Waits until `p` logs `marker` followed by a port, and returns the port.
+fn logged_port(p: &mut Proc, marker: &str) -> u16 {
+    let end = Instant::now() + T;
+    loop {
+        if let Some(port) = number_after(&p.stderr(), marker) {
+            return port;
+        }
+        p.assert_running();
+        assert!(Instant::now() < end, "{} never logged {marker:?}\n{}", p.name, p.dump());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// 3 MiB + odd bytes of content and its torrent (64 KiB pieces: several metadata pieces
+/// would need a bigger torrent, see `big_metadata`), optionally announcing to `tracker`.
+fn setup(d: &Dir, tracker: Option<&str>) -> (std::path::PathBuf, std::path::PathBuf, Metainfo) {
+    let content = d.join("src/img.bin");
+    write_data(&content, (3 << 20) + 777, 21);
+    let t = d.join("img.torrent");
+    let mut c = cmd("mktorrent");
+    c.args(["-q", "--no-date", "-l", "64K", "-o"]).arg(&t);
+    if let Some(u) = tracker {
+        c.args(["-a", u]);
+    }
+    assert_exit(&run(c.arg(&content)), 0);
+    let m = Metainfo::read(&t).unwrap();
+    (content, t, m)
+}
+
+fn start_bseed(d: &Dir, torrent: &Path, content: &Path) -> (Proc, u16) {
+    let mut c = cmd("bseed");
+    c.arg(torrent).arg(content).args(["--port", "0"]);
+    let mut p = Proc::spawn("bseed", c, d.path());
+    let port = logged_port(&mut p, "listening on port ");
+    (p, port)
+}
+
+/// Runs bfetch on `target` into `out` and returns its process once it exited.
+fn bfetch(d: &Dir, target: &str, out: &Path, extra: &[&str]) -> Proc {
+    std::fs::create_dir_all(out).unwrap();
+    let mut c = cmd("bfetch");
+    c.arg(target).arg("-o").arg(out).args(["--port", "0", "--no-linger", "--timeout", "60s"]).args(extra);
+    let mut f = Proc::spawn("bfetch", c, d.path());
+    f.wait_or_panic(T);
+    f
+}
+
+fn assert_fetched(f: &mut Proc, src: &Path, got: &Path) {
+    let st = f.poll().unwrap();
+    assert_eq!(st.code(), Some(0), "bfetch failed\n{}", f.dump());
+    assert_eq!(sha1_file(got), sha1_file(src), "content differs\n{}", f.dump());
+}
+
+#[test]
+fn bfetch_by_magnet_from_bseed_with_named_peer() {
+    let d = Dir::new("mag-xpe");
+    let (src, t, m) = setup(&d, None);
+    let (_seed, port) = start_bseed(&d, &t, &src);
+    // x.pe= in the link, 40 hex digits.
+    let link = format!("magnet:?xt=urn:btih:{}&dn=img.bin&x.pe=127.0.0.1:{port}", m.info_hash);
+    let out = d.join("out1");
+    let mut f = bfetch(&d, &link, &out, &[]);
+    assert_fetched(&mut f, &src, &out.join("img.bin"));
+    assert!(f.stderr().contains("got the metadata"), "{}", f.dump());
+    // A bare info-hash in base32 with --peer.
+    let b32 = base32(&m.info_hash.0);
+    let out = d.join("out2");
+    let mut f = bfetch(&d, &b32, &out, &["--peer", &format!("127.0.0.1:{port}")]);
+    assert_fetched(&mut f, &src, &out.join("img.bin"));
+}
+
+fn base32(b: &[u8; 20]) -> String {
+    let alpha = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let (mut acc, mut bits, mut s) = (0u64, 0u32, String::new());
+    for &x in b {
+        acc = (acc << 8) | x as u64;
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            s.push(alpha[((acc >> bits) & 31) as usize] as char);
+        }
+    }
+    s
+}
+
+#[test]
+fn bfetch_by_magnet_finds_bseed_through_btrack() {
+    let d = Dir::new("mag-tr");
+    let mut c = cmd("btrack");
+    c.args(["--listen", "127.0.0.1:0", "--open", "--interval", "2s", "--data-dir"]).arg(d.join("btrack"));
+    let mut trk = Proc::spawn("btrack", c, d.path());
+    let tport = logged_port(&mut trk, "listening on 127.0.0.1:");
+    let url = format!("http://127.0.0.1:{tport}/announce");
+    let (src, t, m) = setup(&d, Some(&url));
+    let (_seed, _) = start_bseed(&d, &t, &src);
+    let link = format!("magnet:?xt=urn:btih:{}&tr={}", m.info_hash, shoal::metainfo::url_encode(url.as_bytes()));
+    let out = d.join("out");
+    let mut f = bfetch(&d, &link, &out, &[]);
+    assert_fetched(&mut f, &src, &out.join("img.bin"));
+}
+
+#[test]
+fn bdecode_and_bverify_resolve_a_magnet_with_peer() {
+    let d = Dir::new("mag-tools");
+    let (src, t, m) = setup(&d, None);
+    let (_seed, port) = start_bseed(&d, &t, &src);
+    let peer = format!("127.0.0.1:{port}");
+    let o = run(cmd("bdecode").args(["--info-hash", &m.info_hash.hex(), "--peer", &peer]));
+    assert_exit(&o, 0);
+    assert_eq!(stdout(&o), format!("{}\n", m.info_hash));
+    let o = run(cmd("bdecode").args(["--info", &format!("magnet:?xt=urn:btih:{}", m.info_hash), "--peer", &peer]));
+    assert_exit(&o, 0);
+    assert!(stdout(&o).contains("name: img.bin") && stdout(&o).contains("piece count: 49"), "{}", stdout(&o));
+    let o = run(cmd("bverify").args([&m.info_hash.hex(), "--peer", &peer, "-q"]).arg(&src));
+    assert_exit(&o, 0);
+    assert!(stdout(&o).starts_with("OK "), "{}", stdout(&o));
+}
+
+#[test]
+fn magnet_without_peers_or_malformed_is_one_line_exit_2() {
+    let ih = "c12fe1c06bba254a9dc9f519b335aa7c1367a88a";
+    for prog in ["bdecode", "bverify", "bfetch"] {
+        for arg in [format!("magnet:?xt=urn:btih:{ih}"), ih.to_string()] {
+            let o = run(cmd(prog).arg(&arg));
+            assert_exit(&o, 2);
+            let e = stderr(&o);
+            assert_eq!(e.lines().count(), 1, "{e}");
+            assert!(e.starts_with(&format!("{prog}: error: ")) && e.contains("needs peers"), "{e}");
+        }
+        let o = run(cmd(prog).args(["magnet:?xt=urn:btih:xyz", "--peer", "127.0.0.1:1"]));
+        assert_exit(&o, 2);
+        assert!(stderr(&o).contains("neither 40 hex digits nor 32 base32"), "{}", stderr(&o));
+        assert_eq!(stderr(&o).lines().count(), 1);
+    }
+}
+
+/// The hostile peer: serves a valid info dictionary of other content under `ih`.
+fn start_bad_peer(d: &Dir, ih: &str) -> (Proc, u16) {
+    have(PYTHON);
+    let (_, _, other) = {
+        let o = Dir::new("mag-other");
+        let r = setup(&o, None);
+        // Different content: rewrite with another seed so the pieces differ.
+        write_data(&o.join("src/img.bin"), (3 << 20) + 777, 99);
+        assert_exit(&run(cmd("mktorrent").args(["-q", "--no-date", "-l", "64K", "-o"]).arg(o.join("x.torrent")).arg(o.join("src/img.bin"))), 0);
+        (r.0, r.1, Metainfo::read(&o.join("x.torrent")).unwrap())
+    };
+    let fake = d.join("fake-info");
+    std::fs::write(&fake, &other.raw_info).unwrap();
+    let mut c = Command::new(PYTHON);
+    c.arg(helper("bad_metadata_peer.py")).arg(ih).arg(&fake);
+    let mut p = Proc::spawn("bad_peer", c, d.path());
+    let port = logged_port(&mut p, "listening on port ");
+    (p, port)
+}
+
+#[test]
+fn metadata_that_does_not_hash_is_never_trusted() {
+    let d = Dir::new("mag-hostile");
+    let (src, t, m) = setup(&d, None);
+    let (bad, bad_port) = start_bad_peer(&d, &m.info_hash.hex());
+    // Alone: exit 1 with one line, and nothing written.
+    let out = d.join("out-alone");
+    let mut f = bfetch(&d, &m.info_hash.hex(), &out, &["--peer", &format!("127.0.0.1:{bad_port}"), "-q"]);
+    let st = f.poll().unwrap();
+    assert_eq!(st.code(), Some(1), "{}", f.dump());
+    let e = f.stderr();
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(e.contains("does not hash to the info-hash"), "{e}");
+    assert!(bad.stderr().contains("served 0"), "the hostile peer was asked\n{}", bad.dump());
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "bfetch wrote something");
+    // Beside an honest seed: the honest metadata wins, the content is right.
+    let (_seed, port) = start_bseed(&d, &t, &src);
+    let link = format!("magnet:?xt=urn:btih:{}&x.pe=127.0.0.1:{bad_port}&x.pe=127.0.0.1:{port}", m.info_hash);
+    let out = d.join("out-both");
+    let mut f = bfetch(&d, &link, &out, &[]);
+    assert_fetched(&mut f, &src, &out.join("img.bin"));
+}
