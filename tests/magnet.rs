@@ -42,14 +42,19 @@ fn logged_port(p: &mut Proc, marker: &str) -> u16 {
     }
 }
 
-/// 3 MiB + odd bytes of content and its torrent (64 KiB pieces: several metadata pieces
-/// would need a bigger torrent, see `big_metadata`), optionally announcing to `tracker`.
+/// 3 MiB + odd bytes of content and its torrent (64 KiB pieces: one metadata piece),
+/// optionally announcing to `tracker`.
 fn setup(d: &Dir, tracker: Option<&str>) -> (std::path::PathBuf, std::path::PathBuf, Metainfo) {
+    setup_with(d, tracker, (3 << 20) + 777, "64K", 21)
+}
+
+/// Content of `size` bytes (from `seed`) in `plen` pieces, and its torrent.
+fn setup_with(d: &Dir, tracker: Option<&str>, size: usize, plen: &str, seed: u64) -> (std::path::PathBuf, std::path::PathBuf, Metainfo) {
     let content = d.join("src/img.bin");
-    write_data(&content, (3 << 20) + 777, 21);
+    write_data(&content, size, seed);
     let t = d.join("img.torrent");
     let mut c = cmd("mktorrent");
-    c.args(["-q", "--no-date", "-l", "64K", "-o"]).arg(&t);
+    c.args(["-q", "--no-date", "-l", plen, "-o"]).arg(&t);
     if let Some(u) = tracker {
         c.args(["-a", u]);
     }
@@ -85,7 +90,9 @@ fn assert_fetched(f: &mut Proc, src: &Path, got: &Path) {
 #[test]
 fn bfetch_by_magnet_from_bseed_with_named_peer() {
     let d = Dir::new("mag-xpe");
-    let (src, t, m) = setup(&d, None);
+    // 16 KiB pieces of 14 MiB: 896 hashes, an info dictionary of two metadata pieces.
+    let (src, t, m) = setup_with(&d, None, (14 << 20) + 5, "16K", 21);
+    assert!(m.raw_info.len() > 16384, "{}", m.raw_info.len());
     let (_seed, port) = start_bseed(&d, &t, &src);
     // x.pe= in the link, 40 hex digits.
     let link = format!("magnet:?xt=urn:btih:{}&dn=img.bin&x.pe=127.0.0.1:{port}", m.info_hash);
@@ -168,14 +175,8 @@ fn magnet_without_peers_or_malformed_is_one_line_exit_2() {
 /// The hostile peer: serves a valid info dictionary of other content under `ih`.
 fn start_bad_peer(d: &Dir, ih: &str) -> (Proc, u16) {
     have(PYTHON);
-    let (_, _, other) = {
-        let o = Dir::new("mag-other");
-        let r = setup(&o, None);
-        // Different content: rewrite with another seed so the pieces differ.
-        write_data(&o.join("src/img.bin"), (3 << 20) + 777, 99);
-        assert_exit(&run(cmd("mktorrent").args(["-q", "--no-date", "-l", "64K", "-o"]).arg(o.join("x.torrent")).arg(o.join("src/img.bin"))), 0);
-        (r.0, r.1, Metainfo::read(&o.join("x.torrent")).unwrap())
-    };
+    // Same name and size, other bytes: a valid dictionary with other piece hashes.
+    let (_, _, other) = setup_with(&Dir::new("mag-other"), None, (3 << 20) + 777, "64K", 99);
     let fake = d.join("fake-info");
     std::fs::write(&fake, &other.raw_info).unwrap();
     let mut c = Command::new(PYTHON);
