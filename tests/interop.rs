@@ -5,6 +5,7 @@
 //! - libtorrent (tests/helpers/lt_fetch.py), `transmission-cli` and `aria2c` download from bseed;
 //! - magnet links (BEP 9): libtorrent fetches the metadata from bseed and then the content,
 //!   and bfetch fetches the metadata from a libtorrent seed and then the content.
+//!
 //! Direct connections where the client can make them (libtorrent `connect_peer`, bfetch
 //! `--peer`); otherwise an independent tracker (tests/helpers/peer_tracker.py).
 //!

@@ -322,6 +322,8 @@ pub fn fetch(f: Fetch) -> Result<Vec<u8>, FetchError> {
     let mut tried = 0usize;
     let mut last = None;
     let mut next_announce = start;
+    // Trackers that answered: told `stopped` at the end.
+    let mut announced: Vec<String> = Vec::new();
     let result = loop {
         let now = Instant::now();
         if now >= deadline || f.shutdown.load(Ordering::SeqCst) {
@@ -329,8 +331,14 @@ pub fn fetch(f: Fetch) -> Result<Vec<u8>, FetchError> {
         }
         if !f.trackers.is_empty() && now >= next_announce && queue.is_empty() && running == 0 {
             for url in &f.trackers {
-                match announce(url, &f.info_hash, &peer_id, tracker::Event::Started) {
-                    Ok(peers) => peers.into_iter().for_each(|a| add(&mut queue, &mut seen, a)),
+                let left = deadline.saturating_duration_since(Instant::now()).min(TRACKER_TIMEOUT);
+                match announce(url, &f.info_hash, &peer_id, tracker::Event::Started, left) {
+                    Ok(peers) => {
+                        if !announced.contains(url) {
+                            announced.push(url.clone());
+                        }
+                        peers.into_iter().for_each(|a| add(&mut queue, &mut seen, a))
+                    }
                     Err(e) => (f.log)(&e),
                 }
             }
@@ -378,8 +386,8 @@ pub fn fetch(f: Fetch) -> Result<Vec<u8>, FetchError> {
     };
     stop.store(true, Ordering::SeqCst);
     // Take our placeholder entry (port 1) out of the trackers' peer lists.
-    for url in &f.trackers {
-        let _ = announce(url, &f.info_hash, &peer_id, tracker::Event::Stopped);
+    for url in &announced {
+        let _ = announce(url, &f.info_hash, &peer_id, tracker::Event::Stopped, Duration::from_secs(2));
     }
     result
 }
@@ -395,7 +403,7 @@ fn peer_id() -> [u8; 20] {
     id
 }
 
-fn announce(url: &str, ih: &[u8; 20], peer_id: &[u8; 20], event: tracker::Event) -> Result<Vec<SocketAddr>, String> {
+fn announce(url: &str, ih: &[u8; 20], peer_id: &[u8; 20], event: tracker::Event, timeout: Duration) -> Result<Vec<SocketAddr>, String> {
     let req = tracker::AnnounceRequest {
         info_hash: *ih,
         peer_id: *peer_id,
@@ -409,7 +417,7 @@ fn announce(url: &str, ih: &[u8; 20], peer_id: &[u8; 20], event: tracker::Event)
         numwant: Some(50),
         key: tracker::random_u32(),
     };
-    tracker::announce(url, &req, TRACKER_TIMEOUT).map(|r| r.peers).map_err(|e| e.to_string())
+    tracker::announce(url, &req, timeout.max(Duration::from_millis(100))).map(|r| r.peers).map_err(|e| e.to_string())
 }
 
 /// Fetches the dictionary from one peer; the error says what the peer did wrong.
@@ -448,7 +456,12 @@ fn from_peer(addr: SocketAddr, ih: [u8; 20], peer_id: [u8; 20], limit: Duration,
                 let tid = h.ut_metadata.ok_or("no ut_metadata (BEP 9)")?;
                 let size = h.metadata_size.ok_or("no metadata_size in its extension handshake")?;
                 their_id = Some(tid);
-                asm = Some(Assembler::new(size).map_err(|e| e.to_string())?);
+                // A repeated handshake (BEP 10 allows one) keeps what arrived so far.
+                match &asm {
+                    Some(a) if a.size() as u64 == size => {}
+                    Some(_) => return Err("changed its metadata_size".into()),
+                    None => asm = Some(Assembler::new(size).map_err(|e| e.to_string())?),
+                }
             } else if id == UT_METADATA_ID {
                 let a = asm.as_mut().ok_or("ut_metadata before the extension handshake")?;
                 match decode(&payload).map_err(|e| e.to_string())? {
