@@ -4,6 +4,7 @@
 //!   `--peer`) or found through `btrack` (`tr=`): the bytes written equal the source;
 //! - `bdecode` and `bverify` resolve a magnet link with `--peer`; without peers every tool
 //!   answers one line and exit 2; a malformed link likewise;
+//! - bseed's own BEP 9 answers, byte by byte: metadata_size, data, reject;
 //! - a hostile peer whose metadata does not hash to the info-hash is never trusted: alone,
 //!   `bfetch` exits 1 and writes nothing; beside an honest seed, the download completes.
 //!
@@ -207,4 +208,51 @@ fn metadata_that_does_not_hash_is_never_trusted() {
     let out = d.join("out-both");
     let mut f = bfetch(&d, &link, &out, &[]);
     assert_fetched(&mut f, &src, &out.join("img.bin"));
+}
+
+/// bseed's side of BEP 9, spoken to byte by byte: its extension handshake offers
+/// ut_metadata with metadata_size = the info dictionary's exact length; piece 0 comes back
+/// as `data` holding those exact bytes, a piece past the end as `reject`.
+#[test]
+fn bseed_serves_the_exact_info_bytes_and_rejects_past_the_end() {
+    use shoal::peer::metadata::{self, Msg};
+    use shoal::peer::wire::{self, Handshake, Message};
+    use std::io::{Read, Write};
+    let d = Dir::new("mag-serve");
+    let (src, t, m) = setup(&d, None);
+    let (_seed, port) = start_bseed(&d, &t, &src);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    s.write_all(&Handshake::new(m.info_hash.0, *b"-XX0001-magnet-test!").encode()).unwrap();
+    let mut hs = [0u8; wire::HANDSHAKE_LEN];
+    s.read_exact(&mut hs).unwrap();
+    assert!(Handshake::decode(&hs).unwrap().supports_extensions());
+    let ours = b"d1:md11:ut_metadatai7eee".to_vec();
+    let mut out = Vec::new();
+    wire::encode(&Message::Extended { id: 0, payload: ours }, &mut out);
+    for piece in [0u32, 5] {
+        wire::encode(&Message::Extended { id: metadata::UT_METADATA_ID, payload: metadata::encode(&Msg::Request { piece }) }, &mut out);
+    }
+    s.write_all(&out).unwrap();
+    let (mut buf, mut chunk) = (Vec::new(), vec![0u8; 1 << 16]);
+    let (mut size, mut answers) = (None, Vec::new());
+    loop {
+        while let Some((msg, used)) = wire::decode(&buf).unwrap() {
+            buf.drain(..used);
+            match msg {
+                Message::Extended { id: 0, payload } => size = metadata::parse_ext_handshake(&payload).unwrap().metadata_size,
+                Message::Extended { id: 7, payload } => answers.push(metadata::decode(&payload).unwrap()),
+                _ => {}
+            }
+        }
+        if answers.len() == 2 {
+            break;
+        }
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "bseed closed the connection");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    assert_eq!(size, Some(m.raw_info.len() as u64));
+    assert_eq!(answers[0], Msg::Data { piece: 0, total_size: m.raw_info.len() as u64, data: m.raw_info.clone() });
+    assert_eq!(answers[1], Msg::Reject { piece: 5 });
 }
