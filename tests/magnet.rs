@@ -256,3 +256,25 @@ fn bseed_serves_the_exact_info_bytes_and_rejects_past_the_end() {
     assert_eq!(answers[0], Msg::Data { piece: 0, total_size: m.raw_info.len() as u64, data: m.raw_info.clone() });
     assert_eq!(answers[1], Msg::Reject { piece: 5 });
 }
+
+/// A tracker that knows no peer for the info-hash: bfetch keeps asking it until
+/// --metadata-timeout, then one line and exit 1, nothing written.
+#[test]
+fn no_peer_with_metadata_in_time_is_exit_1() {
+    let d = Dir::new("mag-timeout");
+    let mut c = cmd("btrack");
+    c.args(["--listen", "127.0.0.1:0", "--open", "--interval", "2s", "--data-dir"]).arg(d.join("btrack"));
+    let mut trk = Proc::spawn("btrack", c, d.path());
+    let tport = logged_port(&mut trk, "listening on 127.0.0.1:");
+    let ih = "c12fe1c06bba254a9dc9f519b335aa7c1367a88a";
+    let out = d.join("out");
+    let start = Instant::now();
+    let link = format!("magnet:?xt=urn:btih:{ih}&tr=http://127.0.0.1:{tport}/announce");
+    let mut f = bfetch(&d, &link, &out, &["--metadata-timeout", "3s", "-q"]);
+    assert_eq!(f.poll().unwrap().code(), Some(1), "{}", f.dump());
+    let e = f.stderr();
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(e.starts_with("bfetch: error: ") && e.contains("no peer found to fetch the metadata from within 3s"), "{e}");
+    assert!(start.elapsed() < Duration::from_secs(30), "took {:?}", start.elapsed());
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
+}
