@@ -273,6 +273,8 @@ pub enum FetchError {
     /// Time ran out (or a signal came) before a peer gave metadata that hashes to the
     /// info-hash; what the last peer that failed did wrong, if any peer was tried.
     Timeout { secs: u64, peers_tried: usize, last: Option<String> },
+    /// Every peer named failed, and there is no tracker to find others.
+    AllFailed { peers_tried: usize, last: Option<String> },
 }
 
 impl fmt::Display for FetchError {
@@ -284,6 +286,13 @@ impl fmt::Display for FetchError {
             }
             FetchError::Timeout { secs, peers_tried, last } => {
                 write!(f, "no peer gave valid metadata within {secs}s ({peers_tried} tried")?;
+                match last {
+                    Some(l) => write!(f, "; last: {})", crate::sanitize::printable(l)),
+                    None => write!(f, ")"),
+                }
+            }
+            FetchError::AllFailed { peers_tried, last } => {
+                write!(f, "no peer gave valid metadata ({peers_tried} tried, no tracker to find more")?;
                 match last {
                     Some(l) => write!(f, "; last: {})", crate::sanitize::printable(l)),
                     None => write!(f, ")"),
@@ -329,6 +338,9 @@ pub fn fetch(f: Fetch) -> Result<Vec<u8>, FetchError> {
         if now >= deadline || f.shutdown.load(Ordering::SeqCst) {
             break Err(FetchError::Timeout { secs: f.timeout.as_secs(), peers_tried: tried, last });
         }
+        if f.trackers.is_empty() && queue.is_empty() && running == 0 {
+            break Err(FetchError::AllFailed { peers_tried: tried, last });
+        }
         if !f.trackers.is_empty() && now >= next_announce && queue.is_empty() && running == 0 {
             for url in &f.trackers {
                 let left = deadline.saturating_duration_since(Instant::now()).min(TRACKER_TIMEOUT);
@@ -373,13 +385,6 @@ pub fn fetch(f: Fetch) -> Result<Vec<u8>, FetchError> {
                 running -= 1;
                 (f.log)(&format!("peer {addr}: {why}"));
                 last = Some(format!("{addr}: {why}"));
-                if f.trackers.is_empty() && queue.is_empty() && running == 0 {
-                    break Err(FetchError::Timeout {
-                        secs: start.elapsed().as_secs(),
-                        peers_tried: tried,
-                        last,
-                    });
-                }
             }
             Err(_) => {}
         }
@@ -567,6 +572,26 @@ mod tests {
         let h = parse_ext_handshake(b"d1:md11:ut_metadatai0eee").unwrap();
         assert_eq!(h.ut_metadata, None, "id 0 disables");
         assert!(parse_ext_handshake(b"i3e").is_err());
+    }
+
+    #[test]
+    fn fetch_without_sources_or_with_only_dead_peers_ends_at_once() {
+        let f = |peers| Fetch {
+            info_hash: [1; 20],
+            peers,
+            trackers: Vec::new(),
+            timeout: Duration::from_secs(60),
+            shutdown: Arc::new(AtomicBool::new(false)),
+            log: Box::new(|_| {}),
+        };
+        assert_eq!(fetch(f(Vec::new())), Err(FetchError::NoSources));
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let start = Instant::now();
+        let e = fetch(f(vec![dead])).unwrap_err();
+        assert!(matches!(e, FetchError::AllFailed { peers_tried: 1, .. }), "{e}");
+        assert!(start.elapsed() < Duration::from_secs(10));
+        let text = e.to_string();
+        assert!(text.starts_with("no peer gave valid metadata (1 tried") && text.contains(&dead.to_string()), "{text}");
     }
 
     #[test]
