@@ -6,7 +6,8 @@
 //!   answers one line and exit 2; a malformed link likewise;
 //! - bseed's own BEP 9 answers, byte by byte: metadata_size, data, reject;
 //! - a hostile peer whose metadata does not hash to the info-hash is never trusted: alone,
-//!   `bfetch` exits 1 and writes nothing; beside an honest seed, the download completes.
+//!   `bfetch` exits 1 and writes nothing; beside an honest seed, the download completes; a
+//!   peer claiming a 1 GiB dictionary is refused before anything is asked or allocated.
 //!
 //! Our tools run with `--port 0` and the bound port is read from their log; every process
 //! is a `Proc` (killed on drop); waits poll a condition with a deadline.
@@ -174,14 +175,14 @@ fn magnet_without_peers_or_malformed_is_one_line_exit_2() {
 }
 
 /// The hostile peer: serves a valid info dictionary of other content under `ih`.
-fn start_bad_peer(d: &Dir, ih: &str) -> (Proc, u16) {
+fn start_bad_peer(d: &Dir, ih: &str, extra: &[&str]) -> (Proc, u16) {
     have(PYTHON);
     // Same name and size, other bytes: a valid dictionary with other piece hashes.
     let (_, _, other) = setup_with(&Dir::new("mag-other"), None, (3 << 20) + 777, "64K", 99);
     let fake = d.join("fake-info");
     std::fs::write(&fake, &other.raw_info).unwrap();
     let mut c = Command::new(PYTHON);
-    c.arg(helper("bad_metadata_peer.py")).arg(ih).arg(&fake);
+    c.arg(helper("bad_metadata_peer.py")).arg(ih).arg(&fake).args(extra);
     let mut p = Proc::spawn("bad_peer", c, d.path());
     let port = logged_port(&mut p, "listening on port ");
     (p, port)
@@ -191,7 +192,7 @@ fn start_bad_peer(d: &Dir, ih: &str) -> (Proc, u16) {
 fn metadata_that_does_not_hash_is_never_trusted() {
     let d = Dir::new("mag-hostile");
     let (src, t, m) = setup(&d, None);
-    let (bad, bad_port) = start_bad_peer(&d, &m.info_hash.hex());
+    let (bad, bad_port) = start_bad_peer(&d, &m.info_hash.hex(), &[]);
     // Alone: exit 1 with one line, and nothing written.
     let out = d.join("out-alone");
     let mut f = bfetch(&d, &m.info_hash.hex(), &out, &["--peer", &format!("127.0.0.1:{bad_port}"), "-q"]);
@@ -276,5 +277,21 @@ fn no_peer_with_metadata_in_time_is_exit_1() {
     assert_eq!(e.lines().count(), 1, "{e}");
     assert!(e.starts_with("bfetch: error: ") && e.contains("no peer found to fetch the metadata from within 3s"), "{e}");
     assert!(start.elapsed() < Duration::from_secs(30), "took {:?}", start.elapsed());
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
+}
+
+/// A peer claiming a 1 GiB info dictionary is refused before anything is allocated or asked.
+#[test]
+fn an_oversized_metadata_claim_is_refused() {
+    let d = Dir::new("mag-huge");
+    let (_, _, m) = setup(&d, None);
+    let (bad, bad_port) = start_bad_peer(&d, &m.info_hash.hex(), &["--claim-size", "1073741824"]);
+    let out = d.join("out");
+    let mut f = bfetch(&d, &m.info_hash.hex(), &out, &["--peer", &format!("127.0.0.1:{bad_port}"), "-q"]);
+    assert_eq!(f.poll().unwrap().code(), Some(1), "{}", f.dump());
+    let e = f.stderr();
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(e.contains("metadata_size 1073741824 outside 1..=16777216"), "{e}");
+    assert!(!bad.stderr().contains("served"), "nothing was requested\n{}", bad.dump());
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
 }

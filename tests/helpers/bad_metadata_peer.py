@@ -2,14 +2,15 @@
 """A hostile BitTorrent peer for the magnet tests: it claims a torrent and serves metadata
 (BEP 9) that does not hash to its info-hash.
 
-    bad_metadata_peer.py INFO_HASH_HEX FAKE_INFO_FILE
+    bad_metadata_peer.py INFO_HASH_HEX FAKE_INFO_FILE [--claim-size N]
 
 Listens on 127.0.0.1 on a free port and prints "bad_metadata_peer: listening on port N" on
 stderr. Every connection: answers the handshake for INFO_HASH_HEX with the extension bit,
 sends an extension handshake offering ut_metadata with metadata_size = the size of
 FAKE_INFO_FILE, and answers every ut_metadata request with that file's bytes (a valid info
 dictionary of some other content). Appends "served N" to stderr per piece sent. Runs until
-killed.
+killed. With --claim-size N the extension handshake claims metadata_size N instead (a
+peer trying to make its victim allocate N bytes).
 """
 import socket
 import struct
@@ -46,7 +47,7 @@ def msg(mid, payload):
     return struct.pack(">IB", len(payload) + 1, mid) + payload
 
 
-def serve(c, ih, fake):
+def serve(c, ih, fake, claim):
     try:
         hs = read_exact(c, 68)
         if hs[28:48] != ih:
@@ -54,7 +55,7 @@ def serve(c, ih, fake):
         reserved = bytearray(8)
         reserved[5] |= 0x10
         c.sendall(bytes([19]) + b"BitTorrent protocol" + bytes(reserved) + ih + b"-XX0001-hostilepeer!")
-        ext = benc({"m": {"ut_metadata": 2}, "metadata_size": len(fake), "v": "hostile"})
+        ext = benc({"m": {"ut_metadata": 2}, "metadata_size": claim, "v": "hostile"})
         c.sendall(msg(20, bytes([0]) + ext))
         their_id = None
         while True:
@@ -86,13 +87,14 @@ def main():
     ih = bytes.fromhex(sys.argv[1])
     with open(sys.argv[2], "rb") as f:
         fake = f.read()
+    claim = int(sys.argv[4]) if len(sys.argv) > 4 and sys.argv[3] == "--claim-size" else len(fake)
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     s.listen(16)
     print("%s: listening on port %d" % (PROG, s.getsockname()[1]), file=sys.stderr, flush=True)
     while True:
         c, _ = s.accept()
-        threading.Thread(target=serve, args=(c, ih, fake), daemon=True).start()
+        threading.Thread(target=serve, args=(c, ih, fake, claim), daemon=True).start()
 
 
 if __name__ == "__main__":
