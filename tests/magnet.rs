@@ -4,7 +4,8 @@
 //!   `--peer`) or found through `btrack` (`tr=`): the bytes written equal the source;
 //! - `bdecode` and `bverify` resolve a magnet link with `--peer`; without peers every tool
 //!   answers one line and exit 2; a malformed link likewise;
-//! - bseed's own BEP 9 answers, byte by byte: metadata_size, data, reject;
+//! - bseed's own BEP 9 answers, byte by byte: metadata_size, data, reject; a bfetch serves
+//!   the metadata to another bfetch started from the info-hash alone;
 //! - a hostile peer whose metadata does not hash to the info-hash is never trusted: alone,
 //!   `bfetch` exits 1 and writes nothing; beside an honest seed, the download completes; a
 //!   peer claiming a 1 GiB dictionary is refused before anything is asked or allocated.
@@ -294,4 +295,23 @@ fn an_oversized_metadata_claim_is_refused() {
     assert!(e.contains("metadata_size 1073741824 outside 1..=16777216"), "{e}");
     assert!(!bad.stderr().contains("served"), "nothing was requested\n{}", bad.dump());
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
+}
+
+/// bfetch serves the metadata too: a second bfetch, given only the info-hash and the first
+/// bfetch as its peer (not the seed), gets the metadata and the content from it.
+#[test]
+fn bfetch_serves_metadata_to_a_bfetch_by_magnet() {
+    let d = Dir::new("mag-relay");
+    let (src, t, m) = setup(&d, None);
+    let (_seed, port) = start_bseed(&d, &t, &src);
+    let out_a = d.join("out-a");
+    std::fs::create_dir_all(&out_a).unwrap();
+    let mut c = cmd("bfetch");
+    c.arg(&t).arg("-o").arg(&out_a).args(["--port", "0", "--peer", &format!("127.0.0.1:{port}"), "--no-linger", "--seed-time", "120s"]);
+    let mut a = Proc::spawn("bfetch-a", c, d.path());
+    let a_port = logged_port(&mut a, "listening on port ");
+    let out_b = d.join("out-b");
+    let mut b = bfetch(&d, &m.info_hash.hex(), &out_b, &["--peer", &format!("127.0.0.1:{a_port}")]);
+    assert_fetched(&mut b, &src, &out_b.join("img.bin"));
+    a.assert_running();
 }
