@@ -1,5 +1,6 @@
 //! bdecode: print any bencoded file as JSON, or summarise a torrent.
-//! Exit: 0 ok, 1 input is not valid bencode / not a valid torrent, 2 usage or I/O error.
+//! Exit: 0 ok, 1 input is not valid bencode / not a valid torrent (or, for a magnet link, no
+//! peer gave valid metadata in time), 2 usage or I/O error.
 //! Input that libtorrent and Transmission read (keys out of order, bytes after the value) is
 //! read with a warning on stderr; `--strict` refuses it. Names and paths from the torrent are
 //! printed with control characters escaped (see `shoal::sanitize`).
@@ -13,7 +14,7 @@ use shoal::source;
 use shoal::units::human_bytes;
 
 /// Print a bencoded file (or stdin) as JSON, or summarise a .torrent file.
-/// Exit status: 0 ok, 1 malformed input, 2 usage or I/O error.
+/// Exit status: 0 ok, 1 malformed input or no valid metadata from peers, 2 usage or I/O error.
 #[derive(FromArgs)]
 struct Args {
     /// print a human summary of the torrent (name, sizes, pieces, files, trackers, info hash)
@@ -31,7 +32,16 @@ struct Args {
     /// refuse input that is not canonical bencode (dictionary keys out of order, data after the value) instead of reading it with a warning
     #[argh(switch)]
     strict: bool,
-    /// the bencoded file to read: a path, an http:// URL, or - (or nothing) for standard input
+    /// for a magnet link or info-hash: a peer to fetch the metadata from, HOST:PORT; may be repeated
+    #[argh(option)]
+    peer: Vec<String>,
+    /// for a magnet link or info-hash: a tracker announce URL to find peers with; may be repeated
+    #[argh(option)]
+    tracker: Vec<String>,
+    /// for a magnet link or info-hash: give up (exit 1) when no peer gave valid metadata within this long (default 2m)
+    #[argh(option, default = "String::from(\"2m\")")]
+    metadata_timeout: String,
+    /// the bencoded file to read: a path, an http:// URL, - (or nothing) for standard input, or a magnet: link or bare info-hash (with --peer/--tracker: the torrent is built from metadata fetched from peers)
     #[argh(positional, default = "String::from(\"-\")")]
     file: String,
 }
@@ -41,12 +51,24 @@ fn main() {
     cli::main("bdecode", || run(args))
 }
 
+/// Where to fetch a magnet link's metadata from (`--peer`, `--tracker`, the link itself).
+fn magnet_options(args: &Args) -> Result<source::MagnetOptions<'_>, Failure> {
+    Ok(source::MagnetOptions {
+        trackers: &args.tracker,
+        peers: &args.peer,
+        timeout: shoal::units::parse_duration(&args.metadata_timeout)?,
+        prog: "bdecode",
+        quiet: false,
+        shutdown: Default::default(),
+    })
+}
+
 fn run(args: Args) -> Result<i32, Failure> {
     let modes = [args.info, args.info_hash, args.magnet].iter().filter(|b| **b).count();
     if modes > 1 {
         return Err("--info, --info-hash and --magnet are exclusive".into());
     }
-    let (bytes, origin) = source::read_torrent(&args.file).map_err(|e| e.to_string())?;
+    let (bytes, origin) = source::read_torrent_or_magnet(&args.file, &magnet_options(&args)?)?;
     let name = origin.to_string();
     if modes == 0 {
         let decoded = if args.strict {

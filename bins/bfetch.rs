@@ -1,7 +1,7 @@
 //! bfetch: download a torrent's content from the swarm, verifying every piece, uploading to
 //! other peers meanwhile.
-//! Exit: 0 complete and verified, 1 could not finish (timeout, no peers), 2 usage error or
-//! bad torrent, 3 disk or I/O error.
+//! Exit: 0 complete and verified, 1 could not finish (timeout, no peers; for a magnet link:
+//! no peer gave valid metadata in time), 2 usage error or bad torrent, 3 disk or I/O error.
 
 use argh::FromArgs;
 use shoal::cli::{self, Failure};
@@ -16,9 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Download torrents' content into DIR/NAME, verifying every piece; several torrents are
-/// fetched at once over one listening port.
-/// Exit status: 0 complete and verified, 1 could not finish (timeout, no peers),
-/// 2 usage error or bad torrent, 3 disk or I/O error.
+/// fetched at once over one listening port. TORRENT may be a magnet link or a bare info-hash:
+/// the metadata is fetched from peers first.
+/// Exit status: 0 complete and verified, 1 could not finish (timeout, no peers, no valid
+/// metadata from peers), 2 usage error or bad torrent, 3 disk or I/O error.
 #[derive(FromArgs)]
 struct Args {
     /// directory to download into (default: the current directory)
@@ -30,6 +31,12 @@ struct Args {
     /// a peer to connect to, HOST:PORT; may be repeated (no tracker needed)
     #[argh(option)]
     peer: Vec<String>,
+    /// a tracker announce URL (http:// or udp://) used besides the torrent's or the magnet link's; may be repeated
+    #[argh(option)]
+    tracker: Vec<String>,
+    /// for a magnet link or info-hash: give up (exit 1) when no peer gave valid metadata within this long (default 2m)
+    #[argh(option, default = "String::from(\"2m\")")]
+    metadata_timeout: String,
     /// cap on download rate in bytes per second, K/M/G suffix allowed (default: none)
     #[argh(option)]
     max_download_rate: Option<String>,
@@ -63,7 +70,7 @@ struct Args {
     /// no progress or log messages
     #[argh(switch, short = 'q')]
     quiet: bool,
-    /// the .torrent: a path, an http:// URL (e.g. btrack's /torrents/<info-hash>.torrent), or - for standard input; several may be given
+    /// the .torrent: a path, an http:// URL (e.g. btrack's /torrents/<info-hash>.torrent), - for standard input, a magnet: link, or a bare info-hash (40 hex or 32 base32 characters); several may be given
     #[argh(positional)]
     torrent: Vec<String>,
 }
@@ -103,26 +110,45 @@ fn run(args: Args) -> Result<i32, Failure> {
     let threads = hashing::default_threads();
     let shutdown = cli::shutdown_flag()?;
     // Read and check every torrent before anything is written or any port is bound.
-    let mut metas: Vec<Metainfo> = Vec::new();
+    let mut metas: Vec<(Metainfo, Vec<std::net::SocketAddr>)> = Vec::new();
     for t in &args.torrent {
-        let (meta, _) = source::read_metainfo(t)?;
+        let (meta, peers) = if source::kind(t) == source::Kind::Magnet {
+            let opts = source::MagnetOptions {
+                trackers: &args.tracker,
+                peers: &args.peer,
+                timeout: units::parse_duration(&args.metadata_timeout)?,
+                prog: "bfetch",
+                quiet: args.quiet,
+                shutdown: shutdown.clone(),
+            };
+            let r = source::fetch_magnet(t, &opts)?;
+            (r.meta, r.peers)
+        } else {
+            let (mut meta, _) = source::read_metainfo(t)?;
+            if !args.tracker.is_empty() {
+                let mut tiers = meta.trackers();
+                tiers.extend(args.tracker.iter().map(|t| vec![t.clone()]));
+                meta.announce_list = tiers;
+            }
+            (meta, peers.clone())
+        };
         if peers.is_empty() && meta.trackers().is_empty() {
             return Err(format!("{}: the torrent names no tracker and no --peer was given: nobody to fetch from", printable(t)).into());
         }
-        if let Some(other) = metas.iter().find(|m| m.info_hash == meta.info_hash || m.info.name == meta.info.name) {
+        if let Some((other, _)) = metas.iter().find(|(m, _)| m.info_hash == meta.info_hash || m.info.name == meta.info.name) {
             return Err(Failure::new(
                 2,
                 format!("{}: the same content or name as another torrent given ({}); give each once", printable(t), printable(&other.info.name)),
             ));
         }
-        metas.push(meta);
+        metas.push((meta, peers));
     }
     let mut setups = Vec::new();
-    for meta in metas {
+    for (meta, peers) in metas {
         let config = Config {
             prog: "bfetch",
             port: args.port,
-            peers: peers.clone(),
+            peers,
             trackers: meta.trackers(),
             max_peers: args.max_peers.max(1),
             upload_slots: args.upload_slots.max(1),

@@ -1,6 +1,6 @@
 //! bverify: check local content against a torrent, hashing on every core.
-//! Exit: 0 every piece matches and every file has its size, 1 anything does not match,
-//! 2 usage or I/O error.
+//! Exit: 0 every piece matches and every file has its size, 1 anything does not match (or, for
+//! a magnet link, no peer gave valid metadata in time), 2 usage or I/O error.
 
 use argh::FromArgs;
 use shoal::cli::{self, Failure};
@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 /// Check that local content matches a torrent, piece by piece.
 /// Exit status: 0 everything matches, 1 something does not match (bad piece, missing file,
-/// wrong size), 2 usage or I/O error.
+/// wrong size) or no peer gave valid metadata for a magnet link in time, 2 usage or I/O error.
 #[derive(FromArgs)]
 struct Args {
     /// print a JSON report (pieces total and ok, bad piece indices, per-file status) on standard output
@@ -26,7 +26,16 @@ struct Args {
     /// no progress or status messages
     #[argh(switch, short = 'q')]
     quiet: bool,
-    /// the .torrent: a path, an http:// URL (e.g. btrack's /torrents/<info-hash>.torrent), or - for standard input
+    /// for a magnet link or info-hash: a peer to fetch the metadata from, HOST:PORT; may be repeated
+    #[argh(option)]
+    peer: Vec<String>,
+    /// for a magnet link or info-hash: a tracker announce URL to find peers with; may be repeated
+    #[argh(option)]
+    tracker: Vec<String>,
+    /// for a magnet link or info-hash: give up (exit 1) when no peer gave valid metadata within this long (default 2m)
+    #[argh(option, default = "String::from(\"2m\")")]
+    metadata_timeout: String,
+    /// the .torrent: a path, an http:// URL (e.g. btrack's /torrents/<info-hash>.torrent), - for standard input, or a magnet: link or bare info-hash (with --peer/--tracker)
     #[argh(positional)]
     torrent: String,
     /// the content: the file of a single-file torrent, the top directory of a multi-file one (default: ./NAME)
@@ -39,8 +48,20 @@ fn main() {
     cli::main("bverify", || run(args))
 }
 
+/// Where to fetch a magnet link's metadata from (`--peer`, `--tracker`, the link itself).
+fn magnet_options(args: &Args) -> Result<source::MagnetOptions<'_>, Failure> {
+    Ok(source::MagnetOptions {
+        trackers: &args.tracker,
+        peers: &args.peer,
+        timeout: shoal::units::parse_duration(&args.metadata_timeout)?,
+        prog: "bverify",
+        quiet: args.quiet,
+        shutdown: Default::default(),
+    })
+}
+
 fn run(args: Args) -> Result<i32, Failure> {
-    let (m, _) = source::read_metainfo(&args.torrent)?;
+    let m = source::read_metainfo_or_magnet(&args.torrent, &magnet_options(&args)?)?;
     let root = verify::content_path(&m.info, args.path.as_deref());
     let threads = if args.threads == 0 { hashing::default_threads() } else { args.threads };
     let mut progress = Progress::new("bverify", "verifying", m.info.total_length, args.quiet);

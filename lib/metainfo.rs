@@ -286,6 +286,185 @@ impl Metainfo {
     }
 }
 
+impl Metainfo {
+    /// A Metainfo from the exact bytes of an info dictionary (fetched from peers with BEP 9)
+    /// and the trackers to use (one tier each). The info-hash is the SHA-1 of `raw`; bytes
+    /// after the dictionary are refused (they would not be part of the hash of the dictionary).
+    pub fn from_info(raw: &[u8], trackers: &[String]) -> Result<Metainfo, Error> {
+        let l = bencode::decode_lenient(raw)?;
+        let d = l.value.as_dict().ok_or(Error::WrongType { key: "info", expected: "a dictionary" })?;
+        if d.raw.len() != raw.len() {
+            return Err(Error::Invalid { key: "info", why: "has bytes after the dictionary".into() });
+        }
+        let info = parse_info(d)?;
+        Ok(Metainfo {
+            announce: trackers.first().cloned(),
+            announce_list: if trackers.len() > 1 { trackers.iter().map(|t| vec![t.clone()]).collect() } else { Vec::new() },
+            url_list: Vec::new(),
+            comment: None,
+            created_by: None,
+            creation_date: None,
+            info,
+            info_hash: InfoHash::of(raw),
+            raw_info: raw.to_vec(),
+            warnings: l.warnings,
+        })
+    }
+
+    /// The .torrent file of this Metainfo: `announce`, `announce-list` and the exact info bytes.
+    pub fn to_torrent_bytes(&self) -> Vec<u8> {
+        let mut out = b"d".to_vec();
+        let s = |out: &mut Vec<u8>, b: &[u8]| {
+            out.extend_from_slice(b.len().to_string().as_bytes());
+            out.push(b':');
+            out.extend_from_slice(b);
+        };
+        if let Some(a) = &self.announce {
+            s(&mut out, b"announce");
+            s(&mut out, a.as_bytes());
+        }
+        if !self.announce_list.is_empty() {
+            s(&mut out, b"announce-list");
+            out.push(b'l');
+            for tier in &self.announce_list {
+                out.push(b'l');
+                tier.iter().for_each(|u| s(&mut out, u.as_bytes()));
+                out.push(b'e');
+            }
+            out.push(b'e');
+        }
+        s(&mut out, b"info");
+        out.extend_from_slice(&self.raw_info);
+        out.push(b'e');
+        out
+    }
+}
+
+/// A magnet link (BEP 9) or a bare info-hash: what is known before the metadata arrives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Magnet {
+    pub info_hash: InfoHash,
+    /// `dn`: the display name, if given.
+    pub name: Option<String>,
+    /// `tr`: tracker URLs, in order, without duplicates.
+    pub trackers: Vec<String>,
+    /// `x.pe`: peer addresses (`host:port`), in order.
+    pub peers: Vec<String>,
+}
+
+/// Why a magnet link was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MagnetError {
+    /// No `xt=urn:btih:` parameter.
+    NoInfoHash,
+    /// A `urn:btih:` value that is neither 40 hex digits nor 32 base32 characters.
+    BadInfoHash(String),
+    /// A parameter whose percent-escapes or UTF-8 are broken.
+    BadEncoding(String),
+}
+
+impl fmt::Display for MagnetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MagnetError::NoInfoHash => write!(f, "magnet link without xt=urn:btih:<info-hash> (BitTorrent v1)"),
+            MagnetError::BadInfoHash(v) => write!(
+                f,
+                "info-hash '{}' is neither 40 hex digits nor 32 base32 characters",
+                crate::sanitize::printable(v)
+            ),
+            MagnetError::BadEncoding(v) => write!(f, "badly escaped magnet parameter '{}'", crate::sanitize::printable(v)),
+        }
+    }
+}
+
+impl std::error::Error for MagnetError {}
+
+impl Magnet {
+    /// Parses `magnet:?xt=urn:btih:…&dn=…&tr=…&x.pe=…` or a bare info-hash (40 hex digits or
+    /// 32 base32 characters). Unknown parameters are ignored; a second `xt` is ignored.
+    pub fn parse(s: &str) -> Result<Magnet, MagnetError> {
+        let Some(query) = s.strip_prefix("magnet:?").or_else(|| s.strip_prefix("MAGNET:?")) else {
+            let info_hash = parse_btih(s)?;
+            return Ok(Magnet { info_hash, name: None, trackers: Vec::new(), peers: Vec::new() });
+        };
+        let mut m = Magnet { info_hash: InfoHash([0; 20]), name: None, trackers: Vec::new(), peers: Vec::new() };
+        let mut found = false;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let v = percent_decode(v).ok_or_else(|| MagnetError::BadEncoding(pair.to_string()))?;
+            match k {
+                "xt" if !found => {
+                    if let Some(h) = v.strip_prefix("urn:btih:").or_else(|| v.strip_prefix("URN:BTIH:")) {
+                        m.info_hash = parse_btih(h)?;
+                        found = true;
+                    }
+                }
+                "dn" => m.name = Some(v),
+                "tr" if !m.trackers.contains(&v) => m.trackers.push(v),
+                "x.pe" => m.peers.push(v),
+                _ => {}
+            }
+        }
+        if !found {
+            return Err(MagnetError::NoInfoHash);
+        }
+        Ok(m)
+    }
+}
+
+fn parse_btih(h: &str) -> Result<InfoHash, MagnetError> {
+    let bad = || MagnetError::BadInfoHash(h.to_string());
+    match h.len() {
+        40 => InfoHash::from_hex(h).ok_or_else(bad),
+        32 => {
+            let mut out = Vec::with_capacity(20);
+            let (mut acc, mut bits) = (0u64, 0u32);
+            for c in h.bytes() {
+                let v = match c.to_ascii_uppercase() {
+                    c @ b'A'..=b'Z' => c - b'A',
+                    c @ b'2'..=b'7' => c - b'2' + 26,
+                    _ => return Err(bad()),
+                };
+                acc = (acc << 5) | v as u64;
+                bits += 5;
+                if bits >= 8 {
+                    bits -= 8;
+                    out.push((acc >> bits) as u8);
+                    acc &= (1 << bits) - 1;
+                }
+            }
+            Ok(InfoHash(out.try_into().map_err(|_| bad())?))
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// Decodes `%XX` escapes and `+` (as a space, the form encoding many magnet links use);
+/// `None` on a broken escape or a result that is not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let h = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(h, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 fn parse_info(d: &Dict<'_>) -> Result<Info, Error> {
     let name = get_str(d, "name")?.ok_or(Error::Missing("info.name"))?;
     if let Some(why) = component_problem(&name) {
@@ -520,6 +699,43 @@ mod serde_bytes_vec {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn magnet_links_parse() {
+        use super::{InfoHash, Magnet, MagnetError};
+        let hex = "c12fe1c06bba254a9dc9f519b335aa7c1367a88a";
+        let m = Magnet::parse(&format!("magnet:?xt=urn:btih:{hex}&dn=a%20b&tr=http%3A%2F%2F127.0.0.1%3A1%2Fannounce&tr=udp://h:2&x.pe=127.0.0.1:6881&foo=bar")).unwrap();
+        assert_eq!(m.info_hash, InfoHash::from_hex(hex).unwrap());
+        assert_eq!(m.name.as_deref(), Some("a b"));
+        assert_eq!(m.trackers, vec!["http://127.0.0.1:1/announce".to_string(), "udp://h:2".to_string()]);
+        assert_eq!(m.peers, vec!["127.0.0.1:6881".to_string()]);
+        // base32 form of the same hash
+        let b32 = Magnet::parse("magnet:?xt=urn:btih:YEX6DQDLXISUVHOJ6UM3GNNKPQJWPKEK").unwrap();
+        assert_eq!(b32.info_hash, m.info_hash);
+        assert_eq!(Magnet::parse(hex).unwrap().info_hash, m.info_hash);
+        assert_eq!(Magnet::parse(&hex.to_uppercase()).unwrap().info_hash, m.info_hash);
+        assert_eq!(Magnet::parse("magnet:?dn=x"), Err(MagnetError::NoInfoHash));
+        assert!(matches!(Magnet::parse("magnet:?xt=urn:btih:abc"), Err(MagnetError::BadInfoHash(_))));
+        assert!(matches!(Magnet::parse(&format!("magnet:?xt=urn:btih:{hex}&tr=%zz")), Err(MagnetError::BadEncoding(_))));
+        assert!(matches!(Magnet::parse("magnet:?xt=urn:btih:1111111111111111111111111111111111111111%"), Err(MagnetError::BadEncoding(_))));
+        // a .torrent's own magnet() reads back
+        let t = super::Metainfo::parse(&torrent(single("a b.iso", 100, 32))).unwrap();
+        let back = Magnet::parse(&t.magnet()).unwrap();
+        assert_eq!(back.info_hash, t.info_hash);
+    }
+
+    #[test]
+    fn from_info_round_trips_a_torrent() {
+        let t = super::Metainfo::parse(&torrent(single("a b.iso", 100, 32))).unwrap();
+        let m = super::Metainfo::from_info(&t.raw_info, &["http://127.0.0.1:1/announce".to_string()]).unwrap();
+        assert_eq!((m.info_hash, &m.info), (t.info_hash, &t.info));
+        let again = super::Metainfo::parse_strict(&m.to_torrent_bytes()).unwrap();
+        assert_eq!(again.info_hash, t.info_hash);
+        assert_eq!(again.announce.as_deref(), Some("http://127.0.0.1:1/announce"));
+        let mut trailing = t.raw_info.clone();
+        trailing.push(b'x');
+        assert!(super::Metainfo::from_info(&trailing, &[]).is_err());
+    }
+
     use super::*;
     use crate::bencode::{dict, Owned};
 

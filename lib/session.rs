@@ -314,6 +314,7 @@ impl Session {
             download: limits.download,
             listen_port: port,
             hide_bitfield: cfg.super_seed,
+            info_bytes: Arc::new(meta.raw_info.clone()),
         });
         let epoch = Instant::now();
         let core = Core::new(

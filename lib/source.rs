@@ -4,9 +4,12 @@
 //! Invariants: every read is bounded in size (files and stdin by [`crate::cli::MAX_INPUT`],
 //! URLs by [`MAX_URL_BODY`]) and a URL fetch is bounded in time ([`URL_TIMEOUT`] for the
 //! whole exchange, redirects included, at most [`MAX_REDIRECTS`] of them). Magnet links and
-//! bare info-hashes are recognised and refused with a clear error until BEP 9 metadata
-//! exchange exists. An existing file always wins over a pattern (a file may be named with
-//! 40 hex digits). Errors are one line and carry the argument, escaped for the terminal.
+//! bare info-hashes are resolved by [`fetch_magnet`]: the info dictionary comes from peers
+//! (BEP 9, [`crate::peer::metadata`]), found through the link's `tr=` / `x.pe=` and the
+//! tool's `--tracker` / `--peer`, bounded in time, and used only when it hashes to the
+//! info-hash. [`read_torrent`] alone refuses them (it has no peers to ask). An existing file
+//! always wins over a pattern (a file may be named with 40 hex digits). Errors are one line
+//! and carry the argument, escaped for the terminal.
 
 use crate::sanitize::printable;
 use std::fmt;
@@ -78,7 +81,7 @@ impl fmt::Display for Origin {
 
 #[derive(Debug)]
 pub enum Error {
-    /// `magnet:` URI or a bare info-hash: needs metadata from peers (BEP 9), not done yet.
+    /// `magnet:` URI or a bare info-hash read without peers to ask (see [`fetch_magnet`]).
     Magnet(String),
     /// A URL scheme we do not fetch (https, ftp, …).
     Scheme(String),
@@ -96,7 +99,7 @@ impl fmt::Display for Error {
         match self {
             Error::Magnet(a) => write!(
                 f,
-                "{}: magnet links need --tracker/peers: not supported yet (give the .torrent file or its http:// URL, e.g. btrack's /torrents/<info-hash>.torrent)",
+                "{}: a magnet link or info-hash needs peers to fetch the metadata from: give --tracker URL or --peer HOST:PORT (or tr= / x.pe= in the link), or the .torrent file or its http:// URL",
                 printable(a)
             ),
             Error::Scheme(a) => write!(f, "{}: only http:// URLs are fetched (the tracker is internal; no TLS)", printable(a)),
@@ -194,6 +197,104 @@ pub fn read_metainfo(arg: &str) -> Result<(crate::metainfo::Metainfo, Origin), S
     Ok((m, origin))
 }
 
+/// Where to look for the metadata of a magnet link or info-hash, beyond the link itself.
+pub struct MagnetOptions<'a> {
+    /// Tracker announce URLs given with `--tracker` (added after the link's `tr=`).
+    pub trackers: &'a [String],
+    /// `HOST:PORT` peers given with `--peer` (added after the link's `x.pe=`).
+    pub peers: &'a [String],
+    /// Give up (exit 1) when no peer gave valid metadata within this long.
+    pub timeout: Duration,
+    /// Program name for the progress lines on stderr.
+    pub prog: &'static str,
+    pub quiet: bool,
+    /// Set by a signal: stop waiting.
+    pub shutdown: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// A magnet link resolved: the torrent (trackers from `tr=` and `--tracker`) and every peer
+/// named (`x.pe=` and `--peer`), for the session to dial.
+pub struct Resolved {
+    pub meta: crate::metainfo::Metainfo,
+    pub peers: Vec<std::net::SocketAddr>,
+}
+
+/// Fetches a magnet link's or bare info-hash's info dictionary from peers (BEP 9) and builds
+/// the torrent. Exit codes in the failure: 2 for a malformed link or nobody to ask, 1 when no
+/// peer gave metadata that hashes to the info-hash in time.
+pub fn fetch_magnet(arg: &str, o: &MagnetOptions<'_>) -> Result<Resolved, crate::cli::Failure> {
+    use crate::cli::Failure;
+    use crate::peer::metadata;
+    let arg = if arg == STDIN_ARG { "-" } else { arg };
+    let m = crate::metainfo::Magnet::parse(arg).map_err(|e| Failure::new(2, format!("{}: {e}", printable(arg))))?;
+    let mut trackers = m.trackers.clone();
+    for t in o.trackers {
+        if !trackers.contains(t) {
+            trackers.push(t.clone());
+        }
+    }
+    let named: Vec<String> = m.peers.iter().chain(o.peers).cloned().collect();
+    let peers = crate::cli::resolve_peers(&named)?;
+    if trackers.is_empty() && peers.is_empty() {
+        return Err(Failure::new(2, Error::Magnet(arg.to_string()).to_string()));
+    }
+    let ih = m.info_hash;
+    if !o.quiet {
+        eprintln!(
+            "{}: {ih}: fetching the metadata from peers ({} named, {} tracker{})",
+            o.prog,
+            peers.len(),
+            trackers.len(),
+            if trackers.len() == 1 { "" } else { "s" }
+        );
+    }
+    let (prog, quiet) = (o.prog, o.quiet);
+    let bytes = metadata::fetch(metadata::Fetch {
+        info_hash: ih.0,
+        peers: peers.clone(),
+        trackers: trackers.clone(),
+        timeout: o.timeout,
+        shutdown: o.shutdown.clone(),
+        log: Box::new(move |line| {
+            if !quiet {
+                eprintln!("{prog}: {ih}: {}", printable(line));
+            }
+        }),
+    })
+    .map_err(|e| Failure::new(1, format!("{ih}: {e}")))?;
+    let meta = crate::metainfo::Metainfo::from_info(&bytes, &trackers)
+        .map_err(|e| Failure::new(2, format!("{ih}: metadata from peers: {e}")))?;
+    if !o.quiet {
+        eprintln!(
+            "{}: {ih}: got the metadata ({} bytes): {}, {}",
+            o.prog,
+            bytes.len(),
+            printable(&meta.info.name),
+            crate::units::human_bytes(meta.info.total_length)
+        );
+    }
+    Ok(Resolved { meta, peers })
+}
+
+/// Reads a TORRENT argument like [`read_torrent`], fetching a magnet link's or info-hash's
+/// metadata from peers (see [`fetch_magnet`]) and answering it as .torrent bytes
+/// (`announce` from its trackers, the exact info dictionary).
+pub fn read_torrent_or_magnet(arg: &str, o: &MagnetOptions<'_>) -> Result<(Vec<u8>, Origin), crate::cli::Failure> {
+    if kind(arg) == Kind::Magnet {
+        let r = fetch_magnet(arg, o)?;
+        return Ok((r.meta.to_torrent_bytes(), Origin::Url(arg.to_string())));
+    }
+    read_torrent(arg).map_err(|e| e.to_string().into())
+}
+
+/// [`read_metainfo`], fetching a magnet link's metadata from peers (see [`fetch_magnet`]).
+pub fn read_metainfo_or_magnet(arg: &str, o: &MagnetOptions<'_>) -> Result<crate::metainfo::Metainfo, crate::cli::Failure> {
+    if kind(arg) == Kind::Magnet {
+        return Ok(fetch_magnet(arg, o)?.meta);
+    }
+    Ok(read_metainfo(arg)?.0)
+}
+
 /// GETs `url`, following redirects, bounded by `limit` bytes and `timeout`.
 pub fn fetch(url: &str, limit: u64, timeout: Duration) -> Result<Vec<u8>, Error> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -244,7 +345,7 @@ mod tests {
     #[test]
     fn errors_are_one_line_and_escaped() {
         let e = read_torrent("magnet:?xt=urn:btih:\x1b[31m").unwrap_err().to_string();
-        assert!(e.contains("not supported yet") && !e.contains('\x1b') && !e.contains('\n'), "{e}");
+        assert!(e.contains("needs peers") && !e.contains('\x1b') && !e.contains('\n'), "{e}");
         let e = read_torrent("/nonexistent/x.torrent").unwrap_err().to_string();
         assert!(e.starts_with("/nonexistent/x.torrent: "), "{e}");
     }

@@ -2,7 +2,10 @@
 //! directions, byte-identical results:
 //! - bfetch downloads from a libtorrent seeder (tests/helpers/lt_seed.py) and from a
 //!   Transmission seeder (`transmission-cli` with the content in its download dir);
-//! - libtorrent (tests/helpers/lt_fetch.py), `transmission-cli` and `aria2c` download from bseed.
+//! - libtorrent (tests/helpers/lt_fetch.py), `transmission-cli` and `aria2c` download from bseed;
+//! - magnet links (BEP 9): libtorrent fetches the metadata from bseed and then the content,
+//!   and bfetch fetches the metadata from a libtorrent seed and then the content.
+//!
 //! Direct connections where the client can make them (libtorrent `connect_peer`, bfetch
 //! `--peer`); otherwise an independent tracker (tests/helpers/peer_tracker.py).
 //!
@@ -289,6 +292,70 @@ fn aria2_downloads_from_bseed() {
     assert_eq!(st.code(), Some(0), "aria2c could not download from bseed\n{}\n{}", a.dump(), seed.dump());
     assert_same_content(&src, &out.join(&m.info.name));
     stop_bseed(&mut seed, m.info.total_length, "aria2c");
+}
+
+// ---------------------------------------------------------------- magnet links (BEP 9)
+
+/// bseed on `--port 0`; the port it bound, read from its log.
+fn start_bseed_any_port(dir: &Dir, torrent: &Path, content: &Path) -> (Proc, u16) {
+    let mut c = cmd("bseed");
+    c.arg(torrent).arg(content).args(["--port", "0", "--json"]);
+    let mut p = Proc::spawn("bseed", c, dir.path());
+    let marker = "listening on port ";
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        let err = p.stderr();
+        if let Some(i) = err.find(marker) {
+            let digits: String = err[i + marker.len()..].chars().take_while(|c| c.is_ascii_digit()).collect();
+            if let Ok(port) = digits.parse() {
+                return (p, port);
+            }
+        }
+        p.assert_running();
+        assert!(Instant::now() < end, "bseed never logged its port\n{}", p.dump());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn libtorrent_fetches_metadata_from_bseed_by_magnet() {
+    let dir = Dir::new("i-mag-bseed-lt");
+    let src = content(&dir, true);
+    let torrent = dir.join("t.torrent");
+    let m = debian_torrent(&src, None, &torrent);
+    let (mut seed, port) = start_bseed_any_port(&dir, &torrent, &src);
+    let out = dir.join("out");
+    fs::create_dir_all(&out).unwrap();
+    // No .torrent for libtorrent: only the info-hash, and bseed as the peer.
+    let link = format!("magnet:?xt=urn:btih:{}", m.info_hash);
+    let mut c = py("lt_fetch.py");
+    c.arg(&link).arg(&out).args(["--port", &free_port().to_string(), "--peer", &format!("127.0.0.1:{port}"), "--timeout", "150"]);
+    let mut f = Proc::spawn("lt_fetch", c, dir.path());
+    let st = f.wait_or_panic(Duration::from_secs(200));
+    assert_eq!(st.code(), Some(0), "libtorrent could not fetch by magnet from bseed\n{}\n{}", f.dump(), seed.dump());
+    assert_same_content(&src, &out.join(&m.info.name));
+    stop_bseed(&mut seed, m.info.total_length, "libtorrent");
+}
+
+#[test]
+fn bfetch_fetches_metadata_from_libtorrent_by_magnet() {
+    let dir = Dir::new("i-mag-lt-bfetch");
+    let src = content(&dir, false);
+    let torrent = dir.join("t.torrent");
+    let m = debian_torrent(&src, None, &torrent);
+    let port = free_port();
+    let mut seed = start_lt_seed(&dir, None, &torrent, src.parent().unwrap(), port, &[]);
+    let out = dir.join("out");
+    fs::create_dir_all(&out).unwrap();
+    let link = format!("magnet:?xt=urn:btih:{}&x.pe=127.0.0.1:{port}", m.info_hash);
+    let mut c = cmd("bfetch");
+    c.arg(&link).arg("-o").arg(&out).args(["--port", "0", "--timeout", "150s", "--no-linger", "--json"]);
+    let mut f = Proc::spawn("bfetch", c, dir.path());
+    let st = f.wait_or_panic(Duration::from_secs(200));
+    assert_eq!(st.code(), Some(0), "bfetch could not fetch by magnet from libtorrent\n{}\n{}", f.dump(), seed.dump());
+    assert!(f.stderr().contains("got the metadata"), "{}", f.dump());
+    assert_same_content(&src, &out.join(&m.info.name));
+    stop_lt_seed(&mut seed, m.info.total_length);
 }
 
 // ---------------------------------------------------------------- harness validation

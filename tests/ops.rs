@@ -240,7 +240,7 @@ fn torrents_from_urls_stdin_and_paths_and_their_errors() {
     for arg in [format!("magnet:?xt=urn:btih:{ih}"), ih.clone()] {
         for prog in ["bdecode", "bverify", "bfetch"] {
             let o = run(cmd(prog).arg(&arg));
-            assert_one_line(&o, prog, 2, "magnet links need --tracker/peers: not supported yet");
+            assert_one_line(&o, prog, 2, "needs peers to fetch the metadata from");
         }
     }
     let o = run(cmd("bfetch").arg("https://127.0.0.1:1/a.torrent"));

@@ -5,7 +5,9 @@
 //! messages (bounded: see `wire::MAX_MESSAGE`) and forwards them to the session thread over a
 //! bounded crossbeam channel (so a flooding peer is slowed by TCP back-pressure, not by
 //! our memory); the one exception is `request`, which it hands straight to its own writer,
-//! so serving uploads costs the session nothing. The writer receives [`Cmd`]s, serves
+//! so serving uploads costs the session nothing (BEP 9 `ut_metadata` requests likewise: the
+//! reader answers them from [`Context::info_bytes`] through the writer, a bounded number
+//! per connection). The writer receives [`Cmd`]s, serves
 //! requests from storage (positional reads; the page cache does the caching) through the
 //! session's upload token bucket, and flushes when its queue is empty. State the two
 //! threads share with the session lives in [`PeerShared`] atomics, written only by the
@@ -15,6 +17,7 @@
 //! a [`CloseReason`], never text to be matched.
 
 use super::close::CloseReason;
+use super::metadata;
 use super::wire::{self, Handshake, Message};
 use crate::picker::BlockRef;
 pub use crate::picker::PeerKey;
@@ -23,7 +26,7 @@ use crate::storage::Storage;
 use crossbeam::channel::{Receiver, Sender};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,6 +65,11 @@ pub struct PeerShared {
     pub outstanding: AtomicUsize,
     queued: AtomicUsize,
     closed: AtomicBool,
+    /// The id the peer wants for `ut_metadata` messages (BEP 9), from its extension
+    /// handshake; 0: none.
+    ut_metadata: AtomicU8,
+    /// `ut_metadata` requests answered on this connection (bounded: see `handle`).
+    metadata_requests: AtomicUsize,
 }
 
 /// What a connection reports to the session.
@@ -113,6 +121,9 @@ pub struct Context {
     pub listen_port: u16,
     /// Super-seeding: announce no bitfield; the session reveals pieces one at a time.
     pub hide_bitfield: bool,
+    /// The exact bytes of the info dictionary, served to peers that ask with `ut_metadata`
+    /// (BEP 9); their SHA-1 is `info_hash`.
+    pub info_bytes: Arc<Vec<u8>>,
 }
 
 /// How a connection began.
@@ -177,25 +188,13 @@ fn connect(
     // First messages: extension handshake, then what we have.
     let mut first = Vec::new();
     if theirs.supports_extensions() {
-        let ext = crate::bencode::dict([
-            ("m", crate::bencode::Owned::Dict(Default::default())),
-            ("p", crate::bencode::Owned::Int(ctx.listen_port as i64)),
-            (
-                "reqq",
-                crate::bencode::Owned::Int(MAX_QUEUED_REQUESTS as i64 / 2),
-            ),
-            (
-                "v",
-                crate::bencode::Owned::str(concat!("shoal ", env!("CARGO_PKG_VERSION"))),
-            ),
-        ]);
-        wire::encode(
-            &Message::Extended {
-                id: 0,
-                payload: ext.encode(),
-            },
-            &mut first,
+        // `m` offers ut_metadata, with the size of what we serve (BEP 9).
+        let ext = metadata::ext_handshake(
+            ctx.listen_port,
+            Some(ctx.info_bytes.len()),
+            MAX_QUEUED_REQUESTS / 2,
         );
+        wire::encode(&Message::Extended { id: 0, payload: ext }, &mut first);
     }
     let sent_have: Vec<bool> = if ctx.hide_bitfield {
         vec![false; ctx.num_pieces]
@@ -397,6 +396,33 @@ fn handle(
             ctx.events.send(Event::Message { key, msg }).map_err(gone)
         }
         Message::Cancel { .. } => Ok(()), // served or skipped by the writer; nothing to undo
+        // The peer's extension handshake: note its ut_metadata id, pass it on to the core.
+        Message::Extended { id: 0, payload } => {
+            if let Ok(h) = metadata::parse_ext_handshake(&payload) {
+                shared.ut_metadata.store(h.ut_metadata.unwrap_or(0), Ordering::SeqCst);
+            }
+            let msg = Message::Extended { id: 0, payload };
+            ctx.events.send(Event::Message { key, msg }).map_err(gone)
+        }
+        // BEP 9, served here: a request is answered with the piece or a reject; what a
+        // peer answers us is ignored (a session has its metadata). A peer may ask for the
+        // whole dictionary a few times over, not endlessly.
+        Message::Extended { id: metadata::UT_METADATA_ID, payload } => {
+            let Ok(metadata::Msg::Request { piece }) = metadata::decode(&payload) else {
+                return Ok(());
+            };
+            let limit = 4 * metadata::piece_count(ctx.info_bytes.len()) + 64;
+            if shared.metadata_requests.fetch_add(1, Ordering::SeqCst) >= limit {
+                return Err(CloseReason::RequestFlood);
+            }
+            let their = shared.ut_metadata.load(Ordering::SeqCst);
+            if their == 0 {
+                return Ok(());
+            }
+            let payload = metadata::encode(&metadata::serve(&ctx.info_bytes, piece));
+            cmd.send(Cmd::Send(Message::Extended { id: their, payload }))
+                .map_err(gone)
+        }
         msg => ctx.events.send(Event::Message { key, msg }).map_err(gone),
     }
 }

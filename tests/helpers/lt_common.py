@@ -34,8 +34,12 @@ def session(port, bench=False, host="127.0.0.1"):
 
 
 def add(ses, torrent, save_path, seed_mode=False):
-    atp = lt.add_torrent_params()
-    atp.ti = lt.torrent_info(torrent)
+    if torrent.startswith("magnet:"):
+        # The metadata comes from peers (BEP 9); the tr= trackers and x.pe= peers are used.
+        atp = lt.parse_magnet_uri(torrent)
+    else:
+        atp = lt.add_torrent_params()
+        atp.ti = lt.torrent_info(torrent)
     atp.save_path = save_path
     atp.flags &= ~lt.torrent_flags.auto_managed
     atp.flags &= ~lt.torrent_flags.paused

@@ -1,12 +1,12 @@
 #!/usr/bin/python3
 """libtorrent downloader for the interop tests: a client nobody here wrote.
 
-    lt_fetch.py TORRENT SAVE_PATH --port N [--host ADDR] [--peer HOST:PORT]... [--timeout SECS]
+    lt_fetch.py TORRENT|MAGNET SAVE_PATH --port N [--host ADDR] [--peer HOST:PORT]... [--timeout SECS]
                 [--max-download-rate BYTES] [--bench]
 
 Downloads into SAVE_PATH (from --peer addresses, connected to again every 5 s while not
 connected, and/or the torrent's tracker). Exit 0 once libtorrent has every piece hash-checked
-and the torrent is seeding, 1 on timeout, 3 on a libtorrent error. Always prints one JSON line
+and the torrent is seeding (a magnet link: the metadata is fetched from the peers first), 1 on timeout, 3 on a libtorrent error. Always prints one JSON line
 on stdout: {"complete", "downloaded" (payload bytes), "duration_secs", "peers": [{"addr",
 "client","downloaded","uploaded"}]}. Progress lines every 5 s on stderr.
 """
