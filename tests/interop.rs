@@ -343,8 +343,7 @@ fn bfetch_fetches_metadata_from_libtorrent_by_magnet() {
     let src = content(&dir, false);
     let torrent = dir.join("t.torrent");
     let m = debian_torrent(&src, None, &torrent);
-    let port = free_port();
-    let mut seed = start_lt_seed(&dir, None, &torrent, src.parent().unwrap(), port, &[]);
+    let (mut seed, port) = start_lt_seed(&dir, None, &torrent, src.parent().unwrap(), 0, &[]);
     let out = dir.join("out");
     fs::create_dir_all(&out).unwrap();
     let link = format!("magnet:?xt=urn:btih:{}&x.pe=127.0.0.1:{port}", m.info_hash);
