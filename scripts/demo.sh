@@ -134,6 +134,25 @@ step "7. verify every copy"
 for i in $(seq "$FETCHERS"); do
     show bverify -q "$WORK/demo.torrent" "$WORK/fetch$i" || failed=1
 done
+
+step "8. by magnet link: the metadata comes from the origin (BEP 9), then the content"
+MAGNET=$(bdecode --magnet "$WORK/demo.torrent")
+mkdir -p "$WORK/magnet"
+show timeout "$((TIMEOUT + 30))" bfetch "$MAGNET&x.pe=127.0.0.1:$SEED_PORT" -o "$WORK/magnet" --port 0 --no-linger -q || failed=1
+show bverify -q "$WORK/demo.torrent" "$WORK/magnet" || failed=1
+
+step "9. two images in one bfetch, over one port"
+head -c "$(numfmt --from=iec "$SIZE")" /dev/urandom > "$WORK/origin/second.img"
+mktorrent -q -a "$ANNOUNCE" -o "$WORK/second.torrent" "$WORK/origin/second.img"
+bseed "$WORK/second.torrent" "$WORK/origin/second.img" --port 0 > "$WORK/bseed2.log" 2>&1 &
+PIDS+=($!)
+SEED2_PORT=$(bound_port "$WORK/bseed2.log" "$!")
+mkdir -p "$WORK/both"
+show timeout "$((TIMEOUT + 30))" bfetch "$WORK/demo.torrent" "$WORK/second.torrent" -o "$WORK/both" --port 0 --no-linger -q \
+    --peer "127.0.0.1:$SEED_PORT" --peer "127.0.0.1:$SEED2_PORT" || failed=1
+show bverify -q "$WORK/demo.torrent" "$WORK/both" || failed=1
+show bverify -q "$WORK/second.torrent" "$WORK/both" || failed=1
+
 if [ "$failed" -ne 0 ]; then
     echo "demo: FAILED" >&2
     exit 1
