@@ -1,5 +1,6 @@
 //! btrack: the internal BitTorrent tracker (HTTP and UDP on one port) and the torrent
-//! manager web page. Exit: 0 after SIGINT/SIGTERM, 2 usage or I/O error (e.g. the port is
+//! manager web page; its peers in memory or, with --store, in Redis shared with other btracks.
+//! Exit: 0 after SIGINT/SIGTERM, 2 usage or I/O error (e.g. the port is
 //! taken, the data directory is unusable).
 
 use argh::FromArgs;
@@ -92,6 +93,12 @@ struct Args {
     /// with --seed: most torrents seeded at once (default 64)
     #[argh(option, default = "64")]
     max_seeds: usize,
+    /// keep peers and registrations in Redis so several btracks serve one swarm: redis://HOST:PORT/DB or unix:///path/to/socket (default: in memory)
+    #[argh(option)]
+    store: Option<String>,
+    /// site-aware peer lists: CIDR=NAME names a site (repeatable); 'auto' alone groups by /24 (IPv4) and /64 (IPv6); answers carry peers of the asker's site first and at most 2 from other sites (default: off)
+    #[argh(option)]
+    site: Vec<String>,
 }
 
 fn main() {
@@ -153,8 +160,14 @@ fn run(args: Args) -> Result<i32, Failure> {
     let bound = tcp.local_addr().map_err(|e| e.to_string())?;
     let udp = UdpSocket::bind(bound).map_err(|e| format!("cannot listen on {bound} (udp): {e}"))?;
 
+    let sites = if args.site.is_empty() {
+        None
+    } else {
+        let specs: Vec<String> = args.site.iter().filter(|s| s.as_str() != "auto").cloned().collect();
+        Some(shoal::tracker::store::Sites::parse(&specs).map_err(|e| format!("--site {e}"))?)
+    };
     let iv = interval.as_secs().min(u32::MAX as u64) as u32;
-    let tracker = Arc::new(Tracker::new(server::Config {
+    let cfg = server::Config {
         open: args.open,
         token: args.token.clone(),
         interval: iv,
@@ -165,8 +178,19 @@ fn run(args: Args) -> Result<i32, Failure> {
         udp_rate_limit: args.udp_rate_limit,
         http_rate_limit: args.http_rate_limit,
         accept_ip_param: args.accept_ip_param,
+        sites,
         ..server::Config::default()
-    }));
+    };
+    let tracker = Arc::new(match &args.store {
+        None => Tracker::new(cfg),
+        Some(url) => {
+            let ttl = Duration::from_secs(server::peer_ttl(iv));
+            let store = shoal::tracker::redis::RedisStore::open(url, cfg.open, cfg.max_torrents, cfg.max_peers_per_torrent, cfg.max_peers_total, ttl)
+                .map_err(|e| format!("--store {e}"))?
+                .with_sites(cfg.sites.clone());
+            Tracker::with_store(cfg, Box::new(store))
+        }
+    });
     let app = Arc::new(App {
         tracker: tracker.clone(),
         registry,
@@ -218,9 +242,11 @@ fn run(args: Args) -> Result<i32, Failure> {
             .map_err(|e| e.to_string())?;
     }
     eprintln!(
-        "btrack: listening on {bound} (HTTP and UDP), {} mode{}, data in {}, {} torrents registered",
+        "btrack: listening on {bound} (HTTP and UDP), {} mode{}, peers in {}{}, data in {}, {} torrents registered",
         if args.open { "open" } else { "closed" },
         if args.token.is_some() { ", announce token required" } else { "" },
+        args.store.as_deref().unwrap_or("memory"),
+        if args.site.is_empty() { "" } else { ", site-aware peer lists" },
         app.registry.dir().display(),
         app.registry.len()
     );
