@@ -254,6 +254,7 @@ fn killing_one_btrack_mid_sync_every_host_completes_via_the_other() {
         let s = client::scrape(&via_b, &ih, T).ok()?;
         (s.complete >= 1 && s.incomplete >= 1).then_some(())
     });
+    assert!(h1.0.try_wait().unwrap().is_none(), "h1 is still syncing when its tracker dies");
     let _ = a.child.kill(); // SIGKILL
     let _ = a.child.wait();
     assert!(std::net::TcpStream::connect(a.addr()).is_err());
