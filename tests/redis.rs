@@ -180,27 +180,54 @@ fn two_btracks_on_one_redis_serve_one_swarm() {
     assert_eq!(ports(&r), vec![7001, 7003], "peer 4 was not stored: {:?}", r.peers);
 }
 
+/// POSTs `body` to `path` on `addr`: the status code.
+fn post(addr: SocketAddr, path: &str, body: &[u8]) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    let head = format!("POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+fn info_hash(torrent: &Path) -> [u8; 20] {
+    let o = run(cmd("bdecode").arg("--info-hash").arg(torrent));
+    let hex = stdout(&o).trim().to_string();
+    let v = shoal::hex::decode(&hex).unwrap_or_else(|| panic!("info-hash: {hex:?} {}", stderr(&o)));
+    <[u8; 20]>::try_from(&v[..]).unwrap()
+}
+
 #[test]
 fn closed_mode_registrations_are_shared_and_survive_a_redis_restart() {
     let d = Dir::new("redis-restart");
     let mut redis = Redis::start(&d.join("redis"));
-    let a = Btrack::start(&d.join("a"), &["--open", "--store", &redis.url()]);
-    let ih = [9u8; 20];
-    client::announce(&a.url(), &req(ih, 1, 7001, 0, 1), T).unwrap();
+    let a = Btrack::start(&d.join("a"), &["--store", &redis.url()]);
+    let b = Btrack::start(&d.join("b"), &["--store", &redis.url()]);
+    write_data(&d.join("img.bin"), 100_000, 3);
+    mktorrent(&d.join("img.bin"), &d.join("img.torrent"), &[a.url()]);
+    let ih = info_hash(&d.join("img.torrent"));
+    let refused = |r: Result<client::AnnounceResponse, client::Error>, why: &str| match r {
+        Err(client::Error::Failure { reason, .. }) => assert!(reason.contains(why), "{reason}"),
+        other => panic!("expected a failure reason with {why:?}, got {other:?}"),
+    };
+    refused(client::announce(&b.url(), &req(ih, 1, 7001, 0, 1), T), "unregistered");
+    // Registered with a: b, closed too, tracks it (one registry of tracked torrents).
+    assert_eq!(post(a.addr(), "/api/torrents", &std::fs::read(d.join("img.torrent")).unwrap()), 201);
+    client::announce(&b.url(), &req(ih, 1, 7001, 0, 1), T).unwrap();
     redis.kill();
-    // Meanwhile: a failure reason, promptly, not a hang or a dead worker.
+    // Meanwhile: a failure reason, promptly, not a hang or a dead worker; over UDP too.
     let t0 = Instant::now();
-    match client::announce(&a.url(), &req(ih, 2, 7002, 100, 2), Duration::from_secs(10)) {
-        Err(client::Error::Failure { reason, .. }) => assert!(reason.contains("store unavailable"), "{reason}"),
-        other => panic!("expected a failure reason, got {other:?}"),
-    }
+    refused(client::announce(&a.url(), &req(ih, 2, 7002, 100, 2), Duration::from_secs(10)), "store unavailable");
     assert!(t0.elapsed() < Duration::from_secs(6), "answered in {:?}", t0.elapsed());
-    let udp = client::announce(&format!("udp://127.0.0.1:{}/announce", a.port), &req(ih, 2, 7002, 100, 2), Duration::from_secs(10));
-    assert!(matches!(&udp, Err(client::Error::Failure { reason, .. }) if reason.contains("store unavailable")), "{udp:?}");
+    refused(client::announce(&format!("udp://127.0.0.1:{}/announce", b.port), &req(ih, 2, 7002, 100, 2), Duration::from_secs(10)), "store unavailable");
     assert!(a.log().contains("btrack: store unix://"), "the cause is logged: {}", a.log());
-    // Redis back (empty: no persistence): btrack recovers without a restart.
+    // Redis back, empty (no persistence): a re-registers its torrent by itself (at its next
+    // sweep) and both trackers answer again without a restart.
     let _redis2 = Redis::start(&d.join("redis"));
-    let r = poll("an answer after redis restarted", Duration::from_secs(20), || client::announce(&a.url(), &req(ih, 2, 7002, 100, 2), T).ok());
+    let r = poll("an answer from b after redis restarted", Duration::from_secs(20), || client::announce(&b.url(), &req(ih, 2, 7002, 100, 2), T).ok());
     assert!(r.peers.is_empty(), "the store started empty");
     let r = client::announce(&a.url(), &req(ih, 1, 7001, 0, 1), T).unwrap();
     assert_eq!(ports(&r), vec![7002]);
@@ -242,12 +269,7 @@ fn killing_one_btrack_mid_sync_every_host_completes_via_the_other() {
         )
     };
     let mut h1 = fetch("h1");
-    let ih = {
-        let o = run(cmd("bdecode").arg("--info-hash").arg(&torrent));
-        let hex = stdout(&o).trim().to_string();
-        let v = shoal::hex::decode(&hex).unwrap_or_else(|| panic!("info-hash: {hex:?} {}", stderr(&o)));
-        <[u8; 20]>::try_from(&v[..]).unwrap()
-    };
+    let ih = info_hash(&torrent);
     // Mid-sync: the seed and h1 are in the swarm (seen through b), h1 not done.
     let via_b = b.url();
     poll("seed and h1 in the swarm", Duration::from_secs(20), || {

@@ -262,8 +262,12 @@ impl RedisStore {
     }
 
     /// Runs `f` on a pooled connection; a connection that failed is dropped, not reused.
-    fn with<T>(&self, what: &str, f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>) -> Option<T> {
+    /// When a pooled connection turns out to be closed (Redis restarted), the idle pool is
+    /// emptied (its connections are as dead) and `f` runs once more on a new connection: the
+    /// command was not executed, so the retry cannot apply an announce twice.
+    fn with<T>(&self, what: &str, f: impl Fn(&mut redis::Connection) -> redis::RedisResult<T>) -> Option<T> {
         let pooled = self.pool.lock().unwrap().pop();
+        let fresh = pooled.is_none();
         let mut c = match pooled {
             Some(c) => c,
             None => match self.connect() {
@@ -273,6 +277,26 @@ impl RedisStore {
                     return None;
                 }
             },
+        };
+        match f(&mut c) {
+            Ok(v) => {
+                self.put(c);
+                return Some(v);
+            }
+            Err(e) if !fresh && (e.is_connection_dropped() || e.is_connection_refusal()) => {
+                self.pool.lock().unwrap().clear();
+            }
+            Err(e) => {
+                self.log_error(what, &e);
+                return None;
+            }
+        }
+        let mut c = match self.connect() {
+            Ok(c) => c,
+            Err(e) => {
+                self.log_error(what, &e);
+                return None;
+            }
         };
         match f(&mut c) {
             Ok(v) => {
@@ -360,17 +384,17 @@ impl PeerStore for RedisStore {
 
     fn is_registered(&self, ih: &[u8; 20]) -> bool {
         let key = format!("{}reg", self.prefix);
-        self.with("is_registered", |c| redis::cmd("SISMEMBER").arg(key).arg(&ih[..]).query::<bool>(c)).unwrap_or(false)
+        self.with("is_registered", |c| redis::cmd("SISMEMBER").arg(&key).arg(&ih[..]).query::<bool>(c)).unwrap_or(false)
     }
 
     fn torrent_count(&self) -> u64 {
         let key = format!("{}torrents", self.prefix);
-        self.with("torrent_count", |c| redis::cmd("SCARD").arg(key).query::<u64>(c)).unwrap_or(0)
+        self.with("torrent_count", |c| redis::cmd("SCARD").arg(&key).query::<u64>(c)).unwrap_or(0)
     }
 
     fn peer_count(&self) -> u64 {
         let key = format!("{}npeers", self.prefix);
-        self.with("peer_count", |c| redis::cmd("GET").arg(key).query::<Option<i64>>(c)).flatten().unwrap_or(0).max(0) as u64
+        self.with("peer_count", |c| redis::cmd("GET").arg(&key).query::<Option<i64>>(c)).flatten().unwrap_or(0).max(0) as u64
     }
 
     fn announce(&self, a: &Announce) -> Result<AnnounceOutcome, Refusal> {
@@ -470,7 +494,7 @@ impl PeerStore for RedisStore {
             }
         }
         let key = format!("{}torrents", self.prefix);
-        let Some(all) = self.with("sweep", |c| redis::cmd("SMEMBERS").arg(key).query::<Vec<Vec<u8>>>(c)) else {
+        let Some(all) = self.with("sweep", |c| redis::cmd("SMEMBERS").arg(&key).query::<Vec<Vec<u8>>>(c)) else {
             return;
         };
         for ih in all {
