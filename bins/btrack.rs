@@ -209,7 +209,10 @@ fn run(args: Args) -> Result<i32, Failure> {
         signal_hook::flag::register(sig, stop.clone()).map_err(|e| format!("cannot install signal handler: {e}"))?;
     }
     let udp = Arc::new(udp);
-    for _ in 0..2 {
+    // Two UDP threads keep up with memory; with Redis each announce waits for a round trip,
+    // so more threads keep several in flight.
+    let udp_threads = if args.store.is_some() { 16 } else { 2 };
+    for _ in 0..udp_threads {
         let (t, u, s) = (tracker.clone(), udp.clone(), stop.clone());
         std::thread::Builder::new().name("btrack-udp".into()).spawn(move || t.serve_udp(&u, &s)).map_err(|e| e.to_string())?;
     }

@@ -11,7 +11,8 @@
 # by everyone); both get the same 1 000 info-hashes (opentracker in its Debian build only
 # tracks whitelisted hashes: they are all whitelisted, in its chroot; btrack runs with --open). btrack runs
 # with --udp-rate-limit 0, since the load comes from one address (opentracker has no such
-# limit). Each run is preceded by a 2 s warm-up that fills the swarms.
+# limit) and with --max-connections-per-ip 1024 (its default of 32 would turn half of the
+# 64 connections into fast 503 answers, which wrk counts as requests). Each run is preceded by a 2 s warm-up that fills the swarms.
 # Redis rows: redis-server on a unix socket in the work directory, btrack --store unix://...;
 # with two btracks the load is split in half (two wrk / two UDP generators at once, one per
 # btrack) and the rates are summed. The HTTP-close column is measured for in-memory btrack
@@ -66,7 +67,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 wait_port() { i=0; while ! python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$1),1)" 2>/dev/null; do i=$((i+1)); [ $i -gt 100 ] && { echo "bench-tracker: nothing listens on $1" >&2; exit 2; }; sleep 0.1; done; }
 
 BT_PORT=$(free_port)
-"$BTRACK" --listen 127.0.0.1:$BT_PORT --data-dir "$WORK/btrack-data" --open --udp-rate-limit 0 --http-rate-limit 0 2>"$WORK/btrack.log" &
+"$BTRACK" --listen 127.0.0.1:$BT_PORT --data-dir "$WORK/btrack-data" --open --udp-rate-limit 0 --http-rate-limit 0 --max-connections-per-ip 1024 2>"$WORK/btrack.log" &
 BT_PID=$!
 OT_PORT=$(free_port)
 mkdir -p "$WORK/ot"
@@ -87,10 +88,10 @@ redis-server "$WORK/redis/redis.conf" &
 RD_PID=$!
 i=0; while [ ! -S "$WORK/redis/redis.sock" ]; do i=$((i+1)); [ $i -gt 100 ] && { echo "bench-tracker: redis-server did not start" >&2; exit 2; }; sleep 0.1; done
 R1_PORT=$(free_port)
-"$BTRACK" --listen 127.0.0.1:$R1_PORT --data-dir "$WORK/r1-data" --open --udp-rate-limit 0 --http-rate-limit 0 --store "unix://$WORK/redis/redis.sock" 2>"$WORK/r1.log" &
+"$BTRACK" --listen 127.0.0.1:$R1_PORT --data-dir "$WORK/r1-data" --open --udp-rate-limit 0 --http-rate-limit 0 --max-connections-per-ip 1024 --store "unix://$WORK/redis/redis.sock" 2>"$WORK/r1.log" &
 R1_PID=$!
 R2_PORT=$(free_port)
-"$BTRACK" --listen 127.0.0.1:$R2_PORT --data-dir "$WORK/r2-data" --open --udp-rate-limit 0 --http-rate-limit 0 --store "unix://$WORK/redis/redis.sock" 2>"$WORK/r2.log" &
+"$BTRACK" --listen 127.0.0.1:$R2_PORT --data-dir "$WORK/r2-data" --open --udp-rate-limit 0 --http-rate-limit 0 --max-connections-per-ip 1024 --store "unix://$WORK/redis/redis.sock" 2>"$WORK/r2.log" &
 R2_PID=$!
 wait_port $BT_PORT
 wait_port $OT_PORT

@@ -172,8 +172,31 @@ fn two_btracks_on_one_redis_serve_one_swarm() {
     client::announce(&a.url(), &stop, T).unwrap();
     let r = client::announce(&b.url(), &req(ih, 3, 7003, 100, 33), T).unwrap();
     assert_eq!(ports(&r), vec![7001]);
-    // The global peer cap holds across processes: with one place left, a third btrack
-    // capped at 2 peers answers but stores nothing more.
+    assert_eq!((r.complete, r.incomplete), (Some(1), Some(1)), "a stopped leecher is not counted");
+    // Counts follow a leecher that completes; a small numwant is answered from a random
+    // sample of the swarm (HRANDFIELD), with the same counts.
+    let mut done = req(ih, 3, 7003, 0, 33);
+    done.event = Event::Completed;
+    let r = client::announce(&b.url(), &done, T).unwrap();
+    assert_eq!((r.complete, r.incomplete), (Some(2), Some(0)));
+    for pid in 10..14u8 {
+        client::announce(&a.url(), &req(ih, pid, 7000 + pid as u16, 100, pid as u32), T).unwrap();
+    }
+    let mut few = req(ih, 20, 7020, 100, 20);
+    few.numwant = Some(2);
+    let r = client::announce(&b.url(), &few, T).unwrap();
+    assert_eq!(r.peers.len(), 2, "{:?}", r.peers);
+    assert!(!r.peers.iter().any(|p| p.port() == 7020), "never the asker");
+    assert_eq!((r.complete, r.incomplete), (Some(2), Some(5)));
+    let s = client::scrape(&b.url(), &ih, T).unwrap();
+    assert_eq!((s.complete, s.incomplete, s.downloaded), (2, 5, 1));
+    for pid in [10u8, 11, 12, 13, 20] {
+        let mut stop = req(ih, pid, 7000 + pid as u16, 100, pid as u32);
+        stop.event = Event::Stopped;
+        client::announce(&a.url(), &stop, T).unwrap();
+    }
+    // The global peer cap counts the peers stored by every btrack: two are stored, so a
+    // third btrack capped at 2 in all answers but stores no more.
     let c = Btrack::start(&d.join("c"), &["--open", "--store", &redis.url(), "--max-peers-total", "2"]);
     client::announce(&c.url(), &req(ih, 4, 7004, 100, 44), T).unwrap();
     let r = client::announce(&a.url(), &req(ih, 5, 7005, 100, 55), T).unwrap();

@@ -5,7 +5,8 @@
 //! - `npeers`: the number of peers stored over all swarms (the global cap);
 //! - `p:<ih>`: hash peer id → `OWNER FIRST LAST ADDR UPLOADED DOWNLOADED LEFT`, where OWNER is
 //!   `k<key>` (BEP 7 key) or `s<source ip>`; `t:<ih>`: sorted set peer id → last announce
-//!   (Redis server time, seconds), for expiry; `c:<ih>`: hash with `completed`;
+//!   (Redis server time, seconds), for expiry; `c:<ih>`: hash with `completed` and
+//!   `seeders` (kept by every change, so counts need no scan);
 //!   `d:<ih>`: list of departed peers of a registered swarm, newest first, at most
 //!   [`DEPARTED_MAX`].
 //!
@@ -40,8 +41,10 @@ const POOL_MAX: usize = 32;
 
 /// One script for every swarm change. ARGV[1] is the operation:
 /// - `announce IH PID OWNER_KEY OWNER_SRC REST EVENT OPEN MAX_TORRENTS MAX_PEERS MAX_TOTAL TTL`
-///   answers `{status, completed, now, pid1, rec1, pid2, rec2, …}` (status 0 ok,
-///   1 unregistered, 2 too many torrents, 3 peer id taken);
+///   `DEPARTED_MAX SAMPLE` answers `{status, completed, now, seeders, peers, pid1, rec1, …}`
+///   (status 0 ok, 1 unregistered, 2 too many torrents, 3 peer id taken) with every peer
+///   (SAMPLE 0) or SAMPLE random ones (`HRANDFIELD`), so an answer costs O(numwant), not
+///   O(swarm), unless sites need the whole list;
 /// - `sweep IH TTL` expires the swarm's silent peers and drops it when it is empty and not
 ///   registered; answers the peers left;
 /// - `register IH` / `unregister IH`.
@@ -54,12 +57,18 @@ local reg, torrents, npeers = P..'reg', P..'torrents', P..'npeers'
 local now = tonumber(redis.call('TIME')[1])
 local registered = redis.call('SISMEMBER', reg, ih) == 1
 
-local function depart(pid, rec, last)
+local function is_seed(rec)
+  return string.match(rec, ' (%d+)$') == '0'
+end
+
+-- old: the stored record (for the seeder count); final: the record kept in `departed`.
+local function depart(pid, old, final)
   redis.call('HDEL', peers, pid)
   redis.call('ZREM', times, pid)
   redis.call('DECR', npeers)
+  if is_seed(old) then redis.call('HINCRBY', counts, 'seeders', -1) end
   if registered then
-    redis.call('LPUSH', departed, pid .. rec)
+    redis.call('LPUSH', departed, pid .. final)
     redis.call('LTRIM', departed, 0, tonumber(ARGV[#ARGV]) - 1)
   end
 end
@@ -68,7 +77,7 @@ local function expire(ttl)
   local stale = redis.call('ZRANGEBYSCORE', times, '-inf', now - ttl - 1)
   for _, pid in ipairs(stale) do
     local rec = redis.call('HGET', peers, pid)
-    if rec then depart(pid, rec) else redis.call('ZREM', times, pid) end
+    if rec then depart(pid, rec, rec) else redis.call('ZREM', times, pid) end
   end
 end
 
@@ -118,9 +127,12 @@ local owner = okey
 if owner == '' then owner = osrc end
 local newrec = owner .. ' ' .. first .. ' ' .. now .. ' ' .. rest
 if event == 'stopped' then
-  if rec then depart(pid, newrec) end
+  if rec then depart(pid, rec, newrec) end
 else
   if rec then
+    if is_seed(rec) ~= is_seed(newrec) then
+      if is_seed(newrec) then redis.call('HINCRBY', counts, 'seeders', 1) else redis.call('HINCRBY', counts, 'seeders', -1) end
+    end
     redis.call('HSET', peers, pid, newrec)
     redis.call('ZADD', times, now, pid)
   elseif redis.call('HLEN', peers) < maxp and tonumber(redis.call('GET', npeers) or '0') < maxtotal then
@@ -132,12 +144,19 @@ else
     redis.call('HSET', peers, pid, newrec)
     redis.call('ZADD', times, now, pid)
     redis.call('INCR', npeers)
+    if is_seed(newrec) then redis.call('HINCRBY', counts, 'seeders', 1) end
   end
   if event == 'completed' then redis.call('HINCRBY', counts, 'completed', 1) end
 end
-local out = {0, tonumber(redis.call('HGET', counts, 'completed') or '0'), now}
+local n = redis.call('HLEN', peers)
+local c = redis.call('HMGET', counts, 'completed', 'seeders')
+local out = {0, tonumber(c[1] or '0'), now, tonumber(c[2] or '0'), n}
+local sample = tonumber(ARGV[15])
 if event ~= 'stopped' then
-  for _, v in ipairs(redis.call('HGETALL', peers)) do out[#out + 1] = v end
+  local list
+  if sample == 0 or n <= sample then list = redis.call('HGETALL', peers)
+  else list = redis.call('HRANDFIELD', peers, sample, 'WITHVALUES') end
+  for _, v in ipairs(list) do out[#out + 1] = v end
 end
 return out
 "#;
@@ -411,7 +430,13 @@ impl PeerStore for RedisStore {
             .arg(self.max_peers)
             .arg(self.max_peers_total)
             .arg(self.ttl)
-            .arg(DEPARTED_MAX);
+            .arg(DEPARTED_MAX)
+            .arg(match &self.sites {
+                // Sites pick from the whole swarm; otherwise a random sample big enough to
+                // leave `numwant` after dropping the asker (and seeds, for a seed).
+                Some(_) => 0,
+                None => a.numwant as u64 * if a.left == 0 { 2 } else { 1 } + 1,
+            });
         let v: Vec<redis::Value> = self.with("announce", |c| inv.invoke(c)).ok_or(Refusal::StoreUnavailable)?;
         let int = |x: Option<&redis::Value>| match x {
             Some(redis::Value::Int(i)) => Some(*i),
@@ -424,17 +449,18 @@ impl PeerStore for RedisStore {
             Some(3) => return Err(Refusal::PeerIdTaken),
             _ => return Err(Refusal::StoreUnavailable),
         }
+        let count = |x: Option<&redis::Value>| int(x).unwrap_or(0).clamp(0, u32::MAX as i64) as u32;
+        let (seeders, total) = (count(v.get(3)), count(v.get(4)));
         let flat: Vec<Vec<u8>> = v
             .iter()
-            .skip(3)
+            .skip(5)
             .map(|x| match x {
                 redis::Value::BulkString(b) => b.clone(),
                 _ => Vec::new(),
             })
             .collect();
         let all = self.peers_of(&flat);
-        let seeders = all.iter().filter(|p| p.left == 0).count() as u32;
-        let leechers = all.len() as u32 - seeders;
+        let leechers = total.saturating_sub(seeders);
         let mut peers = Vec::new();
         if a.numwant > 0 && a.event != Event::Stopped {
             let (r1, r2) = (splitmix(&self.rng), splitmix(&self.rng));
