@@ -469,7 +469,7 @@ impl PeerStore for RedisStore {
                 let p: &Peer = &all[i];
                 !(p.peer_id == a.peer_id || (seeding && p.left == 0))
             };
-            for i in pick(all.len(), a.numwant as usize, r1, r2, eligible, self.sites.as_ref(), a.addr.ip(), |i| all[i].addr.ip()) {
+            for i in pick(all.len(), a.numwant as usize, (r1, r2), eligible, self.sites.as_ref(), a.addr.ip(), |i| all[i].addr.ip()) {
                 peers.push((all[i].addr, all[i].peer_id));
             }
         }
@@ -484,7 +484,8 @@ impl PeerStore for RedisStore {
     fn view(&self, ih: &[u8; 20]) -> Option<SwarmView> {
         let h = hex(ih);
         let p = &self.prefix;
-        let (tracked, flat, completed, departed): (bool, Vec<Vec<u8>>, Option<u32>, Vec<Vec<u8>>) = self.with("view", |c| {
+        type Reply = (bool, Vec<Vec<u8>>, Option<u32>, Vec<Vec<u8>>);
+        let (tracked, flat, completed, departed): Reply = self.with("view", |c| {
             redis::pipe()
                 .cmd("SISMEMBER")
                 .arg(format!("{p}torrents"))

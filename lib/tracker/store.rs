@@ -344,7 +344,7 @@ impl PeerStore for Store {
                 let p = &ps[i];
                 !(p.peer_id == a.peer_id || now.saturating_sub(p.last) > self.ttl || (seeding && p.left == 0))
             };
-            for i in pick(n, a.numwant as usize, r1, r2, eligible, self.sites.as_ref(), a.addr.ip(), |i| ps[i].addr.ip()) {
+            for i in pick(n, a.numwant as usize, (r1, r2), eligible, self.sites.as_ref(), a.addr.ip(), |i| ps[i].addr.ip()) {
                 peers.push((ps[i].addr, ps[i].peer_id));
             }
         }
@@ -419,8 +419,7 @@ pub(crate) fn splitmix(state: &AtomicU64) -> u64 {
 pub fn pick(
     n: usize,
     want: usize,
-    r1: u64,
-    r2: u64,
+    (r1, r2): (u64, u64),
     eligible: impl Fn(usize) -> bool,
     sites: Option<&Sites>,
     asker: IpAddr,
@@ -516,7 +515,7 @@ impl Sites {
             let total = base + len;
             named.push((bits & mask(total), total, name.to_string()));
         }
-        named.sort_by(|a, b| b.1.cmp(&a.1));
+        named.sort_by_key(|n| std::cmp::Reverse(n.1));
         Ok(Sites { named, cross: CROSS_SITE_PEERS })
     }
 
@@ -586,20 +585,20 @@ mod tests {
         // 20 peers in site a, 20 in site b.
         let ips: Vec<IpAddr> = (0..40u8).map(|i| IpAddr::from([10, 1 + i / 20, 0, i])).collect();
         for r in 0..50u64 {
-            let got = pick(40, 10, r * 31, r * 17 + 1, |_| true, Some(&sites), "10.1.5.5".parse().unwrap(), |i| ips[i]);
+            let got = pick(40, 10, (r * 31, r * 17 + 1), |_| true, Some(&sites), "10.1.5.5".parse().unwrap(), |i| ips[i]);
             assert_eq!(got.len(), 10);
             assert!(got.iter().all(|&i| i < 20), "enough local peers: all local {got:?}");
-            let got = pick(40, 30, r * 31, r * 17 + 1, |_| true, Some(&sites), "10.2.5.5".parse().unwrap(), |i| ips[i]);
+            let got = pick(40, 30, (r * 31, r * 17 + 1), |_| true, Some(&sites), "10.2.5.5".parse().unwrap(), |i| ips[i]);
             assert_eq!(got.iter().filter(|&&i| i >= 20).count(), 20, "every local peer");
             assert_eq!(got.iter().filter(|&&i| i < 20).count(), CROSS_SITE_PEERS, "and a few remote ones");
             // A host alone in its site gets a few remote peers to start from.
-            let got = pick(40, 50, r, r + 1, |_| true, Some(&sites), "10.3.0.1".parse().unwrap(), |i| ips[i]);
+            let got = pick(40, 50, (r, r + 1), |_| true, Some(&sites), "10.3.0.1".parse().unwrap(), |i| ips[i]);
             assert_eq!(got.len(), CROSS_SITE_PEERS);
             // Ineligible peers are skipped; without sites, a plain spread.
-            let got = pick(40, 50, r, r + 1, |i| i % 2 == 0, Some(&sites), "10.1.0.1".parse().unwrap(), |i| ips[i]);
+            let got = pick(40, 50, (r, r + 1), |i| i % 2 == 0, Some(&sites), "10.1.0.1".parse().unwrap(), |i| ips[i]);
             assert!(got.iter().all(|&i| i % 2 == 0));
             assert_eq!(got.len(), 10 + CROSS_SITE_PEERS);
-            assert_eq!(pick(40, 50, r, r + 1, |_| true, None, "10.1.0.1".parse().unwrap(), |i| ips[i]).len(), 40);
+            assert_eq!(pick(40, 50, (r, r + 1), |_| true, None, "10.1.0.1".parse().unwrap(), |i| ips[i]).len(), 40);
         }
     }
 
