@@ -366,19 +366,29 @@ fn site_answers(store: Option<&str>) {
         std::net::IpAddr::V4(v4) => v4.octets()[2],
         _ => 255,
     };
+    // Hosts that are not gateways (ids 100+, not among their site's two lowest) get their
+    // site's peers only.
     for (site, from) in [(0u8, "127.0.0.99"), (1, "127.0.1.99"), (2, "127.0.2.99")] {
         let peers = udp_announce(t.addr(), from, ih, 100 + site, 100);
-        let local = peers.iter().filter(|a| site_of(a) == site).count();
-        let remote = peers.len() - local;
         let want_local = if site == 0 { 5 } else { 4 }; // site 0 has the origin too
-        assert_eq!(local, want_local, "{from}: {peers:?}");
-        assert_eq!(remote, 2, "{from}: at most 2 from other sites: {peers:?}");
+        assert_eq!(peers.len(), want_local, "{from}: {peers:?}");
+        assert!(peers.iter().all(|a| site_of(a) == site), "{from}: {peers:?}");
     }
-    // A host alone in a new site gets 2 peers to start from.
-    assert_eq!(udp_announce(t.addr(), "127.0.9.1", ih, 200, 100).len(), 2);
-    // The origin is answered its own site's leechers first.
+    // A gateway (127.0.1.10, id 20, the lowest of its site) also gets 2 gateways of other
+    // sites: the origin and 127.0.0.10, or 127.0.2.10 and 127.0.2.11.
+    let gateways: Vec<std::net::IpAddr> = ["127.0.0.1", "127.0.0.10", "127.0.2.10", "127.0.2.11"].iter().map(|s| s.parse().unwrap()).collect();
+    let peers = udp_announce(t.addr(), "127.0.1.10", ih, 20, 100);
+    let remote: Vec<&SocketAddr> = peers.iter().filter(|a| site_of(a) != 1).collect();
+    assert_eq!(peers.len() - remote.len(), 4, "{peers:?}");
+    assert_eq!(remote.len(), 2, "{peers:?}");
+    assert!(remote.iter().all(|a| gateways.contains(&a.ip())), "{peers:?}");
+    // A host alone in a new site is its gateway: 2 peers to start from.
+    let peers = udp_announce(t.addr(), "127.0.9.1", ih, 200, 100);
+    assert_eq!(peers.len(), 2);
+    // The origin (a gateway of its site) gets its own site's leechers first.
     let o = udp_announce(t.addr(), "127.0.0.1", ih, 1, 0);
     assert_eq!(o.iter().filter(|a| site_of(a) == 0).count(), 5, "{o:?}");
+    assert_eq!(o.len(), 7, "{o:?}");
 }
 
 #[test]

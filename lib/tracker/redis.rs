@@ -469,7 +469,7 @@ impl PeerStore for RedisStore {
                 let p: &Peer = &all[i];
                 !(p.peer_id == a.peer_id || (seeding && p.left == 0))
             };
-            for i in pick(all.len(), a.numwant as usize, (r1, r2), eligible, self.sites.as_ref(), a.addr.ip(), |i| all[i].addr.ip()) {
+            for i in pick(all.len(), a.numwant as usize, (r1, r2), eligible, self.sites.as_ref(), (a.addr.ip(), a.peer_id), |i| (all[i].addr.ip(), all[i].peer_id)) {
                 peers.push((all[i].addr, all[i].peer_id));
             }
         }

@@ -344,7 +344,7 @@ impl PeerStore for Store {
                 let p = &ps[i];
                 !(p.peer_id == a.peer_id || now.saturating_sub(p.last) > self.ttl || (seeding && p.left == 0))
             };
-            for i in pick(n, a.numwant as usize, (r1, r2), eligible, self.sites.as_ref(), a.addr.ip(), |i| ps[i].addr.ip()) {
+            for i in pick(n, a.numwant as usize, (r1, r2), eligible, self.sites.as_ref(), (a.addr.ip(), a.peer_id), |i| (ps[i].addr.ip(), ps[i].peer_id)) {
                 peers.push((ps[i].addr, ps[i].peer_id));
             }
         }
@@ -412,18 +412,20 @@ pub(crate) fn splitmix(state: &AtomicU64) -> u64 {
 }
 
 /// The peers to answer out of `n` candidates: up to `want` indexes of eligible ones in
-/// [`spread`] order. With `sites`, peers of the asker's site (`asker`) come first and at
-/// most [`Sites::cross`] come from other sites, so an image crosses each inter-site link
-/// a few times rather than once per host; a site with no peers yet still gets `cross`
-/// remote peers to start from.
+/// [`spread`] order. With `sites`, peers of the asker's site (`asker`: address and peer id)
+/// come first; peers of other sites go only between *gateways*: the [`Sites::cross`] peers
+/// of each site with the lowest peer ids (random for real clients, the same answer from any
+/// tracker at any moment). A gateway is given up to `cross` gateways of other sites and
+/// everyone else none, so inter-site traffic runs over about `cross` connections per site
+/// and an image crosses into each site about once. A host alone in its site is its gateway.
 pub fn pick(
     n: usize,
     want: usize,
     (r1, r2): (u64, u64),
     eligible: impl Fn(usize) -> bool,
     sites: Option<&Sites>,
-    asker: IpAddr,
-    ip_of: impl Fn(usize) -> IpAddr,
+    asker: (IpAddr, [u8; 20]),
+    peer_of: impl Fn(usize) -> (IpAddr, [u8; 20]),
 ) -> Vec<usize> {
     let mut out = Vec::with_capacity(want.min(n));
     if want == 0 {
@@ -441,7 +443,27 @@ pub fn pick(
             }
         }
         Some(sites) => {
-            let home = sites.site_of(asker);
+            let home = sites.site_of(asker.0);
+            // Each site's `cross` lowest peer ids (the asker counts in its own site).
+            let mut gateways: std::collections::HashMap<SiteId, Vec<[u8; 20]>> = std::collections::HashMap::new();
+            let mut add = |site: SiteId, id: [u8; 20]| {
+                let g = gateways.entry(site).or_default();
+                if !g.contains(&id) {
+                    g.push(id);
+                    g.sort_unstable();
+                    g.truncate(sites.cross);
+                }
+            };
+            add(home.clone(), asker.1);
+            let sited: Vec<(SiteId, [u8; 20])> = (0..n).map(|i| {
+                let (ip, id) = peer_of(i);
+                (sites.site_of(ip), id)
+            }).collect();
+            for (site, id) in &sited {
+                add(site.clone(), *id);
+            }
+            let is_gateway = |site: &SiteId, id: &[u8; 20]| gateways.get(site).is_some_and(|g| g.contains(id));
+            let asker_is_gateway = is_gateway(&home, &asker.1);
             let mut remote = Vec::with_capacity(sites.cross);
             for i in spread(n, r1, r2) {
                 if out.len() >= want {
@@ -450,9 +472,10 @@ pub fn pick(
                 if !eligible(i) {
                     continue;
                 }
-                if sites.site_of(ip_of(i)) == home {
+                let (site, id) = &sited[i];
+                if *site == home {
                     out.push(i);
-                } else if remote.len() < sites.cross {
+                } else if asker_is_gateway && remote.len() < sites.cross && is_gateway(site, id) {
                     remote.push(i);
                 }
             }
@@ -580,25 +603,35 @@ mod tests {
     }
 
     #[test]
-    fn pick_prefers_the_askers_site() {
+    fn pick_prefers_the_askers_site_and_links_sites_through_gateways() {
         let sites = Sites::parse(&["10.1.0.0/16=a".into(), "10.2.0.0/16=b".into()]).unwrap();
-        // 20 peers in site a, 20 in site b.
-        let ips: Vec<IpAddr> = (0..40u8).map(|i| IpAddr::from([10, 1 + i / 20, 0, i])).collect();
+        // 20 peers in site a (ids 0..20), 20 in site b (ids 20..40): gateways are ids 0, 1
+        // in a and 20, 21 in b.
+        let peer = |i: usize| (IpAddr::from([10, 1 + (i / 20) as u8, 0, i as u8]), [i as u8 + 1; 20]);
+        let ask = |ip: &str, id: u8| (ip.parse::<IpAddr>().unwrap(), [id; 20]);
         for r in 0..50u64 {
-            let got = pick(40, 10, (r * 31, r * 17 + 1), |_| true, Some(&sites), "10.1.5.5".parse().unwrap(), |i| ips[i]);
+            let got = pick(40, 10, (r * 31, r * 17 + 1), |_| true, Some(&sites), ask("10.1.5.5", 200), peer);
             assert_eq!(got.len(), 10);
             assert!(got.iter().all(|&i| i < 20), "enough local peers: all local {got:?}");
-            let got = pick(40, 30, (r * 31, r * 17 + 1), |_| true, Some(&sites), "10.2.5.5".parse().unwrap(), |i| ips[i]);
-            assert_eq!(got.iter().filter(|&&i| i >= 20).count(), 20, "every local peer");
-            assert_eq!(got.iter().filter(|&&i| i < 20).count(), CROSS_SITE_PEERS, "and a few remote ones");
-            // A host alone in its site gets a few remote peers to start from.
-            let got = pick(40, 50, (r, r + 1), |_| true, Some(&sites), "10.3.0.1".parse().unwrap(), |i| ips[i]);
+            // Not a gateway: local peers only.
+            let got = pick(40, 30, (r * 31, r * 17 + 1), |_| true, Some(&sites), ask("10.2.5.5", 200), peer);
+            assert_eq!(got.len(), 20, "{got:?}");
+            assert!(got.iter().all(|&i| i >= 20));
+            // A gateway of b (peer 20, id 21): every local peer and a's two gateways.
+            let got = pick(40, 50, (r * 31, r * 17 + 1), |_| true, Some(&sites), (peer(20).0, peer(20).1), peer);
+            let mut remote: Vec<usize> = got.iter().copied().filter(|&i| i < 20).collect();
+            remote.sort();
+            assert_eq!(remote, vec![0, 1], "{got:?}");
+            assert_eq!(got.len(), 20 + CROSS_SITE_PEERS);
+            // A host alone in a new site is its gateway, with low id or not: 2 peers to start.
+            let got = pick(40, 50, (r, r + 1), |_| true, Some(&sites), ask("10.3.0.1", 250), peer);
             assert_eq!(got.len(), CROSS_SITE_PEERS);
+            assert!(got.iter().all(|&i| [0, 1, 20, 21].contains(&i)), "{got:?}");
             // Ineligible peers are skipped; without sites, a plain spread.
-            let got = pick(40, 50, (r, r + 1), |i| i % 2 == 0, Some(&sites), "10.1.0.1".parse().unwrap(), |i| ips[i]);
+            let got = pick(40, 50, (r, r + 1), |i| i % 2 == 0, Some(&sites), ask("10.1.0.1", 0), peer);
             assert!(got.iter().all(|&i| i % 2 == 0));
-            assert_eq!(got.len(), 10 + CROSS_SITE_PEERS);
-            assert_eq!(pick(40, 50, (r, r + 1), |_| true, None, "10.1.0.1".parse().unwrap(), |i| ips[i]).len(), 40);
+            assert_eq!(got.len(), 10 + 1, "{got:?}");
+            assert_eq!(pick(40, 50, (r, r + 1), |_| true, None, ask("10.1.0.1", 0), peer).len(), 40);
         }
     }
 
@@ -611,18 +644,26 @@ mod tests {
             source: IpAddr::from(ip),
             ..ann(1, pid, left, Event::Started)
         };
-        // The origin (a seed) in 127.0.0.0/24, 5 hosts there, 5 in 127.0.1.0/24.
-        s.announce(&at([127, 0, 0, 1], 100, 0)).unwrap();
+        // The origin (a seed, the lowest id) in 127.0.0.0/24 with 5 hosts, 5 in 127.0.1.0/24.
+        s.announce(&at([127, 0, 0, 1], 1, 0)).unwrap();
         for i in 0..5u8 {
-            s.announce(&at([127, 0, 0, 10 + i], i, 9)).unwrap();
+            s.announce(&at([127, 0, 0, 10 + i], 10 + i, 9)).unwrap();
             s.announce(&at([127, 0, 1, 10 + i], 50 + i, 9)).unwrap();
         }
+        // 127.0.1.10 (id 50) is a gateway of its site: its 4 neighbours and the other
+        // site's gateways (the origin and id 10).
+        let r = s.announce(&at([127, 0, 1, 10], 50, 9)).unwrap();
+        let mut remote: Vec<u8> = r.peers.iter().filter(|(a, _)| !a.ip().to_string().starts_with("127.0.1.")).map(|(_, id)| id[0]).collect();
+        remote.sort();
+        assert_eq!(remote, vec![1, 10], "{:?}", r.peers);
+        assert_eq!(r.peers.len(), 4 + CROSS_SITE_PEERS);
+        // 127.0.1.99 (id 99) is not: local peers only.
         let r = s.announce(&at([127, 0, 1, 99], 99, 9)).unwrap();
-        let local = r.peers.iter().filter(|(a, _)| a.ip().to_string().starts_with("127.0.1.")).count();
-        assert_eq!(local, 5);
-        assert_eq!(r.peers.len(), 5 + CROSS_SITE_PEERS);
-        let o = s.announce(&at([127, 0, 0, 1], 100, 0)).unwrap();
-        assert_eq!(o.peers.iter().filter(|(a, _)| a.ip().to_string().starts_with("127.0.0.")).count(), 5, "the origin is in its own site");
+        assert_eq!(r.peers.len(), 5);
+        assert!(r.peers.iter().all(|(a, _)| a.ip().to_string().starts_with("127.0.1.")));
+        // The origin is a member (and here a gateway) of its own site.
+        let o = s.announce(&at([127, 0, 0, 1], 1, 0)).unwrap();
+        assert_eq!(o.peers.iter().filter(|(a, _)| a.ip().to_string().starts_with("127.0.0.")).count(), 5, "{:?}", o.peers);
         assert_eq!(o.peers.len(), 5 + CROSS_SITE_PEERS);
     }
 
