@@ -181,6 +181,7 @@ fn run(args: Args) -> Result<i32, Failure> {
         sites,
         ..server::Config::default()
     };
+    let mut shared = None;
     let tracker = Arc::new(match &args.store {
         None => Tracker::new(cfg),
         Some(url) => {
@@ -188,6 +189,8 @@ fn run(args: Args) -> Result<i32, Failure> {
             let store = shoal::tracker::redis::RedisStore::open(url, cfg.open, cfg.max_torrents, cfg.max_peers_per_torrent, cfg.max_peers_total, ttl)
                 .map_err(|e| format!("--store {e}"))?
                 .with_sites(cfg.sites.clone());
+            let store = Arc::new(store);
+            shared = Some(store.clone());
             Tracker::with_store(cfg, Box::new(store))
         }
     });
@@ -269,7 +272,17 @@ fn run(args: Args) -> Result<i32, Failure> {
         None
     };
     let mut last_sync = std::time::Instant::now() - Duration::from_secs(10);
+    let mut last_shared = std::time::Instant::now() - Duration::from_secs(10);
+    let mut synced = std::collections::HashSet::new();
     while !stop.load(Ordering::Relaxed) {
+        if let Some(shared) = &shared {
+            if last_shared.elapsed() >= Duration::from_secs(1) {
+                last_shared = std::time::Instant::now();
+                for line in shoal::manager::registry::sync_shared(&app.registry, shared, &*app.tracker.store, &mut synced) {
+                    eprintln!("btrack: registry: {line}");
+                }
+            }
+        }
         if let Some(s) = &seeder {
             if last_sync.elapsed() >= Duration::from_secs(2) {
                 last_sync = std::time::Instant::now();

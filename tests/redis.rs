@@ -203,17 +203,55 @@ fn two_btracks_on_one_redis_serve_one_swarm() {
     assert_eq!(ports(&r), vec![7001, 7003], "peer 4 was not stored: {:?}", r.peers);
 }
 
-/// POSTs `body` to `path` on `addr`: the status code.
-fn post(addr: SocketAddr, path: &str, body: &[u8]) -> u16 {
+/// One HTTP request to `addr`: the status code and the body.
+fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(T)).unwrap();
-    let head = format!("POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    let head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
     s.write_all(head.as_bytes()).unwrap();
     s.write_all(body).unwrap();
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+    let status = String::from_utf8_lossy(&out).split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out.windows(4).position(|w| w == b"\r\n\r\n").map(|i| out[i + 4..].to_vec()).unwrap_or_default();
+    (status, body)
+}
+
+fn post(addr: SocketAddr, path: &str, body: &[u8]) -> u16 {
+    request(addr, "POST", path, body).0
+}
+
+#[test]
+fn the_registry_is_shared_between_btracks() {
+    let d = Dir::new("redis-registry");
+    let redis = Redis::start(&d.join("redis"));
+    let a = Btrack::start(&d.join("a"), &["--store", &redis.url()]);
+    let b = Btrack::start(&d.join("b"), &["--store", &redis.url()]);
+    write_data(&d.join("img.bin"), 100_000, 4);
+    mktorrent(&d.join("img.bin"), &d.join("img.torrent"), &[a.url(), b.url()]);
+    let bytes = std::fs::read(d.join("img.torrent")).unwrap();
+    let hex = shoal::hex::encode(&info_hash(&d.join("img.torrent")));
+    let path = format!("/torrents/{hex}.torrent");
+    assert_eq!(request(b.addr(), "GET", &path, b"").0, 404);
+    // Registered with a: b has it in its data directory within seconds, byte for byte.
+    assert_eq!(post(a.addr(), "/api/torrents", &bytes), 201);
+    let got = poll("b to take the torrent", Duration::from_secs(10), || match request(b.addr(), "GET", &path, b"") {
+        (200, body) => Some(body),
+        _ => None,
+    });
+    assert_eq!(got, bytes);
+    assert!(d.join("b/data/torrents").join(format!("{hex}.torrent")).is_file());
+    // A btrack started later takes it too.
+    let c = Btrack::start(&d.join("c"), &["--store", &redis.url()]);
+    poll("c to take the torrent", Duration::from_secs(10), || (request(c.addr(), "GET", &path, b"").0 == 200).then_some(()));
+    // Deleted through b: gone from a and c as well.
+    assert_eq!(request(b.addr(), "DELETE", &format!("/api/torrents/{hex}"), b"").0, 200);
+    for (name, t) in [("a", &a), ("c", &c)] {
+        poll(&format!("{name} to drop the torrent"), Duration::from_secs(10), || (request(t.addr(), "GET", &path, b"").0 == 404).then_some(()));
+    }
+    assert!(!d.join("a/data/torrents").join(format!("{hex}.torrent")).exists());
+    assert!(a.log().contains("deleted through another btrack"), "{}", a.log());
 }
 
 fn info_hash(torrent: &Path) -> [u8; 20] {

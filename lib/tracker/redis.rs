@@ -8,7 +8,9 @@
 //!   (Redis server time, seconds), for expiry; `c:<ih>`: hash with `completed` and
 //!   `seeders` (kept by every change, so counts need no scan);
 //!   `d:<ih>`: list of departed peers of a registered swarm, newest first, at most
-//!   [`DEPARTED_MAX`].
+//!   [`DEPARTED_MAX`];
+//! - `meta`: hash info-hash → .torrent bytes, the shared registry; `deleted`: info-hash →
+//!   unix time of its deletion through some btrack (see `manager::registry::sync_shared`).
 //!
 //! Invariants:
 //! - every change to a swarm runs in one Lua script ([`SCRIPT`]), so announces to different
@@ -368,6 +370,39 @@ impl RedisStore {
 
     fn peers_of(&self, flat: &[Vec<u8>]) -> Vec<Peer> {
         flat.chunks_exact(2).filter_map(|kv| self.peer_of(&kv[0], &kv[1])).collect()
+    }
+
+    /// Info-hashes of the torrent files shared in Redis (`meta`), `None` when unreachable.
+    pub fn shared_torrents(&self) -> Option<HashSet<[u8; 20]>> {
+        let key = format!("{}meta", self.prefix);
+        let v = self.with("shared torrents", |c| redis::cmd("HKEYS").arg(&key).query::<Vec<Vec<u8>>>(c))?;
+        Some(v.iter().filter_map(|k| <[u8; 20]>::try_from(&k[..]).ok()).collect())
+    }
+
+    /// A shared torrent file.
+    pub fn shared_torrent(&self, ih: &[u8; 20]) -> Option<Vec<u8>> {
+        let key = format!("{}meta", self.prefix);
+        self.with("shared torrent", |c| redis::cmd("HGET").arg(&key).arg(&ih[..]).query::<Option<Vec<u8>>>(c)).flatten()
+    }
+
+    /// Shares a torrent file (and lifts a deletion mark: it was registered again).
+    pub fn share_torrent(&self, ih: &[u8; 20], bytes: &[u8]) -> bool {
+        let (meta, deleted) = (format!("{}meta", self.prefix), format!("{}deleted", self.prefix));
+        self.with("share torrent", |c| redis::pipe().atomic().cmd("HSET").arg(&meta).arg(&ih[..]).arg(bytes).cmd("HDEL").arg(&deleted).arg(&ih[..]).query::<()>(c))
+            .is_some()
+    }
+
+    /// Withdraws a shared torrent and marks it deleted, so other btracks drop it too.
+    pub fn withdraw_torrent(&self, ih: &[u8; 20]) -> bool {
+        let (meta, deleted) = (format!("{}meta", self.prefix), format!("{}deleted", self.prefix));
+        self.with("withdraw torrent", |c| redis::pipe().atomic().cmd("HDEL").arg(&meta).arg(&ih[..]).cmd("HSET").arg(&deleted).arg(&ih[..]).arg(unix_now()).query::<()>(c))
+            .is_some()
+    }
+
+    /// Whether a torrent was deleted through some btrack (`None`: Redis unreachable).
+    pub fn is_withdrawn(&self, ih: &[u8; 20]) -> Option<bool> {
+        let key = format!("{}deleted", self.prefix);
+        self.with("deleted torrents", |c| redis::cmd("HEXISTS").arg(&key).arg(&ih[..]).query::<bool>(c))
     }
 
     fn registered_here(&self) -> Vec<[u8; 20]> {

@@ -158,6 +158,40 @@ pub trait PeerStore: Send + Sync {
     fn sweep(&self);
 }
 
+/// A shared store is a store (btrack keeps a handle on its Redis store for the registry).
+impl<T: PeerStore + ?Sized> PeerStore for std::sync::Arc<T> {
+    fn is_open(&self) -> bool {
+        (**self).is_open()
+    }
+    fn register(&self, ih: [u8; 20]) {
+        (**self).register(ih)
+    }
+    fn unregister(&self, ih: &[u8; 20]) {
+        (**self).unregister(ih)
+    }
+    fn is_registered(&self, ih: &[u8; 20]) -> bool {
+        (**self).is_registered(ih)
+    }
+    fn torrent_count(&self) -> u64 {
+        (**self).torrent_count()
+    }
+    fn peer_count(&self) -> u64 {
+        (**self).peer_count()
+    }
+    fn announce(&self, a: &Announce) -> Result<AnnounceOutcome, Refusal> {
+        (**self).announce(a)
+    }
+    fn scrape(&self, ih: &[u8; 20]) -> Option<ScrapeStats> {
+        (**self).scrape(ih)
+    }
+    fn view(&self, ih: &[u8; 20]) -> Option<SwarmView> {
+        (**self).view(ih)
+    }
+    fn sweep(&self) {
+        (**self).sweep()
+    }
+}
+
 pub struct Store {
     shards: Vec<Mutex<HashMap<[u8; 20], Swarm>>>,
     open: bool,
