@@ -1,5 +1,6 @@
 //! btrack: the internal BitTorrent tracker (HTTP and UDP on one port) and the torrent
-//! manager web page. Exit: 0 after SIGINT/SIGTERM, 2 usage or I/O error (e.g. the port is
+//! manager web page; its peers in memory or, with --store, in Redis shared with other btracks.
+//! Exit: 0 after SIGINT/SIGTERM, 2 usage or I/O error (e.g. the port is
 //! taken, the data directory is unusable).
 
 use argh::FromArgs;
@@ -92,6 +93,12 @@ struct Args {
     /// with --seed: most torrents seeded at once (default 64)
     #[argh(option, default = "64")]
     max_seeds: usize,
+    /// keep peers and registrations in Redis so several btracks serve one swarm: redis://HOST:PORT/DB or unix:///path/to/socket (default: in memory)
+    #[argh(option)]
+    store: Option<String>,
+    /// site-aware peer lists: CIDR=NAME names a site (repeatable); 'auto' alone groups by /24 (IPv4) and /64 (IPv6); answers carry peers of the asker's site; each site's 2 gateway hosts also get 2 gateways of other sites (default: off)
+    #[argh(option)]
+    site: Vec<String>,
 }
 
 fn main() {
@@ -153,8 +160,14 @@ fn run(args: Args) -> Result<i32, Failure> {
     let bound = tcp.local_addr().map_err(|e| e.to_string())?;
     let udp = UdpSocket::bind(bound).map_err(|e| format!("cannot listen on {bound} (udp): {e}"))?;
 
+    let sites = if args.site.is_empty() {
+        None
+    } else {
+        let specs: Vec<String> = args.site.iter().filter(|s| s.as_str() != "auto").cloned().collect();
+        Some(shoal::tracker::store::Sites::parse(&specs).map_err(|e| format!("--site {e}"))?)
+    };
     let iv = interval.as_secs().min(u32::MAX as u64) as u32;
-    let tracker = Arc::new(Tracker::new(server::Config {
+    let cfg = server::Config {
         open: args.open,
         token: args.token.clone(),
         interval: iv,
@@ -165,8 +178,22 @@ fn run(args: Args) -> Result<i32, Failure> {
         udp_rate_limit: args.udp_rate_limit,
         http_rate_limit: args.http_rate_limit,
         accept_ip_param: args.accept_ip_param,
+        sites,
         ..server::Config::default()
-    }));
+    };
+    let mut shared = None;
+    let tracker = Arc::new(match &args.store {
+        None => Tracker::new(cfg),
+        Some(url) => {
+            let ttl = Duration::from_secs(server::peer_ttl(iv));
+            let store = shoal::tracker::redis::RedisStore::open(url, cfg.open, cfg.max_torrents, cfg.max_peers_per_torrent, cfg.max_peers_total, ttl)
+                .map_err(|e| format!("--store {e}"))?
+                .with_sites(cfg.sites.clone());
+            let store = Arc::new(store);
+            shared = Some(store.clone());
+            Tracker::with_store(cfg, Box::new(store))
+        }
+    });
     let app = Arc::new(App {
         tracker: tracker.clone(),
         registry,
@@ -185,7 +212,10 @@ fn run(args: Args) -> Result<i32, Failure> {
         signal_hook::flag::register(sig, stop.clone()).map_err(|e| format!("cannot install signal handler: {e}"))?;
     }
     let udp = Arc::new(udp);
-    for _ in 0..2 {
+    // Two UDP threads keep up with memory; with Redis each announce waits for a round trip,
+    // so more threads keep several in flight.
+    let udp_threads = if args.store.is_some() { 16 } else { 2 };
+    for _ in 0..udp_threads {
         let (t, u, s) = (tracker.clone(), udp.clone(), stop.clone());
         std::thread::Builder::new().name("btrack-udp".into()).spawn(move || t.serve_udp(&u, &s)).map_err(|e| e.to_string())?;
     }
@@ -218,9 +248,11 @@ fn run(args: Args) -> Result<i32, Failure> {
             .map_err(|e| e.to_string())?;
     }
     eprintln!(
-        "btrack: listening on {bound} (HTTP and UDP), {} mode{}, data in {}, {} torrents registered",
+        "btrack: listening on {bound} (HTTP and UDP), {} mode{}, peers in {}{}, data in {}, {} torrents registered",
         if args.open { "open" } else { "closed" },
         if args.token.is_some() { ", announce token required" } else { "" },
+        args.store.as_deref().unwrap_or("memory"),
+        if args.site.is_empty() { "" } else { ", site-aware peer lists" },
         app.registry.dir().display(),
         app.registry.len()
     );
@@ -240,7 +272,17 @@ fn run(args: Args) -> Result<i32, Failure> {
         None
     };
     let mut last_sync = std::time::Instant::now() - Duration::from_secs(10);
+    let mut last_shared = std::time::Instant::now() - Duration::from_secs(10);
+    let mut synced = std::collections::HashSet::new();
     while !stop.load(Ordering::Relaxed) {
+        if let Some(shared) = &shared {
+            if last_shared.elapsed() >= Duration::from_secs(1) {
+                last_shared = std::time::Instant::now();
+                for line in shoal::manager::registry::sync_shared(&app.registry, shared, &*app.tracker.store, &mut synced) {
+                    eprintln!("btrack: registry: {line}");
+                }
+            }
+        }
         if let Some(s) = &seeder {
             if last_sync.elapsed() >= Duration::from_secs(2) {
                 last_sync = std::time::Instant::now();

@@ -1,6 +1,6 @@
 #!/bin/sh
-# Tracker benchmark: announces per second of btrack against Debian's opentracker on
-# loopback, over HTTP (wrk + a Lua script) and UDP (examples/tracker_udp_load.rs), with
+# Tracker benchmark: announces per second of btrack (in memory; on Redis with one and with
+# two btrack processes sharing one redis-server) against Debian's opentracker on loopback, over HTTP (wrk + a Lua script) and UDP (examples/tracker_udp_load.rs), with
 # 1 000 torrents x 1 000 peers: every request picks a random info-hash, peer id and port.
 #
 # usage: scripts/bench-tracker.sh [SECONDS] [CONNECTIONS]
@@ -11,13 +11,18 @@
 # by everyone); both get the same 1 000 info-hashes (opentracker in its Debian build only
 # tracks whitelisted hashes: they are all whitelisted, in its chroot; btrack runs with --open). btrack runs
 # with --udp-rate-limit 0, since the load comes from one address (opentracker has no such
-# limit). Each run is preceded by a 2 s warm-up that fills the swarms.
+# limit) and with --max-connections-per-ip 1024 (its default of 32 would turn half of the
+# 64 connections into fast 503 answers, which wrk counts as requests). Each run is preceded by a 2 s warm-up that fills the swarms.
+# Redis rows: redis-server on a unix socket in the work directory, btrack --store unix://...;
+# with two btracks the load is split in half (two wrk / two UDP generators at once, one per
+# btrack) and the rates are summed. The HTTP-close column is measured for in-memory btrack
+# and opentracker only.
 set -eu
 SECS=${1:-10}
 CONNS=${2:-64}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-for tool in wrk opentracker python3; do
+for tool in wrk opentracker python3 redis-server; do
   command -v $tool >/dev/null || { echo "bench-tracker: $tool is not installed" >&2; exit 2; }
 done
 echo "bench-tracker: building btrack and the UDP load generator (release)" >&2
@@ -26,8 +31,9 @@ BTRACK=$CARGO_TARGET_DIR/release/btrack
 UDPLOAD=$CARGO_TARGET_DIR/release/examples/tracker_udp_load
 
 WORK=$(mktemp -d /tmp/bench-tracker.XXXXXX)
-BT_PID=""; OT_PID=""
+BT_PID=""; OT_PID=""; RD_PID=""; R1_PID=""; R2_PID=""
 cleanup() {
+  for p in "$R1_PID" "$R2_PID" "$RD_PID"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
   [ -n "$BT_PID" ] && kill "$BT_PID" 2>/dev/null || true
   [ -n "$OT_PID" ] && kill "$OT_PID" 2>/dev/null || true
   rm -rf "$WORK"
@@ -61,7 +67,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 wait_port() { i=0; while ! python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$1),1)" 2>/dev/null; do i=$((i+1)); [ $i -gt 100 ] && { echo "bench-tracker: nothing listens on $1" >&2; exit 2; }; sleep 0.1; done; }
 
 BT_PORT=$(free_port)
-"$BTRACK" --listen 127.0.0.1:$BT_PORT --data-dir "$WORK/btrack-data" --open --udp-rate-limit 0 --http-rate-limit 0 2>"$WORK/btrack.log" &
+"$BTRACK" --listen 127.0.0.1:$BT_PORT --data-dir "$WORK/btrack-data" --open --udp-rate-limit 0 --http-rate-limit 0 --max-connections-per-ip 1024 2>"$WORK/btrack.log" &
 BT_PID=$!
 OT_PORT=$(free_port)
 mkdir -p "$WORK/ot"
@@ -75,8 +81,22 @@ EOF
 chmod 755 "$WORK" "$WORK/ot"; chmod 644 "$WORK/ot/whitelist.txt"
 opentracker -f "$WORK/ot/opentracker.conf" -u nobody >"$WORK/opentracker.log" 2>&1 &
 OT_PID=$!
+mkdir -p "$WORK/redis"
+printf 'daemonize no\nport 0\nunixsocket %s\nunixsocketperm 700\ndir %s\nlogfile %s\nsave ""\nappendonly no\n' \
+  "$WORK/redis/redis.sock" "$WORK/redis" "$WORK/redis/redis.log" > "$WORK/redis/redis.conf"
+redis-server "$WORK/redis/redis.conf" &
+RD_PID=$!
+i=0; while [ ! -S "$WORK/redis/redis.sock" ]; do i=$((i+1)); [ $i -gt 100 ] && { echo "bench-tracker: redis-server did not start" >&2; exit 2; }; sleep 0.1; done
+R1_PORT=$(free_port)
+"$BTRACK" --listen 127.0.0.1:$R1_PORT --data-dir "$WORK/r1-data" --open --udp-rate-limit 0 --http-rate-limit 0 --max-connections-per-ip 1024 --store "unix://$WORK/redis/redis.sock" 2>"$WORK/r1.log" &
+R1_PID=$!
+R2_PORT=$(free_port)
+"$BTRACK" --listen 127.0.0.1:$R2_PORT --data-dir "$WORK/r2-data" --open --udp-rate-limit 0 --http-rate-limit 0 --max-connections-per-ip 1024 --store "unix://$WORK/redis/redis.sock" 2>"$WORK/r2.log" &
+R2_PID=$!
 wait_port $BT_PORT
 wait_port $OT_PORT
+wait_port $R1_PORT
+wait_port $R2_PORT
 
 # Both must really answer announces (not failures) before we count anything.
 check() {
@@ -86,6 +106,8 @@ check() {
 }
 check $BT_PORT btrack
 check $OT_PORT opentracker
+check $R1_PORT "btrack (redis)"
+check $R2_PORT "btrack (redis, second)"
 
 http_rate() { # port [wrk header args] -> requests/s
   P=$1; shift
@@ -104,6 +126,22 @@ udp_rate() { # port -> announces/s
   echo "$OUT" | python3 -c 'import json,sys; j=json.load(sys.stdin); print(int(j["per_second"]) if j["errors"]==0 else 0)'
 }
 
+http_rate2() { # port1 port2 -> summed requests/s, half the connections on each
+  H=$((CONNS / 2))
+  wrk -t1 -c$H -d2s -s "$WORK/announce.lua" "http://127.0.0.1:$1" >/dev/null 2>&1 &
+  wrk -t1 -c$H -d2s -s "$WORK/announce.lua" "http://127.0.0.1:$2" >/dev/null 2>&1; wait
+  wrk -t1 -c$H -d${SECS}s -s "$WORK/announce.lua" "http://127.0.0.1:$1" >"$WORK/w1.txt" &
+  wrk -t1 -c$H -d${SECS}s -s "$WORK/announce.lua" "http://127.0.0.1:$2" >"$WORK/w2.txt"; wait
+  sed 's/^/    /' "$WORK/w1.txt" "$WORK/w2.txt" >&2
+  cat "$WORK/w1.txt" "$WORK/w2.txt" | awk '/Requests\/sec/ {s += $2} END {printf "%d", s}'
+}
+udp_rate2() { # port1 port2 -> summed announces/s
+  "$UDPLOAD" 127.0.0.1:$1 "$SECS" "$WORK/hashes.txt" 1 32 >"$WORK/u1.json" &
+  "$UDPLOAD" 127.0.0.1:$2 "$SECS" "$WORK/hashes.txt" 1 32 >"$WORK/u2.json"; wait
+  sed 's/^/    /' "$WORK/u1.json" "$WORK/u2.json" >&2
+  cat "$WORK/u1.json" "$WORK/u2.json" | python3 -c 'import json,sys; js=[json.loads(l) for l in sys.stdin if l.strip()]; print(int(sum(j["per_second"] for j in js)) if all(j["errors"]==0 for j in js) else 0)'
+}
+
 echo "bench-tracker: HTTP keep-alive, btrack (--open), $SECS s, $CONNS connections" >&2
 BT_HTTP=$(http_rate $BT_PORT)
 echo "bench-tracker: HTTP keep-alive, opentracker (it closes every connection anyway)" >&2
@@ -116,6 +154,14 @@ echo "bench-tracker: UDP, btrack" >&2
 BT_UDP=$(udp_rate $BT_PORT)
 echo "bench-tracker: UDP, opentracker" >&2
 OT_UDP=$(udp_rate $OT_PORT)
+echo "bench-tracker: HTTP keep-alive, btrack --store redis (one process)" >&2
+R1_HTTP=$(http_rate $R1_PORT)
+echo "bench-tracker: UDP, btrack --store redis (one process)" >&2
+R1_UDP=$(udp_rate $R1_PORT)
+echo "bench-tracker: HTTP keep-alive, btrack --store redis (two processes, load split)" >&2
+R2_HTTP=$(http_rate2 $R1_PORT $R2_PORT)
+echo "bench-tracker: UDP, btrack --store redis (two processes, load split)" >&2
+R2_UDP=$(udp_rate2 $R1_PORT $R2_PORT)
 BT_RSS=$(awk '/VmHWM/ {print $2}' /proc/$BT_PID/status)
 OT_RSS=$(awk '/VmHWM/ {print $2}' /proc/$OT_PID/status)
 
@@ -123,4 +169,6 @@ ratio() { python3 -c "print('%.2f' % ($1 / $2) if $2 else 'n/a')"; }
 printf '%-12s %16s %18s %12s %12s\n' tracker "HTTP ann/s" "HTTP close ann/s" "UDP ann/s" "peak RSS"
 printf '%-12s %16s %18s %12s %8s MiB\n' btrack "$BT_HTTP" "$BT_HTTPC" "$BT_UDP" $((BT_RSS / 1024))
 printf '%-12s %16s %18s %12s %8s MiB\n' opentracker "$OT_HTTP" "$OT_HTTPC" "$OT_UDP" $((OT_RSS / 1024))
+printf '%-12s %16s %18s %12s\n' "redis x1" "$R1_HTTP" - "$R1_UDP"
+printf '%-12s %16s %18s %12s\n' "redis x2" "$R2_HTTP" - "$R2_UDP"
 printf '%-12s %16s %18s %12s\n' "ratio" "$(ratio $BT_HTTP $OT_HTTP)" "$(ratio $BT_HTTPC $OT_HTTPC)" "$(ratio $BT_UDP $OT_UDP)"

@@ -298,6 +298,71 @@ pub fn shell_quote(p: &Path) -> String {
     }
 }
 
+
+/// Keeps the registries of btracks sharing one Redis alike (`btrack --store`): torrent files
+/// go to Redis (`meta`) and come back into every data directory; a deletion through any
+/// btrack marks the torrent deleted (`deleted`) and the others drop it. Content and its
+/// owner record stay with the btrack that took the upload: only it seeds (`--seed`) and
+/// deletes the file. `synced` holds what this btrack saw both here and in Redis, so a torrent
+/// missing on one side is told apart: deleted here (withdraw it), deleted elsewhere (drop
+/// it), new on either side (copy it), or lost by a Redis that restarted empty (share it
+/// again). Answers what changed, for the log.
+pub fn sync_shared(
+    reg: &Registry,
+    shared: &crate::tracker::redis::RedisStore,
+    store: &dyn crate::tracker::store::PeerStore,
+    synced: &mut std::collections::HashSet<[u8; 20]>,
+) -> Vec<String> {
+    let mut log = Vec::new();
+    let Some(remote) = shared.shared_torrents() else { return log };
+    let local: std::collections::HashSet<[u8; 20]> = reg.list().iter().map(|e| e.info_hash.0).collect();
+    for ih in local.difference(&remote) {
+        let h = InfoHash(*ih);
+        if synced.contains(ih) {
+            match shared.is_withdrawn(ih) {
+                Some(true) => {
+                    if reg.remove(&h).is_ok() {
+                        store.unregister(ih);
+                        synced.remove(ih);
+                        log.push(format!("dropped {} (deleted through another btrack)", h.hex()));
+                    }
+                    continue;
+                }
+                Some(false) => {}
+                None => return log,
+            }
+        }
+        if let Ok(bytes) = reg.torrent_bytes(&h) {
+            if shared.share_torrent(ih, &bytes) {
+                synced.insert(*ih);
+            }
+        }
+    }
+    for ih in remote.difference(&local) {
+        let h = InfoHash(*ih);
+        if synced.remove(ih) {
+            if shared.withdraw_torrent(ih) {
+                log.push(format!("withdrew {} (deleted here)", h.hex()));
+            }
+            continue;
+        }
+        if let Some(bytes) = shared.shared_torrent(ih) {
+            match reg.add(bytes, None) {
+                Ok((e, _)) => {
+                    store.register(e.info_hash.0);
+                    synced.insert(*ih);
+                    log.push(format!("took {} {:?} from the shared registry", h.hex(), e.name));
+                }
+                Err(e) => log.push(format!("cannot take {} from the shared registry: {e}", h.hex())),
+            }
+        }
+    }
+    for ih in local.intersection(&remote) {
+        synced.insert(*ih);
+    }
+    log
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,7 +18,7 @@
 
 use super::client::{Event, ScrapeStats};
 use super::http::{self, PeerOut};
-use super::store::{self, Refusal, Store};
+use super::store::{self, PeerStore, Refusal, Sites, Store};
 use super::udp;
 use crate::hashing::sha1;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -48,6 +48,8 @@ pub struct Config {
     pub http_rate_limit: u32,
     /// Take the peer's address from `ip=` (UDP: the IP field) instead of the source.
     pub accept_ip_param: bool,
+    /// Site-aware peer lists (`None`: every peer is alike).
+    pub sites: Option<Sites>,
 }
 
 impl Default for Config {
@@ -64,6 +66,7 @@ impl Default for Config {
             udp_rate_limit: 0,
             http_rate_limit: 0,
             accept_ip_param: false,
+            sites: None,
         }
     }
 }
@@ -104,7 +107,8 @@ fn event_index(e: Event) -> usize {
 
 pub struct Tracker {
     pub cfg: Config,
-    pub store: Store,
+    /// The in-memory store, or a shared one (Redis) for several btracks.
+    pub store: Box<dyn PeerStore>,
     pub metrics: Metrics,
     secret: [u8; 20],
     rate: Vec<AtomicU64>,
@@ -154,14 +158,23 @@ fn rate_ok(slots: &[AtomicU64], ip: IpAddr, limit: u32) -> bool {
 }
 
 impl Tracker {
+    /// A tracker over the in-memory store.
     pub fn new(cfg: Config) -> Tracker {
+        let ttl = Duration::from_secs(peer_ttl(cfg.interval));
+        let store = Store::new(cfg.open, cfg.max_torrents, cfg.max_peers_per_torrent, ttl)
+            .with_max_peers_total(cfg.max_peers_total)
+            .with_sites(cfg.sites.clone());
+        Tracker::with_store(cfg, Box::new(store))
+    }
+
+    /// A tracker over `store` (built with the same caps as `cfg`).
+    pub fn with_store(cfg: Config, store: Box<dyn PeerStore>) -> Tracker {
         let mut seed = Vec::new();
         for _ in 0..8 {
             seed.extend_from_slice(&super::client::random_u32().to_le_bytes());
         }
-        let ttl = Duration::from_secs(peer_ttl(cfg.interval));
         Tracker {
-            store: Store::new(cfg.open, cfg.max_torrents, cfg.max_peers_per_torrent, ttl).with_max_peers_total(cfg.max_peers_total),
+            store,
             cfg,
             metrics: Metrics::default(),
             secret: sha1(&seed),
@@ -185,7 +198,7 @@ impl Tracker {
             match r {
                 Refusal::Unregistered => inc(&self.metrics.unregistered[proto]),
                 Refusal::PeerIdTaken => inc(&self.metrics.peer_id_taken[proto]),
-                Refusal::TooManyTorrents => {}
+                Refusal::TooManyTorrents | Refusal::StoreUnavailable => {}
             }
             r.to_string()
         })

@@ -1,6 +1,8 @@
-//! btrack's peer store: swarms keyed by info-hash, sharded behind mutexes.
+//! btrack's peer store: the [`PeerStore`] trait every store answers to, and the in-memory
+//! store (the default): swarms keyed by info-hash, sharded behind mutexes. The Redis store
+//! ([`super::redis::RedisStore`]) keeps the same rules in Redis for several btracks.
 //!
-//! Invariants:
+//! Invariants (of every store):
 //! - an info-hash lives in shard `hash[0] ^ hash[19]` mod [`SHARDS`]; one announce locks
 //!   one shard for a few microseconds, so workers rarely contend;
 //! - memory is bounded: at most `max_torrents` swarms, `max_peers` peers per swarm and
@@ -82,6 +84,9 @@ pub enum Refusal {
     TooManyTorrents,
     /// The peer id is held by another client (different key or source address).
     PeerIdTaken,
+    /// The shared store (Redis) cannot be reached or answered an error; the detail is in
+    /// btrack's log. Clients retry on their next interval.
+    StoreUnavailable,
 }
 
 impl std::fmt::Display for Refusal {
@@ -90,6 +95,7 @@ impl std::fmt::Display for Refusal {
             Refusal::Unregistered => "unregistered torrent",
             Refusal::TooManyTorrents => "tracker is full (too many torrents)",
             Refusal::PeerIdTaken => "peer id in use by another client (announce with the key and address you started with)",
+            Refusal::StoreUnavailable => "tracker store unavailable (redis unreachable); retry later",
         })
     }
 }
@@ -130,6 +136,62 @@ pub struct SwarmView {
     pub now: u32,
 }
 
+/// What btrack needs from a peer store; the in-memory [`Store`] and the Redis store are
+/// interchangeable behind it. Methods that cannot fail in memory answer a neutral value when
+/// a shared store is unreachable (counts 0, `None`), and log why.
+pub trait PeerStore: Send + Sync {
+    fn is_open(&self) -> bool;
+    /// Makes `ih` a known torrent (closed mode answers only for these).
+    fn register(&self, ih: [u8; 20]);
+    /// Forgets a torrent and its peers.
+    fn unregister(&self, ih: &[u8; 20]);
+    fn is_registered(&self, ih: &[u8; 20]) -> bool;
+    fn torrent_count(&self) -> u64;
+    fn peer_count(&self) -> u64;
+    /// Records an announce and picks up to `numwant` other live peers.
+    fn announce(&self, a: &Announce) -> Result<AnnounceOutcome, Refusal>;
+    /// Scrape counts for one torrent (`None`: not tracked).
+    fn scrape(&self, ih: &[u8; 20]) -> Option<ScrapeStats>;
+    /// A copy of one swarm for the manager.
+    fn view(&self, ih: &[u8; 20]) -> Option<SwarmView>;
+    /// Drops peers silent for longer than the TTL, and empty unregistered swarms.
+    fn sweep(&self);
+}
+
+/// A shared store is a store (btrack keeps a handle on its Redis store for the registry).
+impl<T: PeerStore + ?Sized> PeerStore for std::sync::Arc<T> {
+    fn is_open(&self) -> bool {
+        (**self).is_open()
+    }
+    fn register(&self, ih: [u8; 20]) {
+        (**self).register(ih)
+    }
+    fn unregister(&self, ih: &[u8; 20]) {
+        (**self).unregister(ih)
+    }
+    fn is_registered(&self, ih: &[u8; 20]) -> bool {
+        (**self).is_registered(ih)
+    }
+    fn torrent_count(&self) -> u64 {
+        (**self).torrent_count()
+    }
+    fn peer_count(&self) -> u64 {
+        (**self).peer_count()
+    }
+    fn announce(&self, a: &Announce) -> Result<AnnounceOutcome, Refusal> {
+        (**self).announce(a)
+    }
+    fn scrape(&self, ih: &[u8; 20]) -> Option<ScrapeStats> {
+        (**self).scrape(ih)
+    }
+    fn view(&self, ih: &[u8; 20]) -> Option<SwarmView> {
+        (**self).view(ih)
+    }
+    fn sweep(&self) {
+        (**self).sweep()
+    }
+}
+
 pub struct Store {
     shards: Vec<Mutex<HashMap<[u8; 20], Swarm>>>,
     open: bool,
@@ -141,6 +203,7 @@ pub struct Store {
     torrents: AtomicU64,
     peers: AtomicU64,
     rng: AtomicU64,
+    sites: Option<Sites>,
 }
 
 fn shard_of(ih: &[u8; 20]) -> usize {
@@ -160,7 +223,14 @@ impl Store {
             torrents: AtomicU64::new(0),
             peers: AtomicU64::new(0),
             rng: AtomicU64::new(0x9E37_79B9_7F4A_7C15 ^ crate::tracker::client::random_u32() as u64),
+            sites: None,
         }
+    }
+
+    /// Answers peers of the asker's site first (see [`Sites`]).
+    pub fn with_sites(mut self, sites: Option<Sites>) -> Store {
+        self.sites = sites;
+        self
     }
 
     /// Caps the peers stored over all swarms.
@@ -174,19 +244,18 @@ impl Store {
     }
 
     fn random(&self) -> u64 {
-        // splitmix64 over a shared counter: good enough to spread peer picks.
-        let mut z = self.rng.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        splitmix(&self.rng)
     }
 
-    pub fn is_open(&self) -> bool {
+}
+
+impl PeerStore for Store {
+    fn is_open(&self) -> bool {
         self.open
     }
 
     /// Makes `ih` a known torrent (closed mode answers only for these).
-    pub fn register(&self, ih: [u8; 20]) {
+    fn register(&self, ih: [u8; 20]) {
         let mut shard = self.shards[shard_of(&ih)].lock().unwrap();
         let s = shard.entry(ih).or_insert_with(|| {
             self.torrents.fetch_add(1, Ordering::Relaxed);
@@ -196,7 +265,7 @@ impl Store {
     }
 
     /// Forgets a torrent and its peers.
-    pub fn unregister(&self, ih: &[u8; 20]) {
+    fn unregister(&self, ih: &[u8; 20]) {
         let mut shard = self.shards[shard_of(ih)].lock().unwrap();
         if let Some(s) = shard.remove(ih) {
             self.torrents.fetch_sub(1, Ordering::Relaxed);
@@ -204,20 +273,20 @@ impl Store {
         }
     }
 
-    pub fn is_registered(&self, ih: &[u8; 20]) -> bool {
+    fn is_registered(&self, ih: &[u8; 20]) -> bool {
         self.shards[shard_of(ih)].lock().unwrap().get(ih).map(|s| s.registered).unwrap_or(false)
     }
 
-    pub fn torrent_count(&self) -> u64 {
+    fn torrent_count(&self) -> u64 {
         self.torrents.load(Ordering::Relaxed)
     }
 
-    pub fn peer_count(&self) -> u64 {
+    fn peer_count(&self) -> u64 {
         self.peers.load(Ordering::Relaxed)
     }
 
     /// Records an announce and picks up to `numwant` other live peers.
-    pub fn announce(&self, a: &Announce) -> Result<AnnounceOutcome, Refusal> {
+    fn announce(&self, a: &Announce) -> Result<AnnounceOutcome, Refusal> {
         let now = self.now();
         let mut shard = self.shards[shard_of(&a.info_hash)].lock().unwrap();
         let swarm = match shard.get_mut(&a.info_hash) {
@@ -298,22 +367,19 @@ impl Store {
         }
         // Pick peers: a random spread over the list (not a window of neighbours in announce
         // order, which groups hosts that started together: see docs/SIMULATION.md),
-        // skipping the asker and stale peers.
+        // skipping the asker and stale peers; with sites, the asker's site first.
         let n = swarm.peers.len();
-        let want = (a.numwant as usize).min(n);
-        let mut peers = Vec::with_capacity(want);
-        if want > 0 && a.event != Event::Stopped {
+        let mut peers = Vec::new();
+        if a.numwant > 0 && a.event != Event::Stopped {
             let (r1, r2) = (self.random(), self.random());
             let seeding = a.left == 0;
-            for i in spread(n, r1, r2) {
-                if peers.len() >= want {
-                    break;
-                }
-                let p = &swarm.peers[i];
-                if p.peer_id == a.peer_id || now.saturating_sub(p.last) > self.ttl || (seeding && p.left == 0) {
-                    continue;
-                }
-                peers.push((p.addr, p.peer_id));
+            let ps = &swarm.peers;
+            let eligible = |i: usize| {
+                let p = &ps[i];
+                !(p.peer_id == a.peer_id || now.saturating_sub(p.last) > self.ttl || (seeding && p.left == 0))
+            };
+            for i in pick(n, a.numwant as usize, (r1, r2), eligible, self.sites.as_ref(), (a.addr.ip(), a.peer_id), |i| (ps[i].addr.ip(), ps[i].peer_id)) {
+                peers.push((ps[i].addr, ps[i].peer_id));
             }
         }
         let seeders = swarm.seeders;
@@ -321,7 +387,7 @@ impl Store {
     }
 
     /// Scrape counts for one torrent (`None`: not tracked).
-    pub fn scrape(&self, ih: &[u8; 20]) -> Option<ScrapeStats> {
+    fn scrape(&self, ih: &[u8; 20]) -> Option<ScrapeStats> {
         let shard = self.shards[shard_of(ih)].lock().unwrap();
         shard.get(ih).map(|s| ScrapeStats {
             complete: s.seeders,
@@ -331,7 +397,7 @@ impl Store {
     }
 
     /// A copy of one swarm for the manager.
-    pub fn view(&self, ih: &[u8; 20]) -> Option<SwarmView> {
+    fn view(&self, ih: &[u8; 20]) -> Option<SwarmView> {
         let now = self.now();
         let shard = self.shards[shard_of(ih)].lock().unwrap();
         shard.get(ih).map(|s| SwarmView {
@@ -345,7 +411,7 @@ impl Store {
     }
 
     /// Drops peers silent for longer than the TTL, and empty unregistered swarms.
-    pub fn sweep(&self) {
+    fn sweep(&self) {
         let now = self.now();
         for shard in &self.shards {
             let mut shard = shard.lock().unwrap();
@@ -371,6 +437,168 @@ impl Store {
     }
 }
 
+/// splitmix64 over a shared counter: good enough to spread peer picks.
+pub(crate) fn splitmix(state: &AtomicU64) -> u64 {
+    let mut z = state.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The peers to answer out of `n` candidates: up to `want` indexes of eligible ones in
+/// [`spread`] order. With `sites`, peers of the asker's site (`asker`: address and peer id)
+/// come first; peers of other sites go only between *gateways*: the [`Sites::cross`] peers
+/// of each site with the lowest peer ids (random for real clients, the same answer from any
+/// tracker at any moment). A gateway is given up to `cross` gateways of other sites and
+/// everyone else none, so inter-site traffic runs over about `cross` connections per site
+/// and an image crosses into each site about once. A host alone in its site is its gateway.
+pub fn pick(
+    n: usize,
+    want: usize,
+    (r1, r2): (u64, u64),
+    eligible: impl Fn(usize) -> bool,
+    sites: Option<&Sites>,
+    asker: (IpAddr, [u8; 20]),
+    peer_of: impl Fn(usize) -> (IpAddr, [u8; 20]),
+) -> Vec<usize> {
+    let mut out = Vec::with_capacity(want.min(n));
+    if want == 0 {
+        return out;
+    }
+    match sites {
+        None => {
+            for i in spread(n, r1, r2) {
+                if out.len() >= want {
+                    break;
+                }
+                if eligible(i) {
+                    out.push(i);
+                }
+            }
+        }
+        Some(sites) => {
+            let home = sites.site_of(asker.0);
+            // Each site's `cross` lowest peer ids (the asker counts in its own site).
+            let mut gateways: std::collections::HashMap<SiteId, Vec<[u8; 20]>> = std::collections::HashMap::new();
+            let mut add = |site: SiteId, id: [u8; 20]| {
+                let g = gateways.entry(site).or_default();
+                if !g.contains(&id) {
+                    g.push(id);
+                    g.sort_unstable();
+                    g.truncate(sites.cross);
+                }
+            };
+            add(home.clone(), asker.1);
+            let sited: Vec<(SiteId, [u8; 20])> = (0..n).map(|i| {
+                let (ip, id) = peer_of(i);
+                (sites.site_of(ip), id)
+            }).collect();
+            for (site, id) in &sited {
+                add(site.clone(), *id);
+            }
+            let is_gateway = |site: &SiteId, id: &[u8; 20]| gateways.get(site).is_some_and(|g| g.contains(id));
+            let asker_is_gateway = is_gateway(&home, &asker.1);
+            let mut remote = Vec::with_capacity(sites.cross);
+            for i in spread(n, r1, r2) {
+                if out.len() >= want {
+                    break;
+                }
+                if !eligible(i) {
+                    continue;
+                }
+                let (site, id) = &sited[i];
+                if *site == home {
+                    out.push(i);
+                } else if asker_is_gateway && remote.len() < sites.cross && is_gateway(site, id) {
+                    remote.push(i);
+                }
+            }
+            let room = want - out.len();
+            out.extend(remote.into_iter().take(room));
+        }
+    }
+    out
+}
+
+/// A site: a named CIDR (`--site 10.1.0.0/16=paris`) or, for addresses no CIDR names, the
+/// /24 (IPv4) or /64 (IPv6) the address is in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SiteId {
+    Named(usize),
+    Prefix(u128),
+}
+
+/// Site-aware peer lists: which site an address belongs to, and how many peers of other
+/// sites an answer may carry.
+#[derive(Debug, Clone)]
+pub struct Sites {
+    /// (network, prefix length, name); IPv4 networks as IPv4-mapped IPv6, longest prefix wins.
+    named: Vec<(u128, u8, String)>,
+    /// Peers from other sites in one answer.
+    pub cross: usize,
+}
+
+/// Peers from other sites in one answer when sites are on.
+pub const CROSS_SITE_PEERS: usize = 2;
+
+fn ip_bits(ip: IpAddr) -> (u128, u8) {
+    match crate::tracker::server::canonical_ip(ip) {
+        IpAddr::V4(v4) => (u32::from(v4) as u128 | 0xffff_0000_0000, 96),
+        IpAddr::V6(v6) => (u128::from(v6), 0),
+    }
+}
+
+fn mask(bits: u8) -> u128 {
+    if bits == 0 { 0 } else { u128::MAX << (128 - bits as u32) }
+}
+
+impl Sites {
+    /// Sites from `CIDR=NAME` specs (none: group by /24 and /64 only).
+    pub fn parse(specs: &[String]) -> Result<Sites, String> {
+        let mut named = Vec::new();
+        for spec in specs {
+            let (cidr, name) = spec.split_once('=').ok_or_else(|| format!("{spec:?}: expected CIDR=NAME, e.g. 10.1.0.0/16=paris"))?;
+            let (net, len) = cidr.split_once('/').ok_or_else(|| format!("{spec:?}: {cidr:?} has no /prefix length"))?;
+            let ip: IpAddr = net.parse().map_err(|_| format!("{spec:?}: {net:?} is not an IP address"))?;
+            let len: u8 = len.parse().map_err(|_| format!("{spec:?}: bad prefix length {len:?}"))?;
+            let (bits, base) = ip_bits(ip);
+            let max = if base == 96 { 32 } else { 128 };
+            if len > max {
+                return Err(format!("{spec:?}: prefix length {len} is over {max}"));
+            }
+            if name.is_empty() {
+                return Err(format!("{spec:?}: empty site name"));
+            }
+            let total = base + len;
+            named.push((bits & mask(total), total, name.to_string()));
+        }
+        named.sort_by_key(|n| std::cmp::Reverse(n.1));
+        Ok(Sites { named, cross: CROSS_SITE_PEERS })
+    }
+
+    /// The site `ip` belongs to.
+    pub fn site_of(&self, ip: IpAddr) -> SiteId {
+        let (bits, base) = ip_bits(ip);
+        for (i, (net, len, _)) in self.named.iter().enumerate() {
+            if bits & mask(*len) == *net {
+                return SiteId::Named(i);
+            }
+        }
+        SiteId::Prefix(bits & mask(base + if base == 96 { 24 } else { 64 }))
+    }
+
+    /// A site's name for logs and pages: the `--site` name or the prefix.
+    pub fn name(&self, ip: IpAddr) -> String {
+        match self.site_of(ip) {
+            SiteId::Named(i) => self.named[i].2.clone(),
+            SiteId::Prefix(p) => match crate::tracker::server::canonical_ip(ip) {
+                IpAddr::V4(_) => format!("{}/24", std::net::Ipv4Addr::from(p as u32)),
+                IpAddr::V6(_) => format!("{}/64", std::net::Ipv6Addr::from(p)),
+            },
+        }
+    }
+}
+
 /// Every index of `0..n` once, in an order drawn from two random numbers: a random start
 /// and a random step coprime with `n`. A peer list taken from its front is a random spread
 /// of the swarm, in O(taken) time. The fleet simulator uses the same order.
@@ -389,6 +617,89 @@ pub fn spread(n: usize, r1: u64, r2: u64) -> impl Iterator<Item = usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sites_by_cidr_then_prefix() {
+        let s = Sites::parse(&["10.1.0.0/16=paris".into(), "10.1.9.0/24=paris-lab".into(), "fd00:1::/32=lyon".into()]).unwrap();
+        let ip = |x: &str| x.parse::<IpAddr>().unwrap();
+        assert_eq!(s.name(ip("10.1.2.3")), "paris");
+        assert_eq!(s.name(ip("10.1.9.3")), "paris-lab", "longest prefix wins");
+        assert_eq!(s.name(ip("fd00:1:2::5")), "lyon");
+        assert_eq!(s.name(ip("::ffff:10.1.2.3")), "paris", "IPv4-mapped is IPv4");
+        assert_eq!(s.site_of(ip("192.168.7.1")), s.site_of(ip("192.168.7.200")));
+        assert_ne!(s.site_of(ip("192.168.7.1")), s.site_of(ip("192.168.8.1")));
+        assert_eq!(s.name(ip("192.168.7.1")), "192.168.7.0/24");
+        assert_eq!(s.site_of(ip("fd00:2::1")), s.site_of(ip("fd00:2::ffff:1")));
+        assert_ne!(s.site_of(ip("fd00:2::1")), s.site_of(ip("fd00:2:0:1::1")));
+        for bad in ["10.0.0.0/8", "10.0.0.0=x", "10.0.0.0/33=x", "nope/8=x", "10.0.0.0/8="] {
+            assert!(Sites::parse(&[bad.into()]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn pick_prefers_the_askers_site_and_links_sites_through_gateways() {
+        let sites = Sites::parse(&["10.1.0.0/16=a".into(), "10.2.0.0/16=b".into()]).unwrap();
+        // 20 peers in site a (ids 0..20), 20 in site b (ids 20..40): gateways are ids 0, 1
+        // in a and 20, 21 in b.
+        let peer = |i: usize| (IpAddr::from([10, 1 + (i / 20) as u8, 0, i as u8]), [i as u8 + 1; 20]);
+        let ask = |ip: &str, id: u8| (ip.parse::<IpAddr>().unwrap(), [id; 20]);
+        for r in 0..50u64 {
+            let got = pick(40, 10, (r * 31, r * 17 + 1), |_| true, Some(&sites), ask("10.1.5.5", 200), peer);
+            assert_eq!(got.len(), 10);
+            assert!(got.iter().all(|&i| i < 20), "enough local peers: all local {got:?}");
+            // Not a gateway: local peers only.
+            let got = pick(40, 30, (r * 31, r * 17 + 1), |_| true, Some(&sites), ask("10.2.5.5", 200), peer);
+            assert_eq!(got.len(), 20, "{got:?}");
+            assert!(got.iter().all(|&i| i >= 20));
+            // A gateway of b (peer 20, id 21): every local peer and a's two gateways.
+            let got = pick(40, 50, (r * 31, r * 17 + 1), |_| true, Some(&sites), (peer(20).0, peer(20).1), peer);
+            let mut remote: Vec<usize> = got.iter().copied().filter(|&i| i < 20).collect();
+            remote.sort();
+            assert_eq!(remote, vec![0, 1], "{got:?}");
+            assert_eq!(got.len(), 20 + CROSS_SITE_PEERS);
+            // A host alone in a new site is its gateway, with low id or not: 2 peers to start.
+            let got = pick(40, 50, (r, r + 1), |_| true, Some(&sites), ask("10.3.0.1", 250), peer);
+            assert_eq!(got.len(), CROSS_SITE_PEERS);
+            assert!(got.iter().all(|&i| [0, 1, 20, 21].contains(&i)), "{got:?}");
+            // Ineligible peers are skipped; without sites, a plain spread.
+            let got = pick(40, 50, (r, r + 1), |i| i % 2 == 0, Some(&sites), ask("10.1.0.1", 0), peer);
+            assert!(got.iter().all(|&i| i % 2 == 0));
+            assert_eq!(got.len(), 10 + 1, "{got:?}");
+            assert_eq!(pick(40, 50, (r, r + 1), |_| true, None, ask("10.1.0.1", 0), peer).len(), 40);
+        }
+    }
+
+    #[test]
+    fn store_answers_site_first() {
+        let sites = Sites::parse(&[]).unwrap();
+        let s = Store::new(true, 10, 100, Duration::from_secs(60)).with_sites(Some(sites));
+        let at = |ip: [u8; 4], pid: u8, left: u64| Announce {
+            addr: SocketAddr::from((ip, 6881)),
+            source: IpAddr::from(ip),
+            ..ann(1, pid, left, Event::Started)
+        };
+        // The origin (a seed, the lowest id) in 127.0.0.0/24 with 5 hosts, 5 in 127.0.1.0/24.
+        s.announce(&at([127, 0, 0, 1], 1, 0)).unwrap();
+        for i in 0..5u8 {
+            s.announce(&at([127, 0, 0, 10 + i], 10 + i, 9)).unwrap();
+            s.announce(&at([127, 0, 1, 10 + i], 50 + i, 9)).unwrap();
+        }
+        // 127.0.1.10 (id 50) is a gateway of its site: its 4 neighbours and the other
+        // site's gateways (the origin and id 10).
+        let r = s.announce(&at([127, 0, 1, 10], 50, 9)).unwrap();
+        let mut remote: Vec<u8> = r.peers.iter().filter(|(a, _)| !a.ip().to_string().starts_with("127.0.1.")).map(|(_, id)| id[0]).collect();
+        remote.sort();
+        assert_eq!(remote, vec![1, 10], "{:?}", r.peers);
+        assert_eq!(r.peers.len(), 4 + CROSS_SITE_PEERS);
+        // 127.0.1.99 (id 99) is not: local peers only.
+        let r = s.announce(&at([127, 0, 1, 99], 99, 9)).unwrap();
+        assert_eq!(r.peers.len(), 5);
+        assert!(r.peers.iter().all(|(a, _)| a.ip().to_string().starts_with("127.0.1.")));
+        // The origin is a member (and here a gateway) of its own site.
+        let o = s.announce(&at([127, 0, 0, 1], 1, 0)).unwrap();
+        assert_eq!(o.peers.iter().filter(|(a, _)| a.ip().to_string().starts_with("127.0.0.")).count(), 5, "{:?}", o.peers);
+        assert_eq!(o.peers.len(), 5 + CROSS_SITE_PEERS);
+    }
 
     #[test]
     fn spread_visits_everyone_once_in_scattered_order() {
