@@ -4,9 +4,12 @@
 //! - Fewer interested peers than slots: every interested peer is unchoked.
 //! - Downloading: the peers that send us the most keep `slots - 1` slots; one more goes to
 //!   an optimistic unchoke, rotated every [`OPTIMISTIC_EVERY`] (or when its peer leaves or
-//!   loses interest), so newcomers get their first pieces.
+//!   loses interest), so newcomers get their first pieces. The optimistic slot goes to one
+//!   of the peers with the fewest pieces: a host that fell behind early has little to
+//!   trade, and tit-for-tat alone leaves it behind (the fleet simulator's stragglers).
 //! - Seeding: round robin. A peer keeps its slot for [`SEED_TURN`]; then the slot goes to
-//!   whoever has waited longest, so fast peers do not starve the rest.
+//!   the waiting peer with the fewest pieces (the longest waiter among equals), so fast
+//!   peers do not starve the rest and the hosts furthest behind catch up first.
 
 use super::rng::Rng;
 use crate::picker::PeerKey;
@@ -28,6 +31,8 @@ pub struct View {
     pub unchoked_at: Option<Duration>,
     /// When we last choked it (or it connected).
     pub choked_since: Duration,
+    /// Pieces the peer has.
+    pub pieces: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,18 +64,23 @@ pub fn decide(
     let mut keep: Vec<PeerKey> = if interested.len() <= slots {
         interested.iter().map(|v| v.key).collect()
     } else if mode == Mode::Seed {
-        // (class, order, key): 0 = in its turn; 1 = waiting, longest first; 2 = turn over,
-        // longest-served last.
-        let mut ranked: Vec<(u8, Duration, PeerKey)> = interested
+        // (class, pieces, order, key): 0 = in its turn; 1 = waiting, fewest pieces first,
+        // then longest first; 2 = turn over, longest-served last.
+        let mut ranked: Vec<(u8, usize, Duration, PeerKey)> = interested
             .iter()
             .map(|v| match v.unchoked_at {
-                Some(t) if now.saturating_sub(t) < SEED_TURN => (0, Duration::ZERO, v.key),
-                Some(t) => (2, Duration::MAX - now.saturating_sub(t), v.key),
-                None => (1, Duration::MAX - now.saturating_sub(v.choked_since), v.key),
+                Some(t) if now.saturating_sub(t) < SEED_TURN => (0, 0, Duration::ZERO, v.key),
+                Some(t) => (2, 0, Duration::MAX - now.saturating_sub(t), v.key),
+                None => (
+                    1,
+                    v.pieces,
+                    Duration::MAX - now.saturating_sub(v.choked_since),
+                    v.key,
+                ),
             })
             .collect();
         ranked.sort();
-        ranked.into_iter().take(slots).map(|(_, _, k)| k).collect()
+        ranked.into_iter().take(slots).map(|(_, _, _, k)| k).collect()
     } else {
         let mut ranked: Vec<&&View> = interested.iter().collect();
         ranked.sort_by(|a, b| {
@@ -90,10 +100,15 @@ pub fn decide(
             .unwrap_or(true);
         let mut next = opt;
         if due || stale {
+            let fewest = interested
+                .iter()
+                .filter(|v| !keep.contains(&v.key))
+                .map(|v| v.pieces)
+                .min();
             let rest: Vec<PeerKey> = interested
                 .iter()
+                .filter(|v| !keep.contains(&v.key) && Some(v.pieces) == fewest)
                 .map(|v| v.key)
-                .filter(|k| !keep.contains(k))
                 .collect();
             next.since = Some(now);
             if !rest.is_empty() {
@@ -127,6 +142,7 @@ mod tests {
             down_rate: rate,
             unchoked_at: None,
             choked_since: secs(0),
+            pieces: 0,
         }
     }
 
@@ -228,6 +244,7 @@ mod tests {
                 down_rate: 0.0,
                 unchoked_at: Some(secs(95)),
                 choked_since: secs(0),
+                pieces: 0,
             },
             View {
                 key: 2,
@@ -235,6 +252,7 @@ mod tests {
                 down_rate: 9e9,
                 unchoked_at: Some(secs(75)),
                 choked_since: secs(0),
+                pieces: 0,
             },
             View {
                 key: 3,
@@ -242,6 +260,7 @@ mod tests {
                 down_rate: 0.0,
                 unchoked_at: None,
                 choked_since: secs(0),
+                pieces: 0,
             },
             View {
                 key: 4,
@@ -249,6 +268,7 @@ mod tests {
                 down_rate: 0.0,
                 unchoked_at: None,
                 choked_since: secs(10),
+                pieces: 0,
             },
         ];
         let (keep, _) = decide(
@@ -282,5 +302,33 @@ mod tests {
             }
         }
         assert_eq!(served.len(), 6, "round robin reaches every downloader");
+    }
+
+    #[test]
+    fn the_optimistic_slot_goes_to_a_peer_with_the_fewest_pieces() {
+        let mut rng = Rng::new(7);
+        let mut vs: Vec<View> = (1..=6).map(|k| view(k, k as f64)).collect();
+        for v in vs.iter_mut() {
+            v.pieces = 10 * v.key as usize; // peer 1 is furthest behind, and sends least
+        }
+        let (keep, opt) = decide(&vs, Mode::Download, 3, secs(0), Optimistic::default(), &mut rng);
+        assert_eq!(opt.peer, Some(1));
+        assert_eq!(keep, vec![1, 5, 6], "two by rate, the optimistic one furthest behind");
+    }
+
+    #[test]
+    fn a_seed_serves_the_waiting_peer_with_the_fewest_pieces_first() {
+        let mut rng = Rng::new(1);
+        let mut vs: Vec<View> = (1..=4).map(|k| view(k, 0.0)).collect();
+        vs[0].choked_since = secs(0); // waited longest, but nearly complete
+        vs[0].pieces = 90;
+        vs[1].choked_since = secs(50);
+        vs[1].pieces = 10;
+        vs[2].choked_since = secs(20);
+        vs[2].pieces = 10;
+        vs[3].choked_since = secs(10);
+        vs[3].pieces = 40;
+        let (keep, _) = decide(&vs, Mode::Seed, 2, secs(100), Optimistic::default(), &mut rng);
+        assert_eq!(keep, vec![2, 3], "fewest pieces first, the longer waiter among equals");
     }
 }

@@ -912,6 +912,7 @@ impl<P> Core<P> {
                 down_rate: 0.0,
                 unchoked_at: p.unchoked_at,
                 choked_since: p.choked_since,
+                pieces: p.has_count,
             })
             .collect();
         let mut views = views;
