@@ -33,6 +33,8 @@ pub struct View {
     pub choked_since: Duration,
     /// Pieces the peer has.
     pub pieces: usize,
+    /// Pieces per second it gained lately (`None`: not watched long enough).
+    pub gain_rate: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,16 +102,13 @@ pub fn decide(
             .unwrap_or(true);
         let mut next = opt;
         if due || stale {
-            let fewest = interested
+            let rest: Vec<&View> = interested
                 .iter()
+                .copied()
                 .filter(|v| !keep.contains(&v.key))
-                .map(|v| v.pieces)
-                .min();
-            let rest: Vec<PeerKey> = interested
-                .iter()
-                .filter(|v| !keep.contains(&v.key) && Some(v.pieces) == fewest)
-                .map(|v| v.key)
                 .collect();
+            let rest = behind(&rest);
+            let rest: Vec<PeerKey> = rest.iter().map(|v| v.key).collect();
             next.since = Some(now);
             if !rest.is_empty() {
                 next.peer = Some(rest[rng.below(rest.len())]);
@@ -125,6 +124,25 @@ pub fn decide(
     };
     keep.sort_unstable();
     (keep, opt)
+}
+
+/// The peers furthest behind (fewest pieces) among those that gain pieces at least a
+/// quarter as fast as the typical one: a peer on a slower link is behind by nature, and
+/// an optimistic slot it takes is one a fast host that fell behind does not get.
+fn behind<'a>(peers: &[&'a View]) -> Vec<&'a View> {
+    let mut rates: Vec<f64> = peers.iter().filter_map(|v| v.gain_rate).collect();
+    rates.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let floor = rates.get(rates.len() / 2).map(|m| m / 4.0).unwrap_or(0.0);
+    let mut able: Vec<&View> = peers
+        .iter()
+        .copied()
+        .filter(|v| v.gain_rate.map(|r| r >= floor).unwrap_or(true))
+        .collect();
+    if able.is_empty() {
+        able = peers.to_vec();
+    }
+    let fewest = able.iter().map(|v| v.pieces).min();
+    able.into_iter().filter(|v| Some(v.pieces) == fewest).collect()
 }
 
 #[cfg(test)]
@@ -143,6 +161,7 @@ mod tests {
             unchoked_at: None,
             choked_since: secs(0),
             pieces: 0,
+            gain_rate: None,
         }
     }
 
@@ -245,6 +264,7 @@ mod tests {
                 unchoked_at: Some(secs(95)),
                 choked_since: secs(0),
                 pieces: 0,
+            gain_rate: None,
             },
             View {
                 key: 2,
@@ -253,6 +273,7 @@ mod tests {
                 unchoked_at: Some(secs(75)),
                 choked_since: secs(0),
                 pieces: 0,
+            gain_rate: None,
             },
             View {
                 key: 3,
@@ -261,6 +282,7 @@ mod tests {
                 unchoked_at: None,
                 choked_since: secs(0),
                 pieces: 0,
+            gain_rate: None,
             },
             View {
                 key: 4,
@@ -269,6 +291,7 @@ mod tests {
                 unchoked_at: None,
                 choked_since: secs(10),
                 pieces: 0,
+            gain_rate: None,
             },
         ];
         let (keep, _) = decide(
@@ -330,5 +353,22 @@ mod tests {
         vs[3].pieces = 40;
         let (keep, _) = decide(&vs, Mode::Seed, 2, secs(100), Optimistic::default(), &mut rng);
         assert_eq!(keep, vec![2, 3], "fewest pieces first, the longer waiter among equals");
+    }
+
+    #[test]
+    fn the_optimistic_slot_skips_a_peer_on_a_much_slower_link() {
+        let mut rng = Rng::new(7);
+        let mut vs: Vec<View> = (1..=6).map(|k| view(k, k as f64)).collect(); // 5, 6 by rate
+        for v in vs.iter_mut() {
+            v.pieces = 10 * v.key as usize;
+            v.gain_rate = Some(6.0);
+        }
+        vs[0].gain_rate = Some(0.7); // fewest pieces because its link is ten times slower
+        let (_, opt) = decide(&vs, Mode::Download, 3, secs(0), Optimistic::default(), &mut rng);
+        assert_eq!(opt.peer, Some(2), "the fast peer furthest behind");
+        vs[1].gain_rate = None; // not watched long enough: it counts
+        vs[1].pieces = 60;
+        let (_, opt) = decide(&vs, Mode::Download, 3, secs(0), Optimistic::default(), &mut rng);
+        assert_eq!(opt.peer, Some(3));
     }
 }

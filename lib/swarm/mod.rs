@@ -668,6 +668,8 @@ impl<P> Core<P> {
             .filter(|(i, b)| **b && !self.picker.have(*i))
             .count();
         p.has = bits;
+        p.gain_base = p.has_count;
+        p.gain_from = now;
         self.picker.add_availability(&p.has);
         if p.revealed.map(|i| p.has[i as usize]).unwrap_or(false) {
             p.revealed = None;
@@ -913,6 +915,7 @@ impl<P> Core<P> {
                 unchoked_at: p.unchoked_at,
                 choked_since: p.choked_since,
                 pieces: p.has_count,
+                gain_rate: p.gain_rate(now),
             })
             .collect();
         let mut views = views;
