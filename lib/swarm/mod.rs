@@ -477,7 +477,7 @@ impl<P> Core<P> {
         }
         self.last_choke = None; // run the choker at the next tick
         if self.cfg.super_seed {
-            self.reveal(key, superseed::Reveal::Fresh);
+            self.reveal(now, key, superseed::Reveal::Fresh);
         }
     }
 
@@ -614,7 +614,7 @@ impl<P> Core<P> {
                 self.update_interest(now, key);
                 if self.cfg.super_seed {
                     let starving = self.peers.get(key).map(|p| p.starving).unwrap_or(false);
-                    self.reveal(key, if starving { superseed::Reveal::Any } else { superseed::Reveal::Fresh });
+                    self.reveal(now, key, if starving { superseed::Reveal::Any } else { superseed::Reveal::Fresh });
                 }
             }
             Message::Bitfield(bytes) => match wire::parse_bitfield(&bytes, n) {
@@ -676,7 +676,7 @@ impl<P> Core<P> {
         }
         self.update_interest(now, key);
         if self.cfg.super_seed {
-            self.reveal(key, superseed::Reveal::Fresh);
+            self.reveal(now, key, superseed::Reveal::Fresh);
         }
     }
 
@@ -947,11 +947,20 @@ impl<P> Core<P> {
 
     // ---- super-seeding ---------------------------------------------------------------------
 
-    fn reveal(&mut self, key: PeerKey, mode: superseed::Reveal) {
+    fn reveal(&mut self, now: Duration, key: PeerKey, mode: superseed::Reveal) {
         let start = self.rng.below(self.picker.num_pieces());
         let Some(p) = self.peers.get(key) else { return };
         if p.revealed.is_some() || p.seed() {
             return;
+        }
+        // A fresh piece shown to a peer on a much slower link reaches the others at that
+        // link's pace: such peers get theirs from the swarm.
+        if mode == superseed::Reveal::Fresh {
+            if let (Some(r), Some(typical)) = (p.gain_rate(now), self.peers.typical_gain(now)) {
+                if r < typical * superseed::SLOW_GAIN {
+                    return;
+                }
+            }
         }
         let taken: HashSet<u32> = self.peers.values().filter_map(|p| p.revealed).collect();
         if let Some(i) = superseed::pick(&self.picker, &p.has, &taken, start, mode) {
@@ -967,7 +976,7 @@ impl<P> Core<P> {
             if p.revealed.is_none() && !p.seed() && now.saturating_sub(p.progress_at) >= superseed::STALLED {
                 p.progress_at = now;
                 p.starving = true;
-                self.reveal(k, superseed::Reveal::Any);
+                self.reveal(now, k, superseed::Reveal::Any);
             }
         }
     }

@@ -202,6 +202,18 @@ impl PeerTable {
         }
     }
 
+    /// The median of [`Peer::gain_rate`] over the peers still downloading that have one.
+    pub fn typical_gain(&self, now: Duration) -> Option<f64> {
+        let mut rates: Vec<f64> = self
+            .peers
+            .values()
+            .filter(|p| !p.seed())
+            .filter_map(|p| p.gain_rate(now))
+            .collect();
+        rates.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+        rates.get(rates.len() / 2).copied()
+    }
+
     /// Payload bytes sent to all peers, connected or gone.
     pub fn uploaded(&self) -> u64 {
         self.history.values().map(|h| h.uploaded).sum::<u64>()
