@@ -82,7 +82,11 @@ pub fn decide(
             })
             .collect();
         ranked.sort();
-        ranked.into_iter().take(slots).map(|(_, _, _, k)| k).collect()
+        ranked
+            .into_iter()
+            .take(slots)
+            .map(|(_, _, _, k)| k)
+            .collect()
     } else {
         let mut ranked: Vec<&&View> = interested.iter().collect();
         ranked.sort_by(|a, b| {
@@ -142,7 +146,9 @@ fn behind<'a>(peers: &[&'a View]) -> Vec<&'a View> {
         able = peers.to_vec();
     }
     let fewest = able.iter().map(|v| v.pieces).min();
-    able.into_iter().filter(|v| Some(v.pieces) == fewest).collect()
+    able.into_iter()
+        .filter(|v| Some(v.pieces) == fewest)
+        .collect()
 }
 
 #[cfg(test)]
@@ -264,7 +270,7 @@ mod tests {
                 unchoked_at: Some(secs(95)),
                 choked_since: secs(0),
                 pieces: 0,
-            gain_rate: None,
+                gain_rate: None,
             },
             View {
                 key: 2,
@@ -273,7 +279,7 @@ mod tests {
                 unchoked_at: Some(secs(75)),
                 choked_since: secs(0),
                 pieces: 0,
-            gain_rate: None,
+                gain_rate: None,
             },
             View {
                 key: 3,
@@ -282,7 +288,7 @@ mod tests {
                 unchoked_at: None,
                 choked_since: secs(0),
                 pieces: 0,
-            gain_rate: None,
+                gain_rate: None,
             },
             View {
                 key: 4,
@@ -291,7 +297,7 @@ mod tests {
                 unchoked_at: None,
                 choked_since: secs(10),
                 pieces: 0,
-            gain_rate: None,
+                gain_rate: None,
             },
         ];
         let (keep, _) = decide(
@@ -334,9 +340,20 @@ mod tests {
         for v in vs.iter_mut() {
             v.pieces = 10 * v.key as usize; // peer 1 is furthest behind, and sends least
         }
-        let (keep, opt) = decide(&vs, Mode::Download, 3, secs(0), Optimistic::default(), &mut rng);
+        let (keep, opt) = decide(
+            &vs,
+            Mode::Download,
+            3,
+            secs(0),
+            Optimistic::default(),
+            &mut rng,
+        );
         assert_eq!(opt.peer, Some(1));
-        assert_eq!(keep, vec![1, 5, 6], "two by rate, the optimistic one furthest behind");
+        assert_eq!(
+            keep,
+            vec![1, 5, 6],
+            "two by rate, the optimistic one furthest behind"
+        );
     }
 
     #[test]
@@ -351,8 +368,19 @@ mod tests {
         vs[2].pieces = 10;
         vs[3].choked_since = secs(10);
         vs[3].pieces = 40;
-        let (keep, _) = decide(&vs, Mode::Seed, 2, secs(100), Optimistic::default(), &mut rng);
-        assert_eq!(keep, vec![2, 3], "fewest pieces first, the longer waiter among equals");
+        let (keep, _) = decide(
+            &vs,
+            Mode::Seed,
+            2,
+            secs(100),
+            Optimistic::default(),
+            &mut rng,
+        );
+        assert_eq!(
+            keep,
+            vec![2, 3],
+            "fewest pieces first, the longer waiter among equals"
+        );
     }
 
     #[test]
@@ -364,11 +392,25 @@ mod tests {
             v.gain_rate = Some(6.0);
         }
         vs[0].gain_rate = Some(0.7); // fewest pieces because its link is ten times slower
-        let (_, opt) = decide(&vs, Mode::Download, 3, secs(0), Optimistic::default(), &mut rng);
+        let (_, opt) = decide(
+            &vs,
+            Mode::Download,
+            3,
+            secs(0),
+            Optimistic::default(),
+            &mut rng,
+        );
         assert_eq!(opt.peer, Some(2), "the fast peer furthest behind");
         vs[1].gain_rate = None; // not watched long enough: it counts
         vs[1].pieces = 60;
-        let (_, opt) = decide(&vs, Mode::Download, 3, secs(0), Optimistic::default(), &mut rng);
+        let (_, opt) = decide(
+            &vs,
+            Mode::Download,
+            3,
+            secs(0),
+            Optimistic::default(),
+            &mut rng,
+        );
         assert_eq!(opt.peer, Some(3));
     }
 }

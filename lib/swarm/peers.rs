@@ -117,7 +117,8 @@ impl Peer {
     /// `None` until that is `GAIN_AFTER` old.
     pub fn gain_rate(&self, now: Duration) -> Option<f64> {
         let t = now.saturating_sub(self.gain_from);
-        (t >= GAIN_AFTER).then(|| self.has_count.saturating_sub(self.gain_base) as f64 / t.as_secs_f64())
+        (t >= GAIN_AFTER)
+            .then(|| self.has_count.saturating_sub(self.gain_base) as f64 / t.as_secs_f64())
     }
 
     pub fn seed(&self) -> bool {

@@ -752,7 +752,13 @@ fn super_seeding_shows_no_fresh_piece_to_a_peer_on_a_much_slower_link() {
     let shown = |o: &[Out]| -> Vec<u32> {
         sent(o, 3)
             .into_iter()
-            .filter_map(|m| if let Message::Have(i) = m { Some(*i) } else { None })
+            .filter_map(|m| {
+                if let Message::Have(i) = m {
+                    Some(*i)
+                } else {
+                    None
+                }
+            })
             .collect()
     };
     join(&mut c, 1, None, s(0));
@@ -766,7 +772,11 @@ fn super_seeding_shows_no_fresh_piece_to_a_peer_on_a_much_slower_link() {
     }
     msg(&mut c, 3, Message::Have(first[0]), s(5));
     let second = shown(&outs(&mut c));
-    assert_eq!(second.len(), 1, "not watched for long enough yet: shown the next piece");
+    assert_eq!(
+        second.len(),
+        1,
+        "not watched for long enough yet: shown the next piece"
+    );
     msg(&mut c, 3, Message::Have(second[0]), s(12));
     assert!(
         shown(&outs(&mut c)).is_empty(),
