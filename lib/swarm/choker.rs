@@ -2,9 +2,11 @@
 //! and the core's random numbers: which peers get an upload slot.
 //!
 //! - Fewer interested peers than slots: every interested peer is unchoked.
-//! - Downloading: the peers that send us the most keep `slots - 1` slots; one more goes to
-//!   an optimistic unchoke, rotated every [`OPTIMISTIC_EVERY`] (or when its peer leaves or
-//!   loses interest), so newcomers get their first pieces. The optimistic slot goes to one
+//! - Downloading: the peers that send us the most keep `slots - 1` slots (among peers that
+//!   send us the same, none at the start, the ones with the fewest pieces; peers on much
+//!   slower links last); one more goes to an optimistic unchoke, rotated every
+//!   [`OPTIMISTIC_EVERY`] (or when its peer leaves or loses interest), so newcomers get
+//!   their first pieces. The optimistic slot goes to one
 //!   of the peers with the fewest pieces: a host that fell behind early has little to
 //!   trade, and tit-for-tat alone leaves it behind (the fleet simulator's stragglers).
 //! - Seeding: round robin. A peer keeps its slot for [`SEED_TURN`]; then the slot goes to
@@ -88,11 +90,19 @@ pub fn decide(
             .map(|(_, _, _, k)| k)
             .collect()
     } else {
+        // Among peers that send us the same (none, at the start), the ones furthest behind
+        // first; peers on much slower links last.
+        let floor = slow_floor(&interested);
+        let behind_first = |v: &View| match v.gain_rate {
+            Some(r) if r < floor => usize::MAX,
+            _ => v.pieces,
+        };
         let mut ranked: Vec<&&View> = interested.iter().collect();
         ranked.sort_by(|a, b| {
             b.down_rate
                 .partial_cmp(&a.down_rate)
                 .unwrap_or(std::cmp::Ordering::Equal)
+                .then(behind_first(a).cmp(&behind_first(b)))
                 .then(a.key.cmp(&b.key))
         });
         let mut keep: Vec<PeerKey> = ranked.iter().take(slots - 1).map(|v| v.key).collect();
@@ -130,13 +140,19 @@ pub fn decide(
     (keep, opt)
 }
 
+/// A quarter of the median gain of pieces per second among `peers` (0 when none is known):
+/// a peer gaining slower is on a much slower link.
+fn slow_floor(peers: &[&View]) -> f64 {
+    let mut rates: Vec<f64> = peers.iter().filter_map(|v| v.gain_rate).collect();
+    rates.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    rates.get(rates.len() / 2).map(|m| m / 4.0).unwrap_or(0.0)
+}
+
 /// The peers furthest behind (fewest pieces) among those that gain pieces at least a
 /// quarter as fast as the typical one: a peer on a slower link is behind by nature, and
 /// an optimistic slot it takes is one a fast host that fell behind does not get.
 fn behind<'a>(peers: &[&'a View]) -> Vec<&'a View> {
-    let mut rates: Vec<f64> = peers.iter().filter_map(|v| v.gain_rate).collect();
-    rates.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-    let floor = rates.get(rates.len() / 2).map(|m| m / 4.0).unwrap_or(0.0);
+    let floor = slow_floor(peers);
     let mut able: Vec<&View> = peers
         .iter()
         .copied()
@@ -412,5 +428,30 @@ mod tests {
             &mut rng,
         );
         assert_eq!(opt.peer, Some(3));
+    }
+
+    #[test]
+    fn among_equal_senders_the_peers_furthest_behind_get_the_regular_slots() {
+        let mut rng = Rng::new(7);
+        let mut vs: Vec<View> = (1..=6).map(|k| view(k, 0.0)).collect();
+        for v in vs.iter_mut() {
+            v.pieces = 100 - 10 * v.key as usize; // peer 6 is furthest behind
+            v.gain_rate = Some(6.0);
+        }
+        vs[5].gain_rate = Some(0.5); // ...on a much slower link: last
+        let (keep, opt) = decide(
+            &vs,
+            Mode::Download,
+            3,
+            secs(0),
+            Optimistic::default(),
+            &mut rng,
+        );
+        assert_eq!(
+            opt.peer,
+            Some(3),
+            "the optimistic slot: furthest behind of the rest"
+        );
+        assert_eq!(keep, vec![3, 4, 5]);
     }
 }
