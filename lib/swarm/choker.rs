@@ -2,11 +2,16 @@
 //! and the core's random numbers: which peers get an upload slot.
 //!
 //! - Fewer interested peers than slots: every interested peer is unchoked.
-//! - Downloading: the peers that send us the most keep `slots - 1` slots; one more goes to
-//!   an optimistic unchoke, rotated every [`OPTIMISTIC_EVERY`] (or when its peer leaves or
-//!   loses interest), so newcomers get their first pieces.
+//! - Downloading: the peers that send us the most keep `slots - 1` slots (among peers that
+//!   send us the same, none at the start, the ones with the fewest pieces; peers on much
+//!   slower links last); one more goes to an optimistic unchoke, rotated every
+//!   [`OPTIMISTIC_EVERY`] (or when its peer leaves or loses interest), so newcomers get
+//!   their first pieces. The optimistic slot goes to one
+//!   of the peers with the fewest pieces: a host that fell behind early has little to
+//!   trade, and tit-for-tat alone leaves it behind (the fleet simulator's stragglers).
 //! - Seeding: round robin. A peer keeps its slot for [`SEED_TURN`]; then the slot goes to
-//!   whoever has waited longest, so fast peers do not starve the rest.
+//!   the waiting peer with the fewest pieces (the longest waiter among equals), so fast
+//!   peers do not starve the rest and the hosts furthest behind catch up first.
 
 use super::rng::Rng;
 use crate::picker::PeerKey;
@@ -28,6 +33,10 @@ pub struct View {
     pub unchoked_at: Option<Duration>,
     /// When we last choked it (or it connected).
     pub choked_since: Duration,
+    /// Pieces the peer has.
+    pub pieces: usize,
+    /// Pieces per second it gained lately (`None`: not watched long enough).
+    pub gain_rate: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,24 +68,41 @@ pub fn decide(
     let mut keep: Vec<PeerKey> = if interested.len() <= slots {
         interested.iter().map(|v| v.key).collect()
     } else if mode == Mode::Seed {
-        // (class, order, key): 0 = in its turn; 1 = waiting, longest first; 2 = turn over,
-        // longest-served last.
-        let mut ranked: Vec<(u8, Duration, PeerKey)> = interested
+        // (class, pieces, order, key): 0 = in its turn; 1 = waiting, fewest pieces first,
+        // then longest first; 2 = turn over, longest-served last.
+        let mut ranked: Vec<(u8, usize, Duration, PeerKey)> = interested
             .iter()
             .map(|v| match v.unchoked_at {
-                Some(t) if now.saturating_sub(t) < SEED_TURN => (0, Duration::ZERO, v.key),
-                Some(t) => (2, Duration::MAX - now.saturating_sub(t), v.key),
-                None => (1, Duration::MAX - now.saturating_sub(v.choked_since), v.key),
+                Some(t) if now.saturating_sub(t) < SEED_TURN => (0, 0, Duration::ZERO, v.key),
+                Some(t) => (2, 0, Duration::MAX - now.saturating_sub(t), v.key),
+                None => (
+                    1,
+                    v.pieces,
+                    Duration::MAX - now.saturating_sub(v.choked_since),
+                    v.key,
+                ),
             })
             .collect();
         ranked.sort();
-        ranked.into_iter().take(slots).map(|(_, _, k)| k).collect()
+        ranked
+            .into_iter()
+            .take(slots)
+            .map(|(_, _, _, k)| k)
+            .collect()
     } else {
+        // Among peers that send us the same (none, at the start), the ones furthest behind
+        // first; peers on much slower links last.
+        let floor = slow_floor(&interested);
+        let behind_first = |v: &View| match v.gain_rate {
+            Some(r) if r < floor => usize::MAX,
+            _ => v.pieces,
+        };
         let mut ranked: Vec<&&View> = interested.iter().collect();
         ranked.sort_by(|a, b| {
             b.down_rate
                 .partial_cmp(&a.down_rate)
                 .unwrap_or(std::cmp::Ordering::Equal)
+                .then(behind_first(a).cmp(&behind_first(b)))
                 .then(a.key.cmp(&b.key))
         });
         let mut keep: Vec<PeerKey> = ranked.iter().take(slots - 1).map(|v| v.key).collect();
@@ -90,11 +116,13 @@ pub fn decide(
             .unwrap_or(true);
         let mut next = opt;
         if due || stale {
-            let rest: Vec<PeerKey> = interested
+            let rest: Vec<&View> = interested
                 .iter()
-                .map(|v| v.key)
-                .filter(|k| !keep.contains(k))
+                .copied()
+                .filter(|v| !keep.contains(&v.key))
                 .collect();
+            let rest = behind(&rest);
+            let rest: Vec<PeerKey> = rest.iter().map(|v| v.key).collect();
             next.since = Some(now);
             if !rest.is_empty() {
                 next.peer = Some(rest[rng.below(rest.len())]);
@@ -112,6 +140,33 @@ pub fn decide(
     (keep, opt)
 }
 
+/// A quarter of the median gain of pieces per second among `peers` (0 when none is known):
+/// a peer gaining slower is on a much slower link.
+fn slow_floor(peers: &[&View]) -> f64 {
+    let mut rates: Vec<f64> = peers.iter().filter_map(|v| v.gain_rate).collect();
+    rates.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    rates.get(rates.len() / 2).map(|m| m / 4.0).unwrap_or(0.0)
+}
+
+/// The peers furthest behind (fewest pieces) among those that gain pieces at least a
+/// quarter as fast as the typical one: a peer on a slower link is behind by nature, and
+/// an optimistic slot it takes is one a fast host that fell behind does not get.
+fn behind<'a>(peers: &[&'a View]) -> Vec<&'a View> {
+    let floor = slow_floor(peers);
+    let mut able: Vec<&View> = peers
+        .iter()
+        .copied()
+        .filter(|v| v.gain_rate.map(|r| r >= floor).unwrap_or(true))
+        .collect();
+    if able.is_empty() {
+        able = peers.to_vec();
+    }
+    let fewest = able.iter().map(|v| v.pieces).min();
+    able.into_iter()
+        .filter(|v| Some(v.pieces) == fewest)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,6 +182,8 @@ mod tests {
             down_rate: rate,
             unchoked_at: None,
             choked_since: secs(0),
+            pieces: 0,
+            gain_rate: None,
         }
     }
 
@@ -228,6 +285,8 @@ mod tests {
                 down_rate: 0.0,
                 unchoked_at: Some(secs(95)),
                 choked_since: secs(0),
+                pieces: 0,
+                gain_rate: None,
             },
             View {
                 key: 2,
@@ -235,6 +294,8 @@ mod tests {
                 down_rate: 9e9,
                 unchoked_at: Some(secs(75)),
                 choked_since: secs(0),
+                pieces: 0,
+                gain_rate: None,
             },
             View {
                 key: 3,
@@ -242,6 +303,8 @@ mod tests {
                 down_rate: 0.0,
                 unchoked_at: None,
                 choked_since: secs(0),
+                pieces: 0,
+                gain_rate: None,
             },
             View {
                 key: 4,
@@ -249,6 +312,8 @@ mod tests {
                 down_rate: 0.0,
                 unchoked_at: None,
                 choked_since: secs(10),
+                pieces: 0,
+                gain_rate: None,
             },
         ];
         let (keep, _) = decide(
@@ -282,5 +347,111 @@ mod tests {
             }
         }
         assert_eq!(served.len(), 6, "round robin reaches every downloader");
+    }
+
+    #[test]
+    fn the_optimistic_slot_goes_to_a_peer_with_the_fewest_pieces() {
+        let mut rng = Rng::new(7);
+        let mut vs: Vec<View> = (1..=6).map(|k| view(k, k as f64)).collect();
+        for v in vs.iter_mut() {
+            v.pieces = 10 * v.key as usize; // peer 1 is furthest behind, and sends least
+        }
+        let (keep, opt) = decide(
+            &vs,
+            Mode::Download,
+            3,
+            secs(0),
+            Optimistic::default(),
+            &mut rng,
+        );
+        assert_eq!(opt.peer, Some(1));
+        assert_eq!(
+            keep,
+            vec![1, 5, 6],
+            "two by rate, the optimistic one furthest behind"
+        );
+    }
+
+    #[test]
+    fn a_seed_serves_the_waiting_peer_with_the_fewest_pieces_first() {
+        let mut rng = Rng::new(1);
+        let mut vs: Vec<View> = (1..=4).map(|k| view(k, 0.0)).collect();
+        vs[0].choked_since = secs(0); // waited longest, but nearly complete
+        vs[0].pieces = 90;
+        vs[1].choked_since = secs(50);
+        vs[1].pieces = 10;
+        vs[2].choked_since = secs(20);
+        vs[2].pieces = 10;
+        vs[3].choked_since = secs(10);
+        vs[3].pieces = 40;
+        let (keep, _) = decide(
+            &vs,
+            Mode::Seed,
+            2,
+            secs(100),
+            Optimistic::default(),
+            &mut rng,
+        );
+        assert_eq!(
+            keep,
+            vec![2, 3],
+            "fewest pieces first, the longer waiter among equals"
+        );
+    }
+
+    #[test]
+    fn the_optimistic_slot_skips_a_peer_on_a_much_slower_link() {
+        let mut rng = Rng::new(7);
+        let mut vs: Vec<View> = (1..=6).map(|k| view(k, k as f64)).collect(); // 5, 6 by rate
+        for v in vs.iter_mut() {
+            v.pieces = 10 * v.key as usize;
+            v.gain_rate = Some(6.0);
+        }
+        vs[0].gain_rate = Some(0.7); // fewest pieces because its link is ten times slower
+        let (_, opt) = decide(
+            &vs,
+            Mode::Download,
+            3,
+            secs(0),
+            Optimistic::default(),
+            &mut rng,
+        );
+        assert_eq!(opt.peer, Some(2), "the fast peer furthest behind");
+        vs[1].gain_rate = None; // not watched long enough: it counts
+        vs[1].pieces = 60;
+        let (_, opt) = decide(
+            &vs,
+            Mode::Download,
+            3,
+            secs(0),
+            Optimistic::default(),
+            &mut rng,
+        );
+        assert_eq!(opt.peer, Some(3));
+    }
+
+    #[test]
+    fn among_equal_senders_the_peers_furthest_behind_get_the_regular_slots() {
+        let mut rng = Rng::new(7);
+        let mut vs: Vec<View> = (1..=6).map(|k| view(k, 0.0)).collect();
+        for v in vs.iter_mut() {
+            v.pieces = 100 - 10 * v.key as usize; // peer 6 is furthest behind
+            v.gain_rate = Some(6.0);
+        }
+        vs[5].gain_rate = Some(0.5); // ...on a much slower link: last
+        let (keep, opt) = decide(
+            &vs,
+            Mode::Download,
+            3,
+            secs(0),
+            Optimistic::default(),
+            &mut rng,
+        );
+        assert_eq!(
+            opt.peer,
+            Some(3),
+            "the optimistic slot: furthest behind of the rest"
+        );
+        assert_eq!(keep, vec![3, 4, 5]);
     }
 }

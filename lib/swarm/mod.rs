@@ -477,7 +477,7 @@ impl<P> Core<P> {
         }
         self.last_choke = None; // run the choker at the next tick
         if self.cfg.super_seed {
-            self.reveal(key, superseed::Reveal::Fresh);
+            self.reveal(now, key, superseed::Reveal::Fresh);
         }
     }
 
@@ -614,7 +614,7 @@ impl<P> Core<P> {
                 self.update_interest(now, key);
                 if self.cfg.super_seed {
                     let starving = self.peers.get(key).map(|p| p.starving).unwrap_or(false);
-                    self.reveal(key, if starving { superseed::Reveal::Any } else { superseed::Reveal::Fresh });
+                    self.reveal(now, key, if starving { superseed::Reveal::Any } else { superseed::Reveal::Fresh });
                 }
             }
             Message::Bitfield(bytes) => match wire::parse_bitfield(&bytes, n) {
@@ -668,13 +668,15 @@ impl<P> Core<P> {
             .filter(|(i, b)| **b && !self.picker.have(*i))
             .count();
         p.has = bits;
+        p.gain_base = p.has_count;
+        p.gain_from = now;
         self.picker.add_availability(&p.has);
         if p.revealed.map(|i| p.has[i as usize]).unwrap_or(false) {
             p.revealed = None;
         }
         self.update_interest(now, key);
         if self.cfg.super_seed {
-            self.reveal(key, superseed::Reveal::Fresh);
+            self.reveal(now, key, superseed::Reveal::Fresh);
         }
     }
 
@@ -912,6 +914,8 @@ impl<P> Core<P> {
                 down_rate: 0.0,
                 unchoked_at: p.unchoked_at,
                 choked_since: p.choked_since,
+                pieces: p.has_count,
+                gain_rate: p.gain_rate(now),
             })
             .collect();
         let mut views = views;
@@ -943,11 +947,20 @@ impl<P> Core<P> {
 
     // ---- super-seeding ---------------------------------------------------------------------
 
-    fn reveal(&mut self, key: PeerKey, mode: superseed::Reveal) {
+    fn reveal(&mut self, now: Duration, key: PeerKey, mode: superseed::Reveal) {
         let start = self.rng.below(self.picker.num_pieces());
         let Some(p) = self.peers.get(key) else { return };
         if p.revealed.is_some() || p.seed() {
             return;
+        }
+        // A fresh piece shown to a peer on a much slower link reaches the others at that
+        // link's pace: such peers get theirs from the swarm.
+        if mode == superseed::Reveal::Fresh {
+            if let (Some(r), Some(typical)) = (p.gain_rate(now), self.peers.typical_gain(now)) {
+                if r < typical * superseed::SLOW_GAIN {
+                    return;
+                }
+            }
         }
         let taken: HashSet<u32> = self.peers.values().filter_map(|p| p.revealed).collect();
         if let Some(i) = superseed::pick(&self.picker, &p.has, &taken, start, mode) {
@@ -963,7 +976,7 @@ impl<P> Core<P> {
             if p.revealed.is_none() && !p.seed() && now.saturating_sub(p.progress_at) >= superseed::STALLED {
                 p.progress_at = now;
                 p.starving = true;
-                self.reveal(k, superseed::Reveal::Any);
+                self.reveal(now, k, superseed::Reveal::Any);
             }
         }
     }

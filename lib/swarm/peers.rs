@@ -12,6 +12,9 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// How long a peer's gain of pieces is watched before it counts.
+const GAIN_AFTER: Duration = Duration::from_secs(10);
+
 /// One peer's transfer totals in a session's report.
 #[derive(Debug, Clone, Serialize)]
 pub struct PeerReport {
@@ -56,6 +59,10 @@ pub struct Peer {
     pub revealed: Option<u32>,
     /// When the peer last announced a new piece (or connected).
     pub progress_at: Duration,
+    /// Pieces the peer had at `gain_from` (its bitfield, or none when it connected): how
+    /// fast it gains pieces is measured from there.
+    pub gain_base: usize,
+    pub gain_from: Duration,
     /// Super-seeding: it stalled, so it is shown pieces others have too, until it gets a
     /// piece from someone else again.
     pub starving: bool,
@@ -94,6 +101,8 @@ impl Peer {
             choked_since: now,
             revealed: None,
             progress_at: now,
+            gain_base: 0,
+            gain_from: now,
             starving: false,
             snubbed_until: None,
         }
@@ -102,6 +111,14 @@ impl Peer {
     /// The peer's name in logs and reports: its listening address when known.
     pub fn name(&self) -> String {
         self.listen.unwrap_or(self.addr).to_string()
+    }
+
+    /// Pieces per second the peer has gained since it connected (or sent its bitfield);
+    /// `None` until that is `GAIN_AFTER` old.
+    pub fn gain_rate(&self, now: Duration) -> Option<f64> {
+        let t = now.saturating_sub(self.gain_from);
+        (t >= GAIN_AFTER)
+            .then(|| self.has_count.saturating_sub(self.gain_base) as f64 / t.as_secs_f64())
     }
 
     pub fn seed(&self) -> bool {
@@ -184,6 +201,18 @@ impl PeerTable {
         for p in self.peers.values_mut() {
             record(&mut self.history, p);
         }
+    }
+
+    /// The median of [`Peer::gain_rate`] over the peers still downloading that have one.
+    pub fn typical_gain(&self, now: Duration) -> Option<f64> {
+        let mut rates: Vec<f64> = self
+            .peers
+            .values()
+            .filter(|p| !p.seed())
+            .filter_map(|p| p.gain_rate(now))
+            .collect();
+        rates.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+        rates.get(rates.len() / 2).copied()
     }
 
     /// Payload bytes sent to all peers, connected or gone.

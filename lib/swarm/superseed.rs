@@ -12,6 +12,11 @@
 //! leaves the origin about once. A peer that makes no progress for [`STALLED`] (say the
 //! only other copy of what it lacks sits with a peer that sends corrupt data, or left) is
 //! shown the least available piece it lacks anyway ([`Reveal::Any`]).
+//!
+//! A peer that gains pieces at under [`SLOW_GAIN`] of the typical peer's rate (a slower
+//! link) is shown no fresh piece: its copy would reach the others at its link's pace, and
+//! the fast hosts would wait on it. It gets its pieces from the swarm (or, stalled, from
+//! [`Reveal::Any`]).
 
 use crate::picker::Picker;
 use std::collections::HashSet;
@@ -19,6 +24,8 @@ use std::time::Duration;
 
 /// A peer without progress this long is shown a piece even if others have it.
 pub const STALLED: Duration = Duration::from_secs(3);
+/// Below this fraction of the typical peer's gain of pieces per second, a peer is slow.
+pub const SLOW_GAIN: f64 = 0.25;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reveal {

@@ -741,3 +741,45 @@ fn super_seeding_shows_a_stalled_peer_a_piece_others_have() {
     );
     assert!(have(1).is_empty(), "a seed is shown nothing");
 }
+
+#[test]
+fn super_seeding_shows_no_fresh_piece_to_a_peer_on_a_much_slower_link() {
+    let mut cf = cfg(40, Lifecycle::Forever);
+    cf.super_seed = true;
+    let mut c = C::new(cf, vec![true; 40], s(0));
+    c.handle(s(0), Input::Finalized);
+    outs(&mut c);
+    let shown = |o: &[Out]| -> Vec<u32> {
+        sent(o, 3)
+            .into_iter()
+            .filter_map(|m| {
+                if let Message::Have(i) = m {
+                    Some(*i)
+                } else {
+                    None
+                }
+            })
+            .collect()
+    };
+    join(&mut c, 1, None, s(0));
+    join(&mut c, 2, None, s(0));
+    let first = shown(&join(&mut c, 3, None, s(0)));
+    assert_eq!(first.len(), 1);
+    // Peers 1 and 2 gain 20 pieces in 5 s; peer 3 only the piece it was shown.
+    for i in 0..20 {
+        msg(&mut c, 1, Message::Have(i), s(5));
+        msg(&mut c, 2, Message::Have(i), s(5));
+    }
+    msg(&mut c, 3, Message::Have(first[0]), s(5));
+    let second = shown(&outs(&mut c));
+    assert_eq!(
+        second.len(),
+        1,
+        "not watched for long enough yet: shown the next piece"
+    );
+    msg(&mut c, 3, Message::Have(second[0]), s(12));
+    assert!(
+        shown(&outs(&mut c)).is_empty(),
+        "2 pieces in 12 s against 20 in 12 s: its copy would hold the others back"
+    );
+}
