@@ -7,8 +7,15 @@
 //! - [`hashing`]: piece hashing on every core; [`create`] builds torrents; [`verify`]
 //!   checks content against one;
 //! - [`units`], [`progress`], [`cli`]: what the binaries share;
-//! - [`source`]: where a TORRENT argument comes from (path, `-`, `http://` URL);
-//!   [`listen`]: the peer port (6881–6889, then any free one).
+//! - [`source`]: where a TORRENT argument comes from (path, `-`, `http://` URL, magnet
+//!   link); [`listen`]: the peer port (6881–6889, then any free one);
+//! - [`peer`]: wire messages, connections, the shared acceptor, BEP 9 metadata;
+//!   [`picker`]: which blocks to ask whom; [`swarm`]: every swarm decision as a state
+//!   machine without I/O; [`session`]: its threaded driver; [`sim`]: the fleet simulator
+//!   that runs many swarm cores over a simulated network;
+//! - [`tracker`]: HTTP and UDP announce (client and btrack's server, in memory or Redis);
+//!   [`manager`]: btrack's web pages, API and registry;
+//! - [`sanitize`]: peer- and torrent-supplied text made safe to print.
 
 pub mod announce;
 pub mod bencode;
