@@ -26,28 +26,13 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
 
-/// The number after `marker` in `text`, e.g. the port in "listening on port 6882".
-fn number_after(text: &str, marker: &str) -> Option<u16> {
-    let i = text.find(marker)? + marker.len();
-    let digits: String = text[i..].chars().take_while(|c| c.is_ascii_digit()).collect();
-    digits.parse().ok()
-}
-
 /// Waits until `p` logs `marker` followed by a port, and returns the port.
 fn logged_port(p: &mut Proc, marker: &str) -> u16 {
-    let end = Instant::now() + T;
-    loop {
-        if let Some(port) = number_after(&p.stderr(), marker) {
-            return port;
-        }
-        p.assert_running();
-        assert!(Instant::now() < end, "{} never logged {marker:?}\n{}", p.name, p.dump());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_logged_port(p, marker, T)
 }
 
 fn mktorrent(content: &Path, out: &Path, extra: &[&str]) -> Metainfo {

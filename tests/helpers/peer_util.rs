@@ -319,6 +319,27 @@ pub fn wait_bound_port(p: &mut Proc, limit: Duration) -> u16 {
     }
 }
 
+/// The number after `marker` in `text`, e.g. the port in "listening on port 6882".
+pub fn number_after(text: &str, marker: &str) -> Option<u16> {
+    let i = text.find(marker)? + marker.len();
+    let digits: String = text[i..].chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok()
+}
+
+/// Waits until `p` logs `marker` followed by a port (e.g. "listening on [::1]:"), and
+/// returns the port; panics with the output if `p` exits or says nothing within `limit`.
+pub fn wait_logged_port(p: &mut Proc, marker: &str, limit: Duration) -> u16 {
+    let end = Instant::now() + limit;
+    loop {
+        if let Some(port) = number_after(&p.stderr(), marker) {
+            return port;
+        }
+        p.assert_running();
+        assert!(Instant::now() < end, "{} never logged {marker:?}\n{}", p.name, p.dump());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The port in the first `listening on port N` or `listening on ADDR:N` line of a log.
 pub fn bound_port(log: &str) -> Option<u16> {
     log.lines().find_map(|l| {
