@@ -145,18 +145,6 @@ fn bfetch_never_writes_through_symlinks_planted_in_the_output_dir() {
     assert_eq!(names_in(&out), vec![".file.bin.tmp".to_string(), "file.bin".to_string()]);
 }
 
-/// Pieces whose bytes in `file` (laid out as the torrent's single file) match their hash.
-fn pieces_ok_on_disk(m: &Metainfo, file: &Path) -> usize {
-    let Ok(data) = fs::read(file) else { return 0 };
-    (0..m.info.num_pieces())
-        .filter(|&i| {
-            let start = i * m.info.piece_length as usize;
-            let end = start + m.info.piece_size(i) as usize;
-            end <= data.len() && shoal::hashing::sha1(&data[start..end]) == m.info.pieces[i]
-        })
-        .count()
-}
-
 #[test]
 fn stale_resume_file_is_not_trusted_after_the_part_is_replaced() {
     let d = Dir::new("stale");

@@ -238,18 +238,6 @@ fn swarm_one_seed_four_fetchers_trade() {
     );
 }
 
-/// Pieces whose bytes in `file` (laid out as the torrent's single file) match their hash.
-fn pieces_ok_on_disk(m: &Metainfo, file: &Path) -> usize {
-    let Ok(data) = fs::read(file) else { return 0 };
-    (0..m.info.num_pieces())
-        .filter(|&i| {
-            let start = i * m.info.piece_length as usize;
-            let end = start + m.info.piece_size(i) as usize;
-            end <= data.len() && shoal::hashing::sha1(&data[start..end]) == m.info.pieces[i]
-        })
-        .count()
-}
-
 #[test]
 fn resume_after_kill_9_refetches_only_missing_pieces() {
     let dir = Dir::new("resume");

@@ -101,6 +101,20 @@ fn sent(o: &[Out], key: PeerKey) -> Vec<&Message> {
         .collect()
 }
 
+/// The pieces announced (HAVE) to `key`.
+fn haves(o: &[Out], key: PeerKey) -> Vec<u32> {
+    sent(o, key)
+        .into_iter()
+        .filter_map(|m| {
+            if let Message::Have(i) = m {
+                Some(*i)
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
 fn closes(o: &[Out]) -> Vec<(PeerKey, CloseReason)> {
     o.iter()
         .filter_map(|o| match o {
@@ -455,26 +469,8 @@ fn super_seeding_reveals_one_piece_per_peer_until_seen_back() {
     outs(&mut c);
     let o1 = join(&mut c, 1, None, s(0));
     let o2 = join(&mut c, 2, None, s(0));
-    let h1: Vec<u32> = sent(&o1, 1)
-        .iter()
-        .filter_map(|m| {
-            if let Message::Have(i) = m {
-                Some(*i)
-            } else {
-                None
-            }
-        })
-        .collect();
-    let h2: Vec<u32> = sent(&o2, 2)
-        .iter()
-        .filter_map(|m| {
-            if let Message::Have(i) = m {
-                Some(*i)
-            } else {
-                None
-            }
-        })
-        .collect();
+    let h1: Vec<u32> = haves(&o1, 1);
+    let h2: Vec<u32> = haves(&o2, 2);
     assert_eq!(h1.len(), 1, "one piece at a time");
     assert_eq!(h2.len(), 1);
     assert_ne!(h1, h2, "different peers are shown different pieces");
@@ -482,16 +478,7 @@ fn super_seeding_reveals_one_piece_per_peer_until_seen_back() {
     msg(&mut c, 2, Message::Have(h1[0]), s(1));
     assert!(sent(&outs(&mut c), 1).is_empty());
     msg(&mut c, 1, Message::Have(h1[0]), s(2));
-    let next: Vec<u32> = sent(&outs(&mut c), 1)
-        .iter()
-        .filter_map(|m| {
-            if let Message::Have(i) = m {
-                Some(*i)
-            } else {
-                None
-            }
-        })
-        .collect();
+    let next: Vec<u32> = haves(&outs(&mut c), 1);
     assert_eq!(next.len(), 1);
     assert!(
         next[0] != h1[0] && next[0] != h2[0],
@@ -749,18 +736,7 @@ fn super_seeding_shows_no_fresh_piece_to_a_peer_on_a_much_slower_link() {
     let mut c = C::new(cf, vec![true; 40], s(0));
     c.handle(s(0), Input::Finalized);
     outs(&mut c);
-    let shown = |o: &[Out]| -> Vec<u32> {
-        sent(o, 3)
-            .into_iter()
-            .filter_map(|m| {
-                if let Message::Have(i) = m {
-                    Some(*i)
-                } else {
-                    None
-                }
-            })
-            .collect()
-    };
+    let shown = |o: &[Out]| -> Vec<u32> { haves(&o, 3) };
     join(&mut c, 1, None, s(0));
     join(&mut c, 2, None, s(0));
     let first = shown(&join(&mut c, 3, None, s(0)));
