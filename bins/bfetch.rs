@@ -10,7 +10,7 @@ use shoal::sanitize::printable;
 use shoal::source;
 use shoal::session::{self, Config, Lifecycle, Setup};
 use shoal::storage::Storage;
-use shoal::{hashing, units};
+use shoal::{hashing, units, webseed};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +34,12 @@ struct Args {
     /// a tracker announce URL (http:// or udp://) used besides the torrent's or the magnet link's; may be repeated
     #[argh(option)]
     tracker: Vec<String>,
+    /// an http:// web seed (BEP 19) to fetch pieces from, besides the torrent's url-list; may be repeated. Web seeds are asked only for pieces no connected peer has
+    #[argh(option)]
+    web_seed: Vec<String>,
+    /// ignore the torrent's url-list (web seeds given with --web-seed are still used)
+    #[argh(switch)]
+    no_url_list: bool,
     /// for a magnet link or info-hash: give up (exit 1) when no peer gave valid metadata within this long (default 2m)
     #[argh(option, default = "String::from(\"2m\")")]
     metadata_timeout: String,
@@ -103,6 +109,9 @@ fn run(args: Args) -> Result<i32, Failure> {
         return Err(Failure::new(2, "standard input (-) can hold only one of the torrents"));
     }
     let peers = cli::resolve_peers(&args.peer)?;
+    if let Some((url, why)) = args.web_seed.iter().find_map(|u| webseed::unsupported(u).map(|w| (u, w))) {
+        return Err(Failure::new(2, format!("--web-seed {}: {why}", printable(url))));
+    }
     let seed_time = args.seed_time.as_deref().map(units::parse_duration).transpose()?.unwrap_or(Duration::ZERO);
     let timeout = args.timeout.as_deref().map(units::parse_duration).transpose()?;
     let stall = units::parse_duration(&args.stall_timeout)?;
@@ -110,7 +119,7 @@ fn run(args: Args) -> Result<i32, Failure> {
     let threads = hashing::default_threads();
     let shutdown = cli::shutdown_flag()?;
     // Read and check every torrent before anything is written or any port is bound.
-    let mut metas: Vec<(Metainfo, Vec<std::net::SocketAddr>)> = Vec::new();
+    let mut metas: Vec<(Metainfo, Vec<std::net::SocketAddr>, Vec<String>)> = Vec::new();
     for t in &args.torrent {
         let (meta, peers) = if source::kind(t) == source::Kind::Magnet {
             let opts = source::MagnetOptions {
@@ -132,19 +141,20 @@ fn run(args: Args) -> Result<i32, Failure> {
             }
             (meta, peers.clone())
         };
-        if peers.is_empty() && meta.trackers().is_empty() {
-            return Err(format!("{}: the torrent names no tracker and no --peer was given: nobody to fetch from", printable(t)).into());
+        let web_seeds = web_seeds(&meta, &args);
+        if peers.is_empty() && meta.trackers().is_empty() && web_seeds.is_empty() {
+            return Err(format!("{}: the torrent names no tracker or web seed and no --peer was given: nobody to fetch from", printable(t)).into());
         }
-        if let Some((other, _)) = metas.iter().find(|(m, _)| m.info_hash == meta.info_hash || m.info.name == meta.info.name) {
+        if let Some((other, _, _)) = metas.iter().find(|(m, _, _)| m.info_hash == meta.info_hash || m.info.name == meta.info.name) {
             return Err(Failure::new(
                 2,
                 format!("{}: the same content or name as another torrent given ({}); give each once", printable(t), printable(&other.info.name)),
             ));
         }
-        metas.push((meta, peers));
+        metas.push((meta, peers, web_seeds));
     }
     let mut setups = Vec::new();
-    for (meta, peers) in metas {
+    for (meta, peers, web_seeds) in metas {
         let config = Config {
             prog: "bfetch",
             port: args.port,
@@ -160,6 +170,7 @@ fn run(args: Args) -> Result<i32, Failure> {
             super_seed: false,
             quiet: args.quiet,
             threads,
+            web_seeds,
         };
         let info = Arc::new(meta.info.clone());
         let prepared = Storage::prepare_download(info, meta.info_hash, &args.output, threads)
@@ -206,6 +217,23 @@ fn run(args: Args) -> Result<i32, Failure> {
             Err(Failure::new(code, format!("{} of {} torrents did not complete", failed.len(), names.len())))
         }
     }
+}
+
+/// The torrent's url-list (unless --no-url-list) and the --web-seed URLs, each once; a
+/// url-list entry that is not http:// is skipped with a warning.
+fn web_seeds(meta: &Metainfo, args: &Args) -> Vec<String> {
+    let listed = if args.no_url_list { &[][..] } else { &meta.url_list[..] };
+    let mut out: Vec<String> = Vec::new();
+    for url in listed.iter().chain(&args.web_seed) {
+        if let Some(why) = webseed::unsupported(url) {
+            if !args.quiet {
+                eprintln!("bfetch: {}: web seed {} skipped: {why}", printable(&meta.info.name), printable(url));
+            }
+        } else if !out.contains(url) {
+            out.push(url.clone());
+        }
+    }
+    out
 }
 
 /// The session's report with the port it listened on.

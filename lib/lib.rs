@@ -12,7 +12,8 @@
 //! - [`peer`]: wire messages, connections, the shared acceptor, BEP 9 metadata;
 //!   [`picker`]: which blocks to ask whom; [`swarm`]: every swarm decision as a state
 //!   machine without I/O; [`session`]: its threaded driver; [`sim`]: the fleet simulator
-//!   that runs many swarm cores over a simulated network;
+//!   that runs many swarm cores over a simulated network; [`webseed`]: BEP 19 HTTP range
+//!   fetches for the pieces the swarm lacks;
 //! - [`tracker`]: HTTP and UDP announce (client and btrack's server, in memory or Redis);
 //!   [`manager`]: btrack's web pages, API and registry;
 //! - [`sanitize`]: peer- and torrent-supplied text made safe to print.
@@ -40,3 +41,4 @@ pub mod sim;
 pub mod storage;
 pub mod swarm;
 pub mod tracker;
+pub mod webseed;

@@ -24,6 +24,7 @@ use crate::progress::Progress;
 use crate::rate::Bucket;
 use crate::storage::{self, Storage};
 use crate::swarm::{self, Core, End, Input, Output};
+use crate::webseed;
 pub use crate::swarm::{Lifecycle, PeerReport};
 use crossbeam::channel::{self, select, Receiver, Sender};
 use serde::Serialize;
@@ -65,6 +66,8 @@ pub struct Config {
     pub super_seed: bool,
     pub quiet: bool,
     pub threads: usize,
+    /// Web seeds (BEP 19): http:// URLs asked for the pieces the swarm lacks.
+    pub web_seeds: Vec<String>,
 }
 
 impl Config {
@@ -85,6 +88,7 @@ impl Config {
             super_seed: false,
             quiet: false,
             threads: crate::hashing::default_threads(),
+            web_seeds: Vec::new(),
         }
     }
 }
@@ -100,6 +104,9 @@ pub struct Report {
     pub uploaded: u64,
     pub duration_secs: f64,
     pub peers: Vec<PeerReport>,
+    /// Web seeds and what each sent (absent when there were none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub web_seeds: Vec<swarm::WebSeedReport>,
     pub hash_failures: u32,
 }
 
@@ -256,6 +263,9 @@ struct Session {
     final_path: PathBuf,
     /// Inputs the driver itself produced while carrying out outputs.
     feedback: Vec<Input<Vec<u8>>>,
+    /// Each web seed's worker: requests go out here, blocks and failures come back on `web_rx`.
+    web_tx: Vec<Sender<Vec<BlockRef>>>,
+    web_rx: Receiver<webseed::Event>,
 }
 
 fn random_peer_id() -> [u8; 20] {
@@ -316,6 +326,29 @@ impl Session {
             hide_bitfield: cfg.super_seed,
             info_bytes: Arc::new(meta.raw_info.clone()),
         });
+        let (web_events, web_rx) = channel::unbounded();
+        let web_tx: Vec<Sender<Vec<BlockRef>>> = cfg
+            .web_seeds
+            .iter()
+            .enumerate()
+            .map(|(seed, url)| {
+                let (tx, rx) = channel::unbounded();
+                let w = webseed::Worker {
+                    seed,
+                    url: url.clone(),
+                    info: Arc::new(info.clone()),
+                    events: web_events.clone(),
+                    unwritten: ctx.unwritten.clone(),
+                    download: ctx.download.clone(),
+                };
+                // A worker that cannot start leaves its requests unanswered: the core's
+                // requests to it are failed below when the channel is found closed.
+                let _ = std::thread::Builder::new()
+                    .name(format!("webseed-{seed}"))
+                    .spawn(move || w.run(rx));
+                tx
+            })
+            .collect();
         let epoch = Instant::now();
         let core = Core::new(
             swarm::Config {
@@ -331,6 +364,7 @@ impl Session {
                 block: crate::peer::wire::BLOCK,
                 piece_length: info.piece_length,
                 total_length: info.total_length,
+                web_seeds: cfg.web_seeds.clone(),
             },
             have,
             Duration::ZERO,
@@ -373,6 +407,8 @@ impl Session {
             progress,
             final_path,
             feedback: Vec::new(),
+            web_tx,
+            web_rx,
             cfg,
         }
     }
@@ -401,6 +437,7 @@ impl Session {
                 recv(self.net_rx) -> ev => if let Ok(ev) = ev { self.on_net(ev); },
                 recv(self.disk_rx) -> ev => if let Ok(ev) = ev { self.on_disk(ev)?; },
                 recv(self.tracker_rx) -> ev => if let Ok(ev) = ev { self.on_tracker(ev); },
+                recv(self.web_rx) -> ev => if let Ok(ev) = ev { self.on_web(ev); },
                 default(Duration::from_millis(200)) => {}
             }
             if last_tick.elapsed() >= Duration::from_millis(1000) {
@@ -513,6 +550,22 @@ impl Session {
         Ok(())
     }
 
+    fn on_web(&mut self, ev: webseed::Event) {
+        let i = match ev {
+            webseed::Event::Blocks { seed, blocks } => {
+                let n: u64 = blocks.iter().map(|b| b.1.len() as u64).sum();
+                self.stats.downloaded.fetch_add(n, Ordering::Relaxed);
+                Input::WebBlocks { seed, blocks }
+            }
+            webseed::Event::Failed { seed, reason, retry_after } => Input::WebFailed {
+                seed,
+                reason: crate::sanitize::printable(&reason).into_owned(),
+                retry_after,
+            },
+        };
+        self.input(i);
+    }
+
     fn on_tracker(&mut self, ev: announce::Report) {
         match ev {
             announce::Report::Peers(list) => self.input(Input::Peers(list)),
@@ -601,6 +654,15 @@ impl Session {
             Output::Request { key, blocks } => self.cmd(key, Cmd::Request(blocks)),
             Output::SetChoke { key, choke } => self.cmd(key, Cmd::Choke(choke)),
             Output::Close { key, .. } => self.cmd(key, Cmd::Close),
+            Output::WebRequest { seed, blocks } => {
+                if self.web_tx[seed].send(blocks).is_err() {
+                    self.feedback.push(Input::WebFailed {
+                        seed,
+                        reason: "its worker thread could not start".into(),
+                        retry_after: Some(Duration::from_secs(3600)),
+                    });
+                }
+            }
             Output::Dial { key, addr } => {
                 let ctx = self.ctx.clone();
                 if let Err(e) =
@@ -686,6 +748,7 @@ impl Session {
             uploaded: peers.iter().map(|p| p.uploaded).sum(),
             duration_secs: self.epoch.elapsed().as_secs_f64(),
             peers,
+            web_seeds: self.core.web_seed_reports(),
             hash_failures: self.core.hash_failures(),
         }
     }

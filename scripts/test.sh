@@ -15,7 +15,7 @@
 # Add a package the tests need to PACKAGES (one list, nothing else to edit).
 set -euo pipefail
 
-PACKAGES="transmission-cli aria2 python3-libtorrent opentracker iproute2 mktorrent chromium chromium-driver rsync curl wrk man-db python3-matplotlib python3-venv systemd g++ redis-server"
+PACKAGES="transmission-cli aria2 python3-libtorrent opentracker iproute2 mktorrent chromium chromium-driver rsync curl wrk man-db python3-matplotlib python3-venv systemd g++ redis-server nginx-light"
 
 cd "$(dirname "$0")/.."
 start=$(date +%s)

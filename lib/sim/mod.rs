@@ -369,6 +369,7 @@ impl Sim {
             block: self.sc.block,
             piece_length: self.sc.piece_length,
             total_length: self.sc.size,
+            web_seeds: Vec::new(),
         }
     }
 
@@ -848,6 +849,8 @@ impl Sim {
                     .min(now + Duration::from_secs(2));
             }
             Output::Log(_) => {}
+            // The simulated fleet has no web seeds.
+            Output::WebRequest { .. } => {}
         }
     }
 

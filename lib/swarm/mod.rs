@@ -9,8 +9,9 @@
 //!
 //! Parts, one job each: [`peers`] (the peer table and the report history), [`admission`]
 //! (backoff, strikes, bans), the requester around [`Picker`] (here), [`choker`] (a pure
-//! function), [`superseed`] (reveals using the picker's availability counts) and
-//! [`lifecycle`] (what happens after our copy is complete).
+//! function), [`superseed`] (reveals using the picker's availability counts),
+//! [`webseed`] (when an HTTP server is asked for a piece) and [`lifecycle`] (what happens
+//! after our copy is complete).
 //!
 //! Invariants:
 //! - a piece counts as ours only after [`Input::Hashed`] said its SHA-1 matched; only then
@@ -30,6 +31,7 @@ pub mod lifecycle;
 pub mod peers;
 pub mod rng;
 pub mod superseed;
+pub mod webseed;
 
 use crate::peer::close::CloseReason;
 use crate::peer::wire::{self, Message};
@@ -40,6 +42,8 @@ pub use lifecycle::Lifecycle;
 pub use peers::PeerReport;
 use peers::{Peer, PeerTable};
 use rng::Rng;
+use webseed::WebSeed;
+pub use webseed::WebSeedReport;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -79,6 +83,8 @@ pub struct Config {
     /// Piece geometry.
     pub piece_length: u64,
     pub total_length: u64,
+    /// Web seeds (BEP 19), by name; inputs and outputs refer to them by index.
+    pub web_seeds: Vec<String>,
 }
 
 /// Something that happened, for the core to decide on.
@@ -112,6 +118,18 @@ pub enum Input<P> {
     Blocks {
         key: PeerKey,
         blocks: Vec<(BlockRef, P)>,
+    },
+    /// Blocks that arrived from web seed `seed` (an index into [`Config::web_seeds`]).
+    WebBlocks {
+        seed: usize,
+        blocks: Vec<(BlockRef, P)>,
+    },
+    /// A web seed request failed; the blocks it had not delivered are asked of others.
+    /// `retry_after`: the server said when to come back.
+    WebFailed {
+        seed: usize,
+        reason: String,
+        retry_after: Option<Duration>,
     },
     /// Payload bytes sent to a peer so far (its connection counts them).
     Uploaded {
@@ -164,6 +182,12 @@ pub enum Output<P> {
     Close {
         key: PeerKey,
         reason: CloseReason,
+    },
+    /// Fetch these blocks from web seed `seed` (whole pieces, in order), answering with
+    /// [`Input::WebBlocks`] as they arrive or [`Input::WebFailed`].
+    WebRequest {
+        seed: usize,
+        blocks: Vec<BlockRef>,
     },
     Dial {
         key: PeerKey,
@@ -220,6 +244,9 @@ pub struct Core<P> {
     swarm_incomplete: Option<u32>,
     all_seeds_since: Option<Duration>,
     end: Option<End>,
+    web: Vec<WebSeed>,
+    /// When a peer last sent us a block we wanted (for the web seeds' starvation rule).
+    last_payload: Duration,
 }
 
 impl<P> Core<P> {
@@ -237,13 +264,21 @@ impl<P> Core<P> {
         for a in &cfg.peers {
             admission.learn(*a, now);
         }
+        let web: Vec<WebSeed> = cfg
+            .web_seeds
+            .iter()
+            .enumerate()
+            .map(|(i, n)| WebSeed::new(n.clone(), 1 + i as PeerKey))
+            .collect();
         let mut core = Core {
             picker,
             peers: PeerTable::default(),
             admission,
             rng,
             out: Vec::new(),
-            next_key: 1,
+            next_key: 1 + web.len() as PeerKey,
+            web,
+            last_payload: now,
             started: now,
             completed_at: None,
             finalized: false,
@@ -262,6 +297,8 @@ impl<P> Core<P> {
         };
         if core.picker.complete() {
             core.on_complete(now);
+        } else {
+            core.web_request_more(now);
         }
         core
     }
@@ -324,6 +361,10 @@ impl<P> Core<P> {
         self.peers.reports()
     }
 
+    pub fn web_seed_reports(&self) -> Vec<WebSeedReport> {
+        self.web.iter().map(|w| w.report()).collect()
+    }
+
     /// Recounts what the core keeps counted (the picker's counts, availability as the sum
     /// of the peers' bitfields, each peer's wanted pieces) and answers whether all agree.
     /// O(peers × pieces): for tests and the simulator's invariant checks.
@@ -373,6 +414,12 @@ impl<P> Core<P> {
             Input::Closed { key, addr, reason } => self.on_closed(now, key, addr, reason),
             Input::Message { key, msg } => self.on_message(now, key, msg),
             Input::Blocks { key, blocks } => self.on_blocks(now, key, blocks),
+            Input::WebBlocks { seed, blocks } => self.on_web_blocks(now, seed, blocks),
+            Input::WebFailed {
+                seed,
+                reason,
+                retry_after,
+            } => self.on_web_failed(now, seed, reason, retry_after),
             Input::Uploaded { key, total } => {
                 if let Some(p) = self.peers.get_mut(key) {
                     p.up.add(now, total.saturating_sub(p.uploaded));
@@ -740,6 +787,12 @@ impl<P> Core<P> {
         // A block not in flight is late (cancelled in endgame, or given up on): normal, and
         // dropped below. A flood of blocks never asked for is cut off by the connection.
         p.take_inflight(r);
+        self.arrival(now, key, r)
+    }
+
+    /// The picker's verdict on a block from `key` (a peer or a web seed): cancels the
+    /// duplicates asked of other peers; answers whether it is to be written.
+    fn arrival(&mut self, now: Duration, key: PeerKey, r: &BlockRef) -> bool {
         match self.picker.received(key, r) {
             Arrival::Accept { cancel } => {
                 for other in cancel {
@@ -756,10 +809,108 @@ impl<P> Core<P> {
                         }
                     }
                 }
+                self.last_payload = now;
                 true
             }
             Arrival::Drop => false,
         }
+    }
+
+    // ---- web seeds -------------------------------------------------------------------------
+
+    /// Gives every idle web seed the next piece the policy allows (see [`webseed`]).
+    fn web_request_more(&mut self, now: Duration) {
+        if self.picker.complete() || self.web.is_empty() {
+            return;
+        }
+        let starved = self.peers.is_empty()
+            || now.saturating_sub(self.last_payload.max(self.started)) >= webseed::STARVED;
+        let want = webseed::request_blocks(self.cfg.piece_length, self.picker.block_size());
+        let mut mask: Option<Vec<bool>> = None;
+        for seed in 0..self.web.len() {
+            if !self.web[seed].ready(now) {
+                continue;
+            }
+            let mask = mask.get_or_insert_with(|| webseed::eligible(&self.picker, starved));
+            let key = self.web[seed].key;
+            let blocks = self.picker.pick(key, mask, want, false);
+            if blocks.is_empty() {
+                return;
+            }
+            self.web[seed].inflight.extend(blocks.iter().copied());
+            self.out.push(Output::WebRequest { seed, blocks });
+        }
+    }
+
+    fn on_web_blocks(&mut self, now: Duration, seed: usize, blocks: Vec<(BlockRef, P)>) {
+        if seed >= self.web.len() {
+            return;
+        }
+        let mut accepted = Vec::with_capacity(blocks.len());
+        let mut dropped = 0;
+        for (r, data) in blocks {
+            let w = &mut self.web[seed];
+            let len = r.length as u64;
+            self.downloaded += len;
+            w.downloaded += len;
+            w.failures = 0;
+            let key = w.key;
+            let asked = match w.inflight.iter().position(|b| *b == r) {
+                Some(i) => {
+                    w.inflight.remove(i);
+                    true
+                }
+                None => false,
+            };
+            // Data counts as presence, like a connected peer (for the stall timeout).
+            self.last_peer_seen = now;
+            if asked && self.arrival(now, key, &r) {
+                accepted.push((r, data));
+            } else {
+                dropped += r.length as usize;
+            }
+        }
+        if dropped > 0 {
+            self.out.push(Output::Discard(dropped));
+        }
+        if !accepted.is_empty() {
+            self.out.push(Output::Write(accepted));
+        }
+        self.web_request_more(now);
+    }
+
+    fn on_web_failed(&mut self, now: Duration, seed: usize, reason: String, retry_after: Option<Duration>) {
+        let Some(w) = self.web.get_mut(seed) else { return };
+        let inflight: Vec<BlockRef> = w.inflight.drain(..).collect();
+        let key = w.key;
+        let wait = w.failed(now, retry_after);
+        let (name, first) = (w.name.clone(), w.failures == 1);
+        self.picker.forget(key, &inflight);
+        // The first failure of a run is news; the rest only say how long we wait.
+        if first || wait >= webseed::MAX_BACKOFF {
+            self.log(format!("web seed {name}: {reason}; trying again in {}s", wait.as_secs()));
+        }
+        // Its pieces go to peers that have them.
+        for k in self.peers.keys() {
+            self.request_more(now, k);
+        }
+    }
+
+    /// A piece that failed its hash check came from web seed `seed` alone.
+    fn web_strike(&mut self, seed: usize) {
+        let w = &mut self.web[seed];
+        w.strikes += 1;
+        if w.strikes < webseed::MAX_STRIKES || w.disabled {
+            return;
+        }
+        w.disabled = true;
+        let (key, name) = (w.key, w.name.clone());
+        let inflight: Vec<BlockRef> = w.inflight.drain(..).collect();
+        self.picker.forget(key, &inflight);
+        self.log(format!(
+            "web seed {name} sent data that failed {} hash checks: no longer used",
+            webseed::MAX_STRIKES
+        ));
     }
 
     /// Tops up the requests in flight to `key`: about two seconds of data at the peer's
@@ -806,8 +957,12 @@ impl<P> Core<P> {
         let senders = self.picker.hashed(index, false);
         let names: Vec<String> = senders
             .iter()
-            .filter_map(|k| self.peers.get(*k))
-            .map(|p| p.name())
+            .filter_map(|k| {
+                self.peers
+                    .get(*k)
+                    .map(|p| p.name())
+                    .or_else(|| self.web.iter().find(|w| w.key == *k).map(|w| w.name.clone()))
+            })
             .collect();
         self.log(format!(
             "piece {index} failed its hash check (data from {}); fetching it again",
@@ -816,6 +971,9 @@ impl<P> Core<P> {
         // Only a piece that came from one peer alone names a culprit (the picker fetches a
         // failed piece from a single peer next time).
         if let [k] = senders[..] {
+            if let Some(seed) = self.web.iter().position(|w| w.key == k) {
+                return self.web_strike(seed);
+            }
             let Some(p) = self.peers.get(k) else { return };
             if self.admission.strike(p.peer_id) {
                 self.drop_peer(k, CloseReason::CorruptData);
@@ -1007,6 +1165,7 @@ impl<P> Core<P> {
         for k in self.peers.keys() {
             self.request_more(now, k);
         }
+        self.web_request_more(now);
         self.choke(now);
         if self.cfg.super_seed {
             self.reveal_to_stalled(now);

@@ -28,6 +28,7 @@ fn cfg(pieces: u64, lifecycle: Lifecycle) -> Config {
         block: BLOCK,
         piece_length: PIECE,
         total_length: pieces * PIECE,
+        web_seeds: Vec::new(),
     }
 }
 

@@ -1,0 +1,157 @@
+//! Web seeds (BEP 19) as the core sees them: HTTP servers that hold the whole content and
+//! answer range requests, asked for pieces by the same picker as peers.
+//!
+//! The policy keeps an artifact server from being hammered when a whole fleet starts at
+//! once: a web seed is asked only for pieces that no connected peer has ("the swarm lacks
+//! them"), one piece at a time, picked at random among those (each host's picker has its own
+//! seed, so hosts spread over different pieces). As soon as one host has verified a piece it
+//! announces it, and the others fetch it from that host instead. So the server sends each
+//! byte about once, plus the pieces two hosts happened to pick at the same moment.
+//! Two exceptions: with no peer at all, every missing piece is fair (the web seed is the only
+//! source), and a download that received nothing from any peer for [`STARVED`] (every peer
+//! chokes us, or is too slow to matter) may fetch any missing piece from the web seed.
+//!
+//! A failing web seed (refused, 404, 5xx, short or slow response) is backed off, never
+//! fatal; one whose data failed [`MAX_STRIKES`] hash checks on its own is no longer used.
+
+use crate::picker::{BlockRef, PeerKey, Picker};
+use std::time::Duration;
+
+/// Nothing from any peer for this long (while we want something): the web seed may serve
+/// any missing piece, not only those the swarm lacks.
+pub const STARVED: Duration = Duration::from_secs(10);
+/// Longest wait before a failing web seed is tried again.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Pieces that failed their hash check with data from this web seed alone before it is
+/// dropped for the rest of the session.
+pub const MAX_STRIKES: u32 = 3;
+/// At least this many bytes are asked of a web seed at once: whole pieces, so a small piece
+/// length does not turn into one HTTP round trip per 16 KiB, but no more than needed, since
+/// a piece held by one host's web request looks missing to every other host.
+const MIN_REQUEST: u64 = 256 << 10;
+
+/// One web seed's state.
+#[derive(Debug, Clone)]
+pub struct WebSeed {
+    /// The URL, for log lines and reports.
+    pub name: String,
+    /// The picker's owner key for its requests (never a peer's key).
+    pub key: PeerKey,
+    pub inflight: Vec<BlockRef>,
+    /// Backing off until then.
+    pub retry_at: Option<Duration>,
+    /// Failures in a row (reset by a delivered block).
+    pub failures: u32,
+    pub strikes: u32,
+    pub disabled: bool,
+    /// Payload bytes received from it.
+    pub downloaded: u64,
+}
+
+/// What a report says about a web seed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WebSeedReport {
+    pub url: String,
+    pub downloaded: u64,
+    pub failures: u32,
+    pub disabled: bool,
+}
+
+impl WebSeed {
+    pub fn new(name: String, key: PeerKey) -> WebSeed {
+        WebSeed {
+            name,
+            key,
+            inflight: Vec::new(),
+            retry_at: None,
+            failures: 0,
+            strikes: 0,
+            disabled: false,
+            downloaded: 0,
+        }
+    }
+
+    /// Free to be asked for more now.
+    pub fn ready(&self, now: Duration) -> bool {
+        !self.disabled && self.inflight.is_empty() && self.retry_at.map(|t| now >= t).unwrap_or(true)
+    }
+
+    /// A request failed: back off (the server's `Retry-After` when it gave one, capped).
+    /// Answers how long.
+    pub fn failed(&mut self, now: Duration, retry_after: Option<Duration>) -> Duration {
+        self.failures += 1;
+        let wait = retry_after
+            .unwrap_or_else(|| backoff(self.failures))
+            .min(MAX_BACKOFF * 5);
+        self.retry_at = Some(now + wait);
+        wait
+    }
+
+    pub fn report(&self) -> WebSeedReport {
+        WebSeedReport {
+            url: self.name.clone(),
+            downloaded: self.downloaded,
+            failures: self.failures,
+            disabled: self.disabled,
+        }
+    }
+}
+
+/// Wait after the `n`th failure in a row: 1, 2, 4 … seconds, at most [`MAX_BACKOFF`].
+pub fn backoff(n: u32) -> Duration {
+    Duration::from_secs(1u64 << n.saturating_sub(1).min(6)).min(MAX_BACKOFF)
+}
+
+/// The pieces a web seed may be asked for (as a `has` mask for [`Picker::pick`]): those no
+/// connected peer has, or, when `starved`, every piece.
+pub fn eligible(picker: &Picker, starved: bool) -> Vec<bool> {
+    (0..picker.num_pieces())
+        .map(|i| starved || picker.availability(i) == 0)
+        .collect()
+}
+
+/// Blocks to ask for at once: whole pieces, at least [`MIN_REQUEST`] bytes.
+pub fn request_blocks(piece_length: u64, block: u32) -> usize {
+    let per_piece = piece_length.div_ceil(block as u64).max(1);
+    let pieces = MIN_REQUEST.div_ceil(piece_length).max(1);
+    (per_piece * pieces) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_a_cap() {
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(2), Duration::from_secs(2));
+        assert_eq!(backoff(4), Duration::from_secs(8));
+        assert_eq!(backoff(30), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn retry_after_is_honoured_but_capped() {
+        let mut w = WebSeed::new("http://w/".into(), 1);
+        let now = Duration::from_secs(10);
+        assert_eq!(w.failed(now, Some(Duration::from_secs(20))), Duration::from_secs(20));
+        assert!(!w.ready(now + Duration::from_secs(19)));
+        assert!(w.ready(now + Duration::from_secs(20)));
+        assert_eq!(w.failed(now, Some(Duration::from_secs(100_000))), MAX_BACKOFF * 5);
+    }
+
+    #[test]
+    fn whole_pieces_of_at_least_256_kib() {
+        assert_eq!(request_blocks(256 << 10, 16 << 10), 16);
+        assert_eq!(request_blocks(64 << 10, 16 << 10), 16);
+        assert_eq!(request_blocks(4 << 20, 16 << 10), 256);
+        assert_eq!(request_blocks(3 << 20, 16 << 10), 192);
+    }
+
+    #[test]
+    fn only_pieces_the_swarm_lacks_unless_starved() {
+        let mut p = Picker::new(4 << 14, 4 * (4 << 14), &[false; 4], 1);
+        p.add_availability(&[true, false, true, false]);
+        assert_eq!(eligible(&p, false), vec![false, true, false, true]);
+        assert_eq!(eligible(&p, true), vec![true; 4]);
+    }
+}
