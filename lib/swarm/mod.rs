@@ -268,7 +268,7 @@ impl<P> Core<P> {
             .web_seeds
             .iter()
             .enumerate()
-            .map(|(i, n)| WebSeed::new(n.clone(), 1 + i as PeerKey))
+            .map(|(i, n)| WebSeed::new(n.clone(), webseed::key(i)))
             .collect();
         let mut core = Core {
             picker,
@@ -276,7 +276,7 @@ impl<P> Core<P> {
             admission,
             rng,
             out: Vec::new(),
-            next_key: 1 + web.len() as PeerKey,
+            next_key: 1,
             web,
             last_payload: now,
             started: now,

@@ -760,3 +760,183 @@ fn super_seeding_shows_no_fresh_piece_to_a_peer_on_a_much_slower_link() {
         "2 pieces in 12 s against 20 in 12 s: its copy would hold the others back"
     );
 }
+
+// ---- web seeds ---------------------------------------------------------------------------
+
+fn web_cfg(pieces: u64) -> Config {
+    Config {
+        web_seeds: vec!["http://w/".into()],
+        stall_timeout: Some(s(60)),
+        ..cfg(pieces, Lifecycle::Exit)
+    }
+}
+
+fn web_requests(o: &[Out]) -> Vec<BlockRef> {
+    o.iter()
+        .filter_map(|o| match o {
+            Output::WebRequest { seed: 0, blocks } => Some(blocks.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+fn pieces_of(blocks: &[BlockRef]) -> Vec<u32> {
+    let mut p: Vec<u32> = blocks.iter().map(|b| b.index).collect();
+    p.dedup();
+    p
+}
+
+/// Web seed 0 delivers `blocks`; writes and hashes are carried out (`good` decides).
+fn deliver_web(c: &mut C, blocks: &[BlockRef], good: bool, now: Duration) -> Vec<Out> {
+    c.handle(now, Input::WebBlocks { seed: 0, blocks: blocks.iter().map(|b| (*b, good as u8)).collect() });
+    let mut all = Vec::new();
+    let mut pending: VecDeque<Out> = outs(c).into();
+    while let Some(o) = pending.pop_front() {
+        match &o {
+            Output::Write(bs) => {
+                c.handle(now, Input::Written(bs.iter().map(|b| b.0).collect()));
+                pending.extend(outs(c));
+            }
+            Output::Hash(i) => {
+                c.handle(now, Input::Hashed { index: *i, ok: good });
+                pending.extend(outs(c));
+            }
+            Output::Finalize => {
+                c.handle(now, Input::Finalized);
+                pending.extend(outs(c));
+            }
+            _ => {}
+        }
+        all.push(o);
+    }
+    all
+}
+
+#[test]
+fn a_web_seed_alone_serves_everything_in_whole_pieces() {
+    // 16 pieces of 64 KiB: the web seed is asked for 256 KiB (4 whole pieces) at a time.
+    let mut c = C::new(web_cfg(16), vec![false; 16], s(0));
+    let mut got = Vec::new();
+    let mut o = outs(&mut c);
+    let mut t = 0;
+    while !c.complete() {
+        let asked = web_requests(&o);
+        assert_eq!(asked.len(), 16, "4 whole pieces: {o:?}");
+        assert!(pieces_of(&asked).iter().all(|i| !got.contains(i)), "never a piece twice");
+        got.extend(pieces_of(&asked));
+        t += 1;
+        o = deliver_web(&mut c, &asked, true, s(t));
+    }
+    got.sort_unstable();
+    assert_eq!(got, (0..16).collect::<Vec<u32>>());
+    assert_eq!(c.web_seed_reports()[0].downloaded, 16 * PIECE);
+    assert!(c.consistent());
+}
+
+#[test]
+fn a_web_seed_is_asked_only_for_pieces_no_peer_has() {
+    let mut c = C::new(web_cfg(16), vec![false; 16], s(0));
+    let first = web_requests(&outs(&mut c));
+    // A peer with the first half arrives while the first web request is out.
+    let has: Vec<bool> = (0..16).map(|i| i < 8).collect();
+    join(&mut c, 1, Some(has), s(0));
+    let mut t = 1;
+    let mut o = deliver_web(&mut c, &first, true, s(t));
+    let mut from_web = pieces_of(&first);
+    loop {
+        let asked = web_requests(&o);
+        if asked.is_empty() {
+            break;
+        }
+        let p = pieces_of(&asked);
+        assert!(p.iter().all(|i| *i >= 8), "a piece the peer has went to the web seed: {p:?}");
+        from_web.extend(p);
+        t += 1;
+        o = deliver_web(&mut c, &asked, true, s(t));
+    }
+    from_web.sort_unstable();
+    from_web.dedup();
+    let second_half: Vec<u32> = (8..16).collect();
+    assert!(from_web.iter().filter(|i| **i >= 8).count() == 8, "{from_web:?} vs {second_half:?}");
+    // The peer's pieces (less what the web seed had already been asked for) come from it.
+    msg(&mut c, 1, Message::Unchoke, s(t));
+    let asked = requests(&outs(&mut c), 1);
+    assert!(!asked.is_empty() && pieces_of(&asked).iter().all(|i| *i < 8));
+}
+
+#[test]
+fn a_starved_download_may_ask_the_web_seed_for_anything() {
+    let mut c = C::new(web_cfg(16), vec![false; 16], s(0));
+    let first = web_requests(&outs(&mut c));
+    join(&mut c, 1, Some(vec![true; 16]), s(0)); // has everything, never unchokes us
+    let o = deliver_web(&mut c, &first, true, s(1));
+    assert!(web_requests(&o).is_empty(), "the peer has every piece: nothing for the web seed");
+    c.handle(s(5), Input::Tick);
+    assert!(web_requests(&outs(&mut c)).is_empty(), "not starved yet");
+    c.handle(s(1) + swarm_starved(), Input::Tick);
+    let asked = web_requests(&outs(&mut c));
+    assert_eq!(asked.len(), 16, "starved: the web seed serves pieces the peer has too");
+}
+
+fn swarm_starved() -> Duration {
+    webseed::STARVED
+}
+
+#[test]
+fn a_failing_web_seed_backs_off_and_its_blocks_go_to_peers() {
+    let mut c = C::new(web_cfg(16), vec![false; 16], s(0));
+    let asked = web_requests(&outs(&mut c));
+    join(&mut c, 1, Some(vec![true; 16]), s(0));
+    msg(&mut c, 1, Message::Unchoke, s(0));
+    let before = requests(&outs(&mut c), 1);
+    assert!(pieces_of(&before).iter().all(|i| !pieces_of(&asked).contains(i)), "held by the web seed");
+    c.handle(s(1), Input::WebFailed { seed: 0, reason: "HTTP 503".into(), retry_after: Some(s(30)) });
+    let o = outs(&mut c);
+    assert!(o.iter().any(|o| matches!(o, Output::Log(m) if m.contains("HTTP 503") && m.contains("30s"))), "{o:?}");
+    // The peer's queue is topped up as it delivers; the web seed's pieces are free again.
+    let o = deliver(&mut c, 1, &before, true, s(2));
+    let next = requests(&o, 1);
+    assert!(pieces_of(&next).iter().any(|i| pieces_of(&asked).contains(i)), "{next:?}");
+    assert_eq!(c.web_seed_reports()[0].failures, 1);
+    assert!(c.consistent());
+}
+
+#[test]
+fn a_web_seed_whose_data_fails_three_hash_checks_is_dropped() {
+    // Pieces of 256 KiB: one piece per web request, so three rounds of bad data.
+    let mut c = C::new(Config { piece_length: 4 * PIECE, total_length: 64 * PIECE, ..web_cfg(64) }, vec![false; 16], s(0));
+    let mut o = outs(&mut c);
+    for t in 1..=3 {
+        let asked = web_requests(&o);
+        assert_eq!(pieces_of(&asked).len(), 1, "round {t}: {o:?}");
+        o = deliver_web(&mut c, &asked, false, s(t));
+    }
+    assert_eq!(c.hash_failures(), 3);
+    let dropped = o.iter().position(|o| matches!(o, Output::Log(m) if m.contains("no longer used")));
+    assert!(dropped.is_some(), "{o:?}");
+    assert!(web_requests(&o[dropped.unwrap()..]).is_empty());
+    assert!(c.web_seed_reports()[0].disabled);
+    c.handle(s(10), Input::Tick);
+    assert!(web_requests(&outs(&mut c)).is_empty());
+    assert_eq!(c.have_bytes(), 0);
+}
+
+#[test]
+fn data_from_a_web_seed_keeps_the_stall_clock_from_running_out() {
+    let mut c = C::new(web_cfg(64), vec![false; 64], s(0));
+    let mut o = outs(&mut c);
+    let mut t = 0;
+    while !c.complete() {
+        t += 20; // no peer ever, a web piece every 20 s: stall timeout is 60 s
+        c.handle(s(t), Input::Tick);
+        assert!(c.end().is_none(), "ended at {t}s: {:?}", c.end());
+        o.extend(outs(&mut c));
+        let asked = web_requests(&o);
+        o = deliver_web(&mut c, &asked, true, s(t));
+    }
+    // Without data, it stalls.
+    let mut c = C::new(web_cfg(64), vec![false; 64], s(0));
+    c.handle(s(61), Input::Tick);
+    assert!(matches!(c.end(), Some(End::Unfinished(_))));
+}

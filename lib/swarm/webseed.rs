@@ -30,6 +30,12 @@ pub const MAX_STRIKES: u32 = 3;
 /// a piece held by one host's web request looks missing to every other host.
 const MIN_REQUEST: u64 = 256 << 10;
 
+/// The picker key of web seed `i`: from the top of the key space, far from the keys of
+/// dialled (from 1) and accepted (from `u64::MAX / 2`) connections.
+pub fn key(i: usize) -> PeerKey {
+    PeerKey::MAX - i as PeerKey
+}
+
 /// One web seed's state.
 #[derive(Debug, Clone)]
 pub struct WebSeed {
