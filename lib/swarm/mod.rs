@@ -434,7 +434,7 @@ impl<P> Core<P> {
                 }
             }
             Input::Hashed { index, ok: true } => self.on_verified(now, index),
-            Input::Hashed { index, ok: false } => self.on_hash_failed(index),
+            Input::Hashed { index, ok: false } => self.on_hash_failed(now, index),
             Input::ResumeSkipped => self.resume_dirty = true,
             Input::Finalized => {
                 if !self.finalized {
@@ -837,7 +837,13 @@ impl<P> Core<P> {
             if blocks.is_empty() {
                 return;
             }
-            self.web[seed].inflight.extend(blocks.iter().copied());
+            let w = &mut self.web[seed];
+            w.inflight.extend(blocks.iter().copied());
+            for b in &blocks {
+                if w.unchecked.last() != Some(&b.index) {
+                    w.unchecked.push(b.index);
+                }
+            }
             self.out.push(Output::WebRequest { seed, blocks });
         }
     }
@@ -882,6 +888,7 @@ impl<P> Core<P> {
     fn on_web_failed(&mut self, now: Duration, seed: usize, reason: String, retry_after: Option<Duration>) {
         let Some(w) = self.web.get_mut(seed) else { return };
         let inflight: Vec<BlockRef> = w.inflight.drain(..).collect();
+        inflight.iter().for_each(|b| w.checked(b.index, false));
         let key = w.key;
         let wait = w.failed(now, retry_after);
         let (name, first) = (w.name.clone(), w.failures == 1);
@@ -952,8 +959,16 @@ impl<P> Core<P> {
 
     // ---- pieces ------------------------------------------------------------------------------
 
-    fn on_hash_failed(&mut self, index: u32) {
+    fn on_hash_failed(&mut self, now: Duration, index: u32) {
         self.hash_failures += 1;
+        self.web.iter_mut().for_each(|w| w.checked(index, false));
+        self.blame(index);
+        // After the verdict on its last piece, a web seed on probation may go on.
+        self.web_request_more(now);
+    }
+
+    /// Names who sent a piece that failed its hash check; strikes a sole sender.
+    fn blame(&mut self, index: u32) {
         let senders = self.picker.hashed(index, false);
         let names: Vec<String> = senders
             .iter()
@@ -983,6 +998,8 @@ impl<P> Core<P> {
 
     fn on_verified(&mut self, now: Duration, i: u32) {
         self.picker.hashed(i, true);
+        self.web.iter_mut().for_each(|w| w.checked(i, true));
+        self.web_request_more(now);
         self.out.push(Output::Verified(i));
         for p in self.peers.values_mut() {
             if p.has[i as usize] {

@@ -49,6 +49,10 @@ pub struct WebSeed {
     /// Failures in a row (reset by a delivered block).
     pub failures: u32,
     pub strikes: u32,
+    /// Pieces asked of it whose hash check has not come back yet.
+    pub unchecked: Vec<u32>,
+    /// A piece it served passed its hash check.
+    pub proven: bool,
     pub disabled: bool,
     /// Payload bytes received from it.
     pub downloaded: u64,
@@ -72,14 +76,30 @@ impl WebSeed {
             retry_at: None,
             failures: 0,
             strikes: 0,
+            unchecked: Vec::new(),
+            proven: false,
             disabled: false,
             downloaded: 0,
         }
     }
 
-    /// Free to be asked for more now.
+    /// Free to be asked for more now. Until a piece it served has passed its hash check,
+    /// and again once one has failed, it is asked for the next piece only when the last
+    /// one has been checked: a server with the wrong file is found out after
+    /// [`MAX_STRIKES`] pieces, not after the whole file.
     pub fn ready(&self, now: Duration) -> bool {
-        !self.disabled && self.inflight.is_empty() && self.retry_at.map(|t| now >= t).unwrap_or(true)
+        !self.disabled
+            && self.inflight.is_empty()
+            && self.retry_at.map(|t| now >= t).unwrap_or(true)
+            && ((self.proven && self.strikes == 0) || self.unchecked.is_empty())
+    }
+
+    /// Piece `index` was checked (`ok`: it passed), or is no longer expected from anyone.
+    pub fn checked(&mut self, index: u32, ok: bool) {
+        if ok && self.unchecked.contains(&index) {
+            self.proven = true;
+        }
+        self.unchecked.retain(|i| *i != index);
     }
 
     /// A request failed: back off (the server's `Retry-After` when it gave one, capped).
