@@ -308,3 +308,38 @@ fn four_fetchers_at_once_with_nginx_as_the_only_origin() {
     assert!(sent >= size, "every piece came from nginx at least once");
     assert!(sent as f64 <= 1.3 * size as f64, "nginx sent {:.2} x the content", sent as f64 / size as f64);
 }
+
+#[test]
+fn btrack_upload_with_a_web_seed_field_gives_a_torrent_bfetch_fetches_from_nginx() {
+    let d = Dir::new("ws-upload");
+    let content = d.join("www/files/up.iso");
+    write_data(&content, (2 << 20) + 99, 5);
+    let Some(ng) = Nginx::start(&d, &d.join("www"), "") else { return };
+    let mut c = cmd("btrack");
+    c.args(["--listen", "127.0.0.1:0", "--admin-token", "adm", "--data-dir"]).arg(d.join("btrack"));
+    let mut trk = Proc::spawn("btrack", c, d.path());
+    let port = wait_logged_port(&mut trk, "listening on 127.0.0.1:", T);
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(T)).build().into();
+    let base = format!("http://127.0.0.1:{port}/api/upload?name=up.iso&web_seed=");
+    // Only http:// web seeds.
+    let r = agent.put(&format!("{base}https%3A%2F%2Fx%2F")).header("X-Admin-Token", "adm").send(&b"abc"[..]).unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let url = shoal::metainfo::url_encode(ng.url("/files/").as_bytes());
+    let mut r = agent.put(&format!("{base}{url}")).header("X-Admin-Token", "adm").send(&std::fs::read(&content).unwrap()[..]).unwrap();
+    let body = r.body_mut().with_config().limit(1 << 20).read_to_vec().unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", String::from_utf8_lossy(&body));
+    let m = shoal::metainfo::Metainfo::parse(&body).unwrap();
+    assert_eq!(m.url_list, vec![ng.url("/files/")]);
+    let t = d.join("up.torrent");
+    std::fs::write(&t, &body).unwrap();
+    // Nobody seeds it: nginx is the only source.
+    let out = d.join("out");
+    let mut f = bfetch(&d, "bfetch", &t, &out, &[]);
+    let j = finish(&mut f);
+    assert_same_content(&content, &out.join("up.iso"));
+    assert_eq!(web_downloaded(&j), (2 << 20) + 99);
+    // The page offers the field.
+    let mut r = agent.get(&format!("http://127.0.0.1:{port}/")).call().unwrap();
+    let page = r.body_mut().read_to_string().unwrap();
+    assert!(page.contains("id=webseed"), "{page}");
+}

@@ -18,7 +18,8 @@
 //! - `GET /`, `GET /t/<ih>`: the pages ([`pages`]);
 //! - `GET /api/torrents`, `GET /api/torrents/<ih>`: JSON; `POST /api/torrents` (a .torrent
 //!   body) registers; `DELETE /api/torrents/<ih>` unregisters;
-//! - `PUT /api/upload?name=NAME[&piece_length=L]`: upload a file, answer its .torrent;
+//! - `PUT /api/upload?name=NAME[&piece_length=L][&web_seed=URL]...`: upload a file, answer
+//!   its .torrent (with the web seeds as its BEP 19 `url-list`);
 //! - `GET /torrents/<ih>.torrent`, `GET /metrics`.
 //!
 //! Every handler answers; errors are one-line texts (JSON `{"error": …}` on `/api/`).
@@ -614,7 +615,22 @@ impl App {
                 Err(e) => return api_error(400, e),
             },
         };
-        let up = upload::UploadRequest { name: &name, length, piece_length, announce: self.announce_url(req), max_upload: self.cfg.max_upload };
+        let web_seeds: Vec<String> = crate::tracker::http::pairs(req.query.as_bytes())
+            .filter(|(k, _)| *k == b"web_seed")
+            .map(|(_, v)| String::from_utf8_lossy(&crate::tracker::http::percent_decode(v).unwrap_or_default()).trim().to_string())
+            .filter(|v| !v.is_empty())
+            .collect();
+        if let Some((url, why)) = web_seeds.iter().find_map(|u| crate::webseed::unsupported(u).map(|w| (u, w))) {
+            return api_error(400, format!("web seed {}: {why}", crate::sanitize::printable(url)));
+        }
+        let up = upload::UploadRequest {
+            name: &name,
+            length,
+            piece_length,
+            announce: self.announce_url(req),
+            max_upload: self.cfg.max_upload,
+            web_seeds,
+        };
         let metrics = &self.tracker.metrics;
         let last = std::cell::Cell::new(0u64);
         let progress = |n: u64| {

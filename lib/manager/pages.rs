@@ -70,7 +70,7 @@ pub fn index(app: &App) -> String {
 <p class=muted>Tracker mode: {mode}. Announce URL: <code id=announce>{announce}</code></p>
 <h2>Share a file</h2>
 <form id=upform onsubmit="return upload()">
-<p><input type=file id=file name=file required> <label>Piece length <input id=piece size=8 placeholder="auto"></label> <button type=submit id=go>Upload and make torrent</button></p>
+<p><input type=file id=file name=file required> <label>Piece length <input id=piece size=8 placeholder="auto"></label> <label>Web seed <input id=webseed size=32 placeholder="http://artifacts.lan/images/ (optional)"></label> <button type=submit id=go>Upload and make torrent</button></p>
 {admin}
 <p><progress id=prog max=1 value=0></progress> <span id=status></span></p>
 <div id=result hidden><p>Torrent ready: info hash <code id=result-ih></code> — <a id=result-torrent href="#">download .torrent</a> — <a id=result-page href="#">swarm page</a></p>
@@ -89,7 +89,7 @@ document.getElementById('torrents').innerHTML=h;document.getElementById('count')
 setInterval(refresh,5000);
 function upload(){{var f=document.getElementById('file').files[0];if(!f)return false;
 var st=document.getElementById('status'),pr=document.getElementById('prog'),go=document.getElementById('go');
-var url='/api/upload?name='+encodeURIComponent(f.name);var pl=document.getElementById('piece').value.trim();if(pl)url+='&piece_length='+encodeURIComponent(pl);
+var url='/api/upload?name='+encodeURIComponent(f.name);var pl=document.getElementById('piece').value.trim();if(pl)url+='&piece_length='+encodeURIComponent(pl);var ws=document.getElementById('webseed').value.trim();if(ws)url+='&web_seed='+encodeURIComponent(ws);
 var x=new XMLHttpRequest();x.open('PUT',url);var tok=document.getElementById('admin').value;if(tok)x.setRequestHeader('X-Admin-Token',tok);
 x.upload.onprogress=function(e){{if(e.lengthComputable){{pr.max=e.total;pr.value=e.loaded;st.textContent='uploading '+Math.floor(100*e.loaded/e.total)+'%';}}}};
 x.upload.onload=function(){{st.textContent='hashing and registering…';}};

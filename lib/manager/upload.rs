@@ -62,6 +62,8 @@ pub struct UploadRequest<'a> {
     pub piece_length: Option<u64>,
     pub announce: String,
     pub max_upload: u64,
+    /// The torrent's `url-list` (BEP 19 web seeds).
+    pub web_seeds: Vec<String>,
 }
 
 /// Streams `body` (exactly `req.length` bytes) into the data directory and registers the
@@ -120,6 +122,7 @@ pub fn upload(reg: &Registry, body: &mut dyn Read, req: &UploadRequest, progress
     let info = InfoOut { files: None, length: Some(total), name: name.clone(), piece_length, pieces: pieces.concat(), private: None };
     let opts = Options {
         trackers: vec![vec![req.announce.clone()]],
+        web_seeds: req.web_seeds.clone(),
         created_by: Some(format!("btrack (shoal {})", env!("CARGO_PKG_VERSION"))),
         ..Default::default()
     };
@@ -188,7 +191,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         let (reg, _) = Registry::open(&d).unwrap();
         let data: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
-        let req = UploadRequest { name: "f.bin", length: data.len() as u64, piece_length: None, announce: "http://x/announce".into(), max_upload: 1 << 30 };
+        let req = UploadRequest { name: "f.bin", length: data.len() as u64, piece_length: None, announce: "http://x/announce".into(), max_upload: 1 << 30, web_seeds: Vec::new() };
         let e = upload(&reg, &mut &data[..], &req, &|_| {}).unwrap();
         std::fs::write(d.join("f.bin"), &data).unwrap();
         let made = create::create(&d.join("f.bin"), &Options::default(), &mut |_, _| {}).unwrap();
