@@ -48,6 +48,9 @@ struct Args {
     /// the origin crashes at this fraction of F/B for this many seconds, e.g. 0.5:60
     #[argh(option)]
     origin_crash: Option<String>,
+    /// the origin is an HTTP web seed (nginx), not a peer: fetchers ask it for the pieces no connected peer has (BEP 19)
+    #[argh(switch)]
+    web_seed: bool,
     /// fraction of hosts that send corrupt blocks (default 0)
     #[argh(option, default = "0.0")]
     hostile: f64,
@@ -131,6 +134,7 @@ fn scenario(a: &Args) -> Result<Scenario, String> {
     sc.seed = a.seed;
     sc.churn = a.churn;
     sc.hostile = a.hostile;
+    sc.web_seed = a.web_seed;
     sc.max_peers = a.max_peers;
     sc.upload_slots = a.upload_slots;
     sc.step = duration(&a.step)?;
@@ -145,6 +149,9 @@ fn scenario(a: &Args) -> Result<Scenario, String> {
             .parse()
             .map_err(|_| format!("bad seconds: {secs}"))?;
         sc.origin_crash = Some((at, Duration::from_secs_f64(secs)));
+    }
+    if sc.web_seed && (sc.origin_crash.is_some() || sc.super_seed) {
+        return Err("--web-seed cannot be combined with --origin-crash or --super-seed".into());
     }
     if sc.step.is_zero() || sc.block == 0 || sc.block as u64 > sc.piece_length {
         return Err("--step and --block must be positive, --block at most the piece length".into());

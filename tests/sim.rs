@@ -18,12 +18,13 @@ fn base(hosts: usize, size: u64, seed: u64) -> Scenario {
 
 fn replay(sc: &Scenario) -> String {
     format!(
-        "cargo run --release --example fleetsim -- --hosts {} --size {} --piece-length {} --seed {}{}{}{}{} --check-every 50",
+        "cargo run --release --example fleetsim -- --hosts {} --size {} --piece-length {} --seed {}{}{}{}{}{} --check-every 50",
         sc.hosts,
         sc.size,
         sc.piece_length,
         sc.seed,
         if sc.super_seed { " --super-seed" } else { "" },
+        if sc.web_seed { " --web-seed" } else { "" },
         if sc.churn > 0.0 { format!(" --churn {}", sc.churn) } else { String::new() },
         if sc.hostile > 0.0 { format!(" --hostile {}", sc.hostile) } else { String::new() },
         sc.origin_crash.map(|(f, d)| format!(" --origin-crash {f}:{}", d.as_secs())).unwrap_or_default(),
@@ -113,4 +114,30 @@ fn slow_hosts_do_not_hold_back_fast_ones() {
     let fast = o.fast_last_secs.unwrap();
     assert!(fast < o.last_secs.unwrap(), "the slow hosts finish last");
     assert!(fast / o.f_over_b_secs < 3.0, "fast hosts at {:.2} x F/B", fast / o.f_over_b_secs);
+}
+
+#[test]
+fn a_web_seed_as_the_only_origin_sends_each_byte_about_once() {
+    for seed in 1..=3 {
+        let mut sc = base(16, 64 << 20, seed);
+        sc.super_seed = false;
+        sc.web_seed = true;
+        let o = run(sc);
+        let origin = o.origin_uploaded as f64 / o.size as f64;
+        let last = o.last_secs.unwrap() / o.f_over_b_secs;
+        assert!((1.0..1.3).contains(&origin), "seed {seed}: the web seed sent {origin:.2} x F");
+        assert!(last < 2.0, "seed {seed}: last host at {last:.2} x F/B");
+        // Hosts fed each other: most of the bytes did not come from the server.
+        let from_peers: u64 = o.per_host[1..].iter().map(|h| h.uploaded).sum();
+        assert!(from_peers > 10 * o.size, "seed {seed}: hosts uploaded {from_peers}");
+    }
+}
+
+#[test]
+fn web_seed_fetchers_churn_and_the_fleet_still_completes() {
+    let mut sc = base(12, 32 << 20, 4);
+    sc.super_seed = false;
+    sc.web_seed = true;
+    sc.churn = 0.34;
+    run(sc);
 }

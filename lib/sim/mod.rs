@@ -20,7 +20,10 @@
 //!   on completion, and every 2 s while lingering;
 //! - churn kills hosts at random times and restarts them after a pause from their last
 //!   saved resume data; an origin crash takes the origin down for a while; hostile hosts
-//!   run the honest core but every block they upload is corrupt.
+//!   run the honest core but every block they upload is corrupt;
+//! - with `web_seed`, host 0 is not a peer but an HTTP server (nginx) holding the file: every
+//!   fetcher's core has it as a web seed (BEP 19), and its requests are served over a
+//!   connection of their own, sharing the server's upload like any flow.
 
 mod net;
 
@@ -57,6 +60,8 @@ pub struct Scenario {
     pub origin_crash: Option<(f64, Duration)>,
     /// Fraction of fetchers that upload corrupt blocks.
     pub hostile: f64,
+    /// The origin is an HTTP web seed, not a peer.
+    pub web_seed: bool,
     pub max_peers: usize,
     pub upload_slots: usize,
     pub origin_slots: usize,
@@ -84,6 +89,7 @@ impl Scenario {
             churn: 0.0,
             origin_crash: None,
             hostile: 0.0,
+            web_seed: false,
             max_peers: 50,
             upload_slots: 8,
             origin_slots: 16,
@@ -167,6 +173,8 @@ struct Conn {
     up: [bool; 2],
     /// Blocks from end e that the other end got from it (for the "met" relation).
     blocks_from: [u64; 2],
+    /// A fetcher (end 0) and the web seed (end 1, host 0): HTTP, not the peer protocol.
+    web: bool,
 }
 
 struct Host {
@@ -197,6 +205,8 @@ struct Host {
     downloaded: u64,
     /// Uploaded bytes per connection, for `Input::Uploaded`.
     sent: HashMap<PeerKey, u64>,
+    /// This life's connection to the web seed.
+    web_conn: Option<usize>,
 }
 
 /// A running simulation.
@@ -295,6 +305,7 @@ impl Sim {
                 uploaded: 0,
                 downloaded: 0,
                 sent: HashMap::new(),
+                web_conn: None,
             })
             .collect();
         // Hostile and churning hosts: distinct random fetchers.
@@ -342,7 +353,9 @@ impl Sim {
             hosts,
             sc,
         };
-        sim.start(0);
+        if !sim.sc.web_seed {
+            sim.start(0);
+        }
         sim
     }
 
@@ -369,7 +382,7 @@ impl Sim {
             block: self.sc.block,
             piece_length: self.sc.piece_length,
             total_length: self.sc.size,
-            web_seeds: Vec::new(),
+            web_seeds: if self.sc.web_seed && !origin { vec!["http://origin/".into()] } else { Vec::new() },
         }
     }
 
@@ -493,6 +506,10 @@ impl Sim {
         self.hosts[h].sent.clear();
         self.hosts[h].taint.iter_mut().for_each(|t| *t = false);
         self.hosts[h].polling = false;
+        if let Some(c) = self.hosts[h].web_conn.take() {
+            self.conns[c].open = false;
+            self.flows.stop(c);
+        }
     }
 
     /// Closes connection `c` from host `by`'s side; the other end hears of it after the
@@ -565,6 +582,9 @@ impl Sim {
     }
 
     fn arrive(&mut self, c: usize, to_end: usize, m: Msg) {
+        if self.conns[c].web {
+            return self.arrive_web(c, to_end, m);
+        }
         let h = self.conns[c].host[to_end];
         let key = self.conns[c].key[to_end];
         // Only for the host's current life: a restarted host reuses keys.
@@ -681,6 +701,27 @@ impl Sim {
         }
     }
 
+    /// HTTP between fetcher `conns[c].host[0]` and the web seed (host 0).
+    fn arrive_web(&mut self, c: usize, to_end: usize, m: Msg) {
+        let h = self.conns[c].host[0];
+        if !self.conns[c].open || self.hosts[h].web_conn != Some(c) {
+            return;
+        }
+        match (to_end, m) {
+            // The server answers each range request in order.
+            (1, Msg::Requests(blocks)) => {
+                for b in blocks {
+                    self.flows.push(c, Dir(1), 0, h, b);
+                }
+            }
+            (0, Msg::Block(r, _)) => {
+                self.hosts[h].downloaded += r.length as u64;
+                self.input(h, Input::WebBlocks { seed: 0, blocks: vec![(r, false)] });
+            }
+            _ => {}
+        }
+    }
+
     /// Carries out host `h`'s outputs (which may feed it more inputs).
     fn drain(&mut self, h: usize) {
         loop {
@@ -772,6 +813,7 @@ impl Sim {
                     choking: [true, true],
                     up: [false, false],
                     blocks_from: [0, 0],
+                    web: false,
                 });
                 self.hosts[h].conns.insert(key, c);
                 if to >= self.hosts.len() || self.hosts[to].core.is_none() {
@@ -849,8 +891,26 @@ impl Sim {
                     .min(now + Duration::from_secs(2));
             }
             Output::Log(_) => {}
-            // The simulated fleet has no web seeds.
-            Output::WebRequest { .. } => {}
+            Output::WebRequest { blocks, .. } => {
+                let c = match self.hosts[h].web_conn {
+                    Some(c) => c,
+                    None => {
+                        let c = self.conns.len();
+                        self.conns.push(Conn {
+                            host: [h, 0],
+                            key: [swarm::webseed::key(0), 0],
+                            open: true,
+                            choking: [false, false],
+                            up: [true, true],
+                            blocks_from: [0, 0],
+                            web: true,
+                        });
+                        self.hosts[h].web_conn = Some(c);
+                        c
+                    }
+                };
+                self.send(c, 1, Msg::Requests(blocks));
+            }
         }
     }
 

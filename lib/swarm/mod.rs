@@ -825,6 +825,14 @@ impl<P> Core<P> {
         }
         let starved = self.peers.is_empty()
             || now.saturating_sub(self.last_payload.max(self.started)) >= webseed::STARVED;
+        if !starved
+            && !webseed::is_fetcher(
+                &self.cfg.peer_id,
+                self.peers.values().filter(|p| !p.seed()).map(|p| &p.peer_id),
+            )
+        {
+            return;
+        }
         let want = webseed::request_blocks(self.cfg.piece_length, self.picker.block_size());
         let mut mask: Option<Vec<bool>> = None;
         for seed in 0..self.web.len() {

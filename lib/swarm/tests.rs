@@ -940,3 +940,27 @@ fn data_from_a_web_seed_keeps_the_stall_clock_from_running_out() {
     c.handle(s(61), Input::Tick);
     assert!(matches!(c.end(), Some(End::Unfinished(_))));
 }
+
+#[test]
+fn only_the_first_ranked_hosts_of_a_neighbourhood_ask_the_web_seed() {
+    let mut c = C::new(web_cfg(16), vec![false; 16], s(0));
+    let first = web_requests(&outs(&mut c));
+    assert!(!first.is_empty(), "alone: asks at once");
+    // Four downloading peers that all rank above us: we are not one of the fetchers.
+    let above: Vec<u64> = (1..200)
+        .filter(|n| webseed::rank(&id(*n)) > webseed::rank(&US))
+        .take(webseed::FETCHERS)
+        .collect();
+    assert_eq!(above.len(), webseed::FETCHERS);
+    for n in &above {
+        join(&mut c, *n, None, s(0));
+    }
+    let o = deliver_web(&mut c, &first, true, s(1));
+    assert!(web_requests(&o).is_empty(), "ranked out: the others fetch what the swarm lacks");
+    c.handle(s(2), Input::Tick);
+    assert!(web_requests(&outs(&mut c)).is_empty());
+    // One of them leaves: now we are among the first four.
+    c.handle(s(3), Input::Closed { key: above[0], addr: addr(above[0]), reason: CloseReason::PeerClosed });
+    c.handle(s(3), Input::Tick);
+    assert!(!web_requests(&outs(&mut c)).is_empty());
+}
