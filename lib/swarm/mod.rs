@@ -828,7 +828,8 @@ impl<P> Core<P> {
         if !starved
             && !webseed::is_fetcher(
                 &self.cfg.peer_id,
-                self.peers.values().filter(|p| !p.seed()).map(|p| &p.peer_id),
+                self.peers.values().filter(|p| !p.seed()).map(|p| &p.peer_id).collect::<Vec<_>>().into_iter(),
+                self.swarm_incomplete,
             )
         {
             return;

@@ -6,13 +6,17 @@
 //! them"), one piece at a time, picked at random among those (each host's picker has its own
 //! seed, so hosts spread over different pieces). As soon as one host has verified a piece it
 //! announces it, and the others fetch it from that host instead. And only a few hosts ask at
-//! all: those whose peer id ranks among the first [`FETCHERS`] of their neighbourhood (itself
-//! and its connected peers still downloading) by a hash every host computes alike. In a swarm
-//! where everyone sees everyone that is [`FETCHERS`] hosts fleet-wide; each gets a large share
-//! of the server, so a piece is in flight briefly and two hosts seldom pick the same one
-//! (which is what costs the server bytes: with every host of a 100-host fleet asking, the
-//! simulator measured 1.65 x the content sent by the server). The server then sends each
-//! byte about once, and the hosts that got it spread it like any seed would.
+//! all, chosen by a hash of their peer id that every host computes alike: in a swarm where
+//! everyone sees everyone (the tracker counts no more downloaders than we are connected to),
+//! the first [`FETCHERS`] of the neighbourhood (itself and its connected peers still
+//! downloading); in a larger swarm, where each host sees only part of it, those whose hash
+//! falls in the top [`FLEET_FETCHERS`] / n of its range, n being the tracker's count of
+//! downloaders (so about [`FLEET_FETCHERS`] hosts fleet-wide, whatever each one's view).
+//! Each fetcher gets a large share of the server, so a piece is in flight briefly and two
+//! hosts seldom pick the same one, which is what costs the server bytes (simulated, 100 hosts
+//! all asking: 1.65 x the content from the server; 1 000 hosts with the first 4 of each
+//! neighbourhood asking: 1.9 x). The server then sends each byte about once, and the hosts
+//! that got it spread it like any seed would.
 //! Exceptions: with no peer at all, every missing piece is fair (the web seed is the only
 //! source), and a download that received nothing from any peer for [`STARVED`] (every peer
 //! chokes us, or is too slow to matter) may fetch any missing piece from the web seed,
@@ -29,6 +33,8 @@ use std::time::Duration;
 pub const STARVED: Duration = Duration::from_secs(10);
 /// Hosts of a neighbourhood that ask the web seeds for the pieces the swarm lacks.
 pub const FETCHERS: usize = 4;
+/// Hosts of a whole swarm that do, when no host sees the whole swarm.
+pub const FLEET_FETCHERS: u64 = 8;
 /// Longest wait before a failing web seed is tried again.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Pieces that failed their hash check with data from this web seed alone before it is
@@ -150,11 +156,15 @@ pub fn rank(id: &[u8; 20]) -> u64 {
     h ^ (h >> 33)
 }
 
-/// Is `me` one of the [`FETCHERS`] highest ranks among itself and `others` (the connected
-/// peers still downloading)?
-pub fn is_fetcher<'a>(me: &[u8; 20], others: impl Iterator<Item = &'a [u8; 20]>) -> bool {
+/// Does `me` ask the web seeds for what the swarm lacks? `others`: the connected peers still
+/// downloading; `swarm`: downloaders the tracker counts (see the module's policy).
+pub fn is_fetcher<'a>(me: &[u8; 20], others: impl ExactSizeIterator<Item = &'a [u8; 20]>, swarm: Option<u32>) -> bool {
     let mine = rank(me);
-    others.filter(|id| (rank(id), *id) > (mine, me)).take(FETCHERS).count() < FETCHERS
+    let seen = others.len() as u64 + 1;
+    match swarm.map(u64::from) {
+        Some(n) if n > seen => mine >= u64::MAX - (u64::MAX / n).saturating_mul(FLEET_FETCHERS),
+        _ => others.filter(|id| (rank(id), *id) > (mine, me)).take(FETCHERS).count() < FETCHERS,
+    }
 }
 
 /// The pieces a web seed may be asked for (as a `has` mask for [`Picker::pick`]): those no
@@ -211,13 +221,26 @@ mod tests {
                 id
             })
             .collect();
-        let fetchers: Vec<usize> = (0..ids.len())
-            .filter(|i| is_fetcher(&ids[*i], ids.iter().enumerate().filter(|(j, _)| j != i).map(|x| x.1)))
-            .collect();
+        let others = |i: usize| -> Vec<&[u8; 20]> { ids.iter().enumerate().filter(|(j, _)| *j != i).map(|x| x.1).collect() };
+        let fetchers: Vec<usize> = (0..ids.len()).filter(|i| is_fetcher(&ids[*i], others(*i).into_iter(), Some(16))).collect();
         assert_eq!(fetchers.len(), FETCHERS);
         // Alone or with few peers, everyone fetches.
-        assert!(is_fetcher(&ids[0], ids[1..FETCHERS].iter()));
-        assert!(is_fetcher(&ids[0], std::iter::empty()));
+        assert!(is_fetcher(&ids[0], ids[1..FETCHERS].iter(), None));
+        assert!(is_fetcher(&ids[0], std::iter::empty(), None));
+    }
+
+    #[test]
+    fn in_a_swarm_larger_than_anyones_view_about_eight_hosts_fetch() {
+        let ids: Vec<[u8; 20]> = (0..5000u32)
+            .map(|i| {
+                let mut id = *b"-SH0100-000000000000";
+                id[8..].copy_from_slice(format!("{i:012}").as_bytes());
+                id
+            })
+            .collect();
+        // Each host sees 10 others; the tracker counts 5 000 downloaders.
+        let n = ids.iter().filter(|me| is_fetcher(me, ids[..10].iter(), Some(5000))).count();
+        assert!((2..=16).contains(&n), "{n} fetchers");
     }
 
     #[test]
