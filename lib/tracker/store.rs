@@ -381,11 +381,9 @@ impl PeerStore for Store {
             // Gateways by arrival (the asker is in the list by now): leechers and completed
             // hosts before origins (nothing left, nothing downloaded), then the first announce,
             // then the place in the list; stale peers never.
-            let rank = |i: usize| {
-                let p = &ps[i];
-                (now.saturating_sub(p.last) <= self.ttl).then_some((p.left == 0 && p.downloaded == 0, p.first, i))
-            };
-            for i in pick_ranked(n, a.numwant as usize, (r1, r2), eligible, self.sites.as_ref(), (a.addr.ip(), a.peer_id), None, |i| (ps[i].addr.ip(), ps[i].peer_id), rank) {
+            let origin = |i: usize| ps[i].left == 0 && ps[i].downloaded == 0;
+            let rank = |i: usize| (now.saturating_sub(ps[i].last) <= self.ttl).then_some((origin(i), ps[i].first, i));
+            for i in pick_ranked(n, a.numwant as usize, (r1, r2), eligible, self.sites.as_ref(), (a.addr.ip(), a.peer_id), None, |i| (ps[i].addr.ip(), ps[i].peer_id), rank, |i| !origin(i)) {
                 peers.push((ps[i].addr, ps[i].peer_id));
             }
         }
@@ -469,19 +467,24 @@ pub fn pick(
     asker: (IpAddr, [u8; 20]),
     peer_of: impl Fn(usize) -> (IpAddr, [u8; 20]),
 ) -> Vec<usize> {
-    pick_ranked(n, want, r, eligible, sites, asker, Some(asker.1), &peer_of, |i| Some(peer_of(i).1))
+    pick_ranked(n, want, r, eligible, sites, asker, Some(asker.1), &peer_of, |i| Some(peer_of(i).1), |_| true)
 }
 
 /// [`pick`] with the gateways of each site chosen by `rank`: the [`Sites::cross`] peers with
 /// the lowest rank (`None`: never a gateway, e.g. a stale peer). `asker_rank`: the asker's own
 /// rank when it may be missing from the `n` candidates (`None` when it is among them).
+/// `handed_abroad`: whether a gateway may be given to other sites' gateways (when not, it
+/// still gets theirs, and dials them itself).
 ///
 /// Gateways must not change while a fleet starts, or every host that was a gateway for a
 /// moment keeps its connections to the other sites and the image crosses once per such host
 /// (measured: 2.45 × F into a site of 4 hosts by lowest peer id, where the early announcers
 /// of a site each looked like gateways before the rest arrived). The in-memory store ranks by
 /// arrival (origins last: a super-seeding origin that feeds another site directly makes the
-/// pieces it gave there cross back), so a site's first hosts stay its gateways.
+/// pieces it gave there cross back), so a site's first hosts stay its gateways. For the same
+/// reason an origin is never handed to another site: a host of another site that announces
+/// before any host of the origin's site would get it, and keep it. An origin alone in its
+/// site is its gateway and dials the other gateways it is given (origins announce every 5 s).
 #[allow(clippy::too_many_arguments)]
 pub fn pick_ranked<K: Ord + Clone>(
     n: usize,
@@ -493,6 +496,7 @@ pub fn pick_ranked<K: Ord + Clone>(
     asker_rank: Option<K>,
     peer_of: impl Fn(usize) -> (IpAddr, [u8; 20]),
     rank: impl Fn(usize) -> Option<K>,
+    handed_abroad: impl Fn(usize) -> bool,
 ) -> Vec<usize> {
     let mut out = Vec::with_capacity(want.min(n));
     if want == 0 {
@@ -548,7 +552,7 @@ pub fn pick_ranked<K: Ord + Clone>(
                 let (site, id) = &sited[i];
                 if *site == home {
                     out.push(i);
-                } else if asker_is_gateway && is_gateway(site, id) {
+                } else if asker_is_gateway && is_gateway(site, id) && handed_abroad(i) {
                     let c = per_site.entry(site).or_default();
                     if *c < sites.cross {
                         *c += 1;
@@ -758,9 +762,12 @@ mod tests {
             ..ann(1, pid, left, Event::Started)
         };
         s.announce(&at([10, 1, 0, 1], 200, 0)).unwrap(); // the origin, in a
-        // The first host of b comes before any host of a: a's gateway is then the origin.
+        // The first host of b comes before any host of a: a's gateway is then the origin, which
+        // is not handed abroad; announcing meanwhile, the origin gets b's gateway (and dials it).
         let first_b = s.announce(&at([10, 2, 0, 100], 100, 9)).unwrap();
-        assert_eq!(first_b.peers.iter().map(|(_, id)| id[0]).collect::<Vec<_>>(), vec![200]);
+        assert!(first_b.peers.is_empty(), "{:?}", first_b.peers);
+        let o = s.announce(&at([10, 1, 0, 1], 200, 0)).unwrap();
+        assert_eq!(o.peers.iter().map(|(_, id)| id[0]).collect::<Vec<_>>(), vec![100]);
         let mut crossing = Vec::new();
         for k in 0..8u8 {
             for (net, id) in [(1u8, 90 - k), (2u8, 99 - k)] {
@@ -773,7 +780,7 @@ mod tests {
         }
         // a's first host (id 90) is handed b's gateway; nobody else crosses.
         assert_eq!(crossing, vec![(90, vec![100])]);
-        // b's gateway, announcing again, now gets a's first host, not the origin.
+        // b's gateway, announcing again, now gets a's first host.
         let again = s.announce(&at([10, 2, 0, 100], 100, 9)).unwrap();
         let far: Vec<u8> = again.peers.iter().filter(|(a, _)| a.ip().to_string().starts_with("10.1.")).map(|(_, id)| id[0]).collect();
         assert_eq!(far, vec![90]);
