@@ -96,7 +96,7 @@ struct Args {
     /// keep peers and registrations in Redis so several btracks serve one swarm: redis://HOST:PORT/DB or unix:///path/to/socket (default: in memory)
     #[argh(option)]
     store: Option<String>,
-    /// site-aware peer lists: CIDR=NAME names a site (repeatable); 'auto' alone groups by /24 (IPv4) and /64 (IPv6); answers carry peers of the asker's site; each site's 2 gateway hosts also get 2 gateways of other sites (default: off)
+    /// site-aware peer lists: CIDR=NAME names a site (repeatable); 'auto' alone groups by /24 (IPv4) and /64 (IPv6); answers carry peers of the asker's site; each site's gateway (its first host) also gets the gateway of every other site (default: off)
     #[argh(option)]
     site: Vec<String>,
 }

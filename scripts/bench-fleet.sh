@@ -4,10 +4,16 @@
 #
 #   sudo scripts/bench-fleet.sh [--hosts N] [--size SIZE] [--rate RATE] [--only LIST] [--out DIR]
 #                               [--timeout SECS] [--lt-super-seed] [--no-build]
+#                               [--sites S [--inter-rate RATE]]
 #
 #   --hosts 16 --size 256M --rate 100mbit   defaults (the target configuration; F/B = 21.5 s)
 #   --only ring,seq,parallel,shoal,libtorrent,transmission,aria2   a subset, in that order (also
 #                        shoal-plain: shoal with bseed not super-seeding, for diagnosis)
+#   --sites 2            two sites (issue 11): hosts split between two bridges and subnets joined by
+#                        one inter-site link shaped to --inter-rate (default --rate) both ways, origin
+#                        and tracker on site 1; runs shoal with btrack without and with --site (methods
+#                        shoal,shoal-site unless --only) and adds the bytes that crossed the inter-site
+#                        link each way and their total as a multiple of F per remote site
 #   --out DIR            results folder (default results/fleet-<timestamp>/): table.md, results.json,
 #                        completion.png (hosts done over time), logs/ (every process's output)
 #

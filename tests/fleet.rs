@@ -7,6 +7,10 @@
 //!   uploaded to at least one other host (not the origin), as its own `--json` report tells per
 //!   peer; and the origin's eth0 must have sent less than 2 × the file size (kernel counters, not
 //!   the tools' own claims). Needs root: without it the test prints SKIPPED and returns.
+//! - `two_sites_cross_once` (issue 11): `scripts/testbed.sh up 4 --sites 2` (origin + 2 hosts
+//!   on site 1, 2 hosts on site 2, joined by one shaped inter-site link), btrack with `--site`
+//!   for both subnets, the same swarm of 8 MiB: every copy intact, and the bytes that crossed
+//!   the inter-site link both ways (the router's counters) at most 1.3 × the file.
 //! - `ansible_playbook_syntax`: `ansible-playbook --syntax-check` on scripts/ansible/ (Ansible from
 //!   PyPI, see scripts/ansible/README.md); it fails when ansible-playbook is missing unless
 //!   SHOAL_ALLOW_MISSING_TOOLS=1.
@@ -51,12 +55,28 @@ struct Testbed {
 impl Testbed {
     /// `tag`: 3 lowercase letters, distinct per test (tests of one binary share the pid).
     fn up(tag: &str, hosts: usize, rate: &str) -> Testbed {
+        Testbed::up_with(tag, &["up", &hosts.to_string(), "--rate", rate])
+    }
+    /// `up` with the testbed's own arguments (`up N --sites 2 ...`).
+    fn up_with(tag: &str, args: &[&str]) -> Testbed {
         // At most 8 characters: interface names are limited to 15.
         let prefix = format!("{tag}{}", std::process::id() % 100_000);
         let tb = Testbed { prefix };
-        let o = run(tb.script().args(["up", &hosts.to_string(), "--rate", rate]));
+        let o = run(tb.script().args(args));
         assert_exit(&o, 0);
         tb
+    }
+    /// Host i's address, as the testbed assigns it (sites have their own subnets).
+    fn addr(&self, i: usize) -> String {
+        let o = run(self.script().args(["addr", &i.to_string()]));
+        assert_exit(&o, 0);
+        stdout(&o).trim().to_string()
+    }
+    /// Bytes that entered each site (1, 2, ...) through the inter-site router.
+    fn crossed(&self) -> Vec<u64> {
+        let o = run(self.script().arg("link"));
+        assert_exit(&o, 0);
+        stdout(&o).lines().map(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).expect("link line")).collect()
     }
     fn script(&self) -> Command {
         let mut c = Command::new(repo().join("scripts/testbed.sh"));
@@ -302,5 +322,97 @@ fn ansible_playbook_on_testbed() {
         let copy = work.join(tb.ns(i)).join("fleet.bin");
         assert!(std::fs::read(&copy).ok().as_ref() == Some(&expected), "host {i}: {} missing or different\n{out}", copy.display());
     }
+    drop(tb);
+}
+
+/// Two sites (issue 11): with `btrack --site`, an image crosses the inter-site link about once.
+#[test]
+fn two_sites_cross_once() {
+    if !is_root() {
+        println!("SKIPPED: two_sites_cross_once needs root (network namespaces); CI runs as root");
+        return;
+    }
+    for t in ["ip", "tc", "curl"] {
+        if !have(t) {
+            println!("SKIPPED: {t} missing");
+            return;
+        }
+    }
+    const SITE_HOSTS: usize = 4; // h1, h2 on site 1 with the origin; h3, h4 on site 2
+    const SITE_SIZE: usize = 8 << 20;
+    let dir = Dir::new("fleet-sites");
+    let tb = Testbed::up_with("sts", &["up", &SITE_HOSTS.to_string(), "--rate", "100mbit", "--sites", "2"]);
+    let mut kids = Kids::default();
+    let origin = tb.addr(0);
+    assert_eq!(origin, addr(0));
+    assert!(tb.addr(SITE_HOSTS).starts_with("10.78."), "{}", tb.addr(SITE_HOSTS));
+
+    let file = dir.join("origin").join("sites.bin");
+    write_data(&file, SITE_SIZE, 11);
+    let torrent = dir.join("sites.torrent");
+    let announce = format!("http://{origin}:{TRACKER_PORT}/announce");
+    let o = run(cmd("mktorrent").args(["-q", "-f", "--json", "-l", "64K", "-a", &announce, "-o"]).arg(&torrent).arg(&file));
+    assert_exit(&o, 0);
+    let info: Json = serde_json::from_slice(&o.stdout).expect("mktorrent --json");
+    let info_hash = info["info_hash"].as_str().expect("info_hash").to_string();
+
+    let track_log = dir.join("btrack.log");
+    let mut c = tb.cmd(0, bin("btrack"));
+    c.arg("--listen").arg(format!("{origin}:{TRACKER_PORT}")).arg("--data-dir").arg(dir.join("btrack-data"))
+        .args(["--open", "--open-admin", "--site", "10.77.0.0/16=one", "--site", "10.78.0.0/16=two"]);
+    kids.0.push(spawn_logged(c, &track_log));
+    let scrape_url = format!("http://{origin}:{TRACKER_PORT}/scrape?info_hash={}", pct(&info_hash));
+    wait_until("btrack to answer", Duration::from_secs(30), || {
+        run(tb.cmd(0, "curl").args(["-s", "-o", "/dev/null", "--max-time", "2", &scrape_url])).status.success()
+    });
+    let seed_log = dir.join("bseed.log");
+    let mut c = tb.cmd(0, bin("bseed"));
+    c.arg(&torrent).arg(&file).args(["--port", &PEER_PORT.to_string(), "--super-seed"]);
+    kids.0.push(spawn_logged(c, &seed_log));
+    wait_until("bseed to announce itself complete", Duration::from_secs(60), || {
+        let body = run(tb.cmd(0, "curl").args(["-s", "--max-time", "2", &scrape_url])).stdout;
+        body.windows(9).position(|w| w == b"completei").map(|p| body.get(p + 9).is_some_and(|b| (b'1'..=b'9').contains(b))).unwrap_or(false)
+    });
+
+    let crossed_before = tb.crossed();
+    let mut fetchers = Vec::new();
+    for i in 1..=SITE_HOSTS {
+        let out = dir.join(format!("h{i}"));
+        std::fs::create_dir_all(&out).unwrap();
+        let mut c = tb.cmd(i, bin("bfetch"));
+        c.arg(&torrent).arg("-o").arg(&out).args(["--port", &PEER_PORT.to_string(), "--seed-until-done", "--timeout", "90s"]);
+        let log = dir.join(format!("bfetch-h{i}.log"));
+        fetchers.push((i, out, log.clone(), spawn_logged(c, &log)));
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for (_, _, _, child) in &mut fetchers {
+        while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let into: Vec<u64> = tb.crossed().iter().zip(&crossed_before).map(|(a, b)| a - b).collect();
+    let crossed: u64 = into.iter().sum();
+    let expected = std::fs::read(&file).unwrap();
+    for (i, out, log, child) in &mut fetchers {
+        let status = match child.try_wait().unwrap() {
+            Some(s) => s,
+            None => {
+                let _ = child.kill();
+                panic!("bfetch on host {i} still running after 120 s\nlog: {}", log_tail(log));
+            }
+        };
+        assert!(status.success(), "bfetch on host {i}: {status}\nlog: {}", log_tail(log));
+        let copy = out.join("sites.bin");
+        assert_exit(&run(cmd("bverify").arg(&torrent).arg(&copy)), 0);
+        assert!(std::fs::read(&copy).unwrap() == expected, "host {i}: copy differs from the origin's file");
+    }
+    let x = crossed as f64 / SITE_SIZE as f64;
+    assert!(
+        x <= 1.3,
+        "{crossed} bytes crossed the inter-site link (into site 1, 2: {into:?}) = {x:.2} × the file (target ≤ 1.3 with --site)\nbtrack log: {}",
+        log_tail(&track_log)
+    );
+    println!("two sites: {crossed} bytes crossed the inter-site link (into site 1, 2: {into:?}) = {x:.2} × F");
+    drop(kids);
     drop(tb);
 }

@@ -378,7 +378,12 @@ impl PeerStore for Store {
                 let p = &ps[i];
                 !(p.peer_id == a.peer_id || now.saturating_sub(p.last) > self.ttl || (seeding && p.left == 0))
             };
-            for i in pick(n, a.numwant as usize, (r1, r2), eligible, self.sites.as_ref(), (a.addr.ip(), a.peer_id), |i| (ps[i].addr.ip(), ps[i].peer_id)) {
+            // Gateways by arrival (the asker is in the list by now): leechers and completed
+            // hosts before origins (nothing left, nothing downloaded), then the first announce,
+            // then the place in the list; stale peers never.
+            let origin = |i: usize| ps[i].left == 0 && ps[i].downloaded == 0;
+            let rank = |i: usize| (now.saturating_sub(ps[i].last) <= self.ttl).then_some((origin(i), ps[i].first, i));
+            for i in pick_ranked(n, a.numwant as usize, (r1, r2), eligible, self.sites.as_ref(), (a.addr.ip(), a.peer_id), None, |i| (ps[i].addr.ip(), ps[i].peer_id), rank, |i| !origin(i)) {
                 peers.push((ps[i].addr, ps[i].peer_id));
             }
         }
@@ -449,17 +454,49 @@ pub(crate) fn splitmix(state: &AtomicU64) -> u64 {
 /// [`spread`] order. With `sites`, peers of the asker's site (`asker`: address and peer id)
 /// come first; peers of other sites go only between *gateways*: the [`Sites::cross`] peers
 /// of each site with the lowest peer ids (random for real clients, the same answer from any
-/// tracker at any moment). A gateway is given up to `cross` gateways of other sites and
-/// everyone else none, so inter-site traffic runs over about `cross` connections per site
-/// and an image crosses into each site about once. A host alone in its site is its gateway.
+/// tracker at any moment). A gateway is given up to `cross` gateways of each other site and
+/// everyone else none, so an image enters each site over about `cross` connections. A host
+/// alone in its site is its gateway. (The in-memory store ranks gateways by arrival instead,
+/// see [`pick_ranked`].)
 pub fn pick(
+    n: usize,
+    want: usize,
+    r: (u64, u64),
+    eligible: impl Fn(usize) -> bool,
+    sites: Option<&Sites>,
+    asker: (IpAddr, [u8; 20]),
+    peer_of: impl Fn(usize) -> (IpAddr, [u8; 20]),
+) -> Vec<usize> {
+    pick_ranked(n, want, r, eligible, sites, asker, Some(asker.1), &peer_of, |i| Some(peer_of(i).1), |_| true)
+}
+
+/// [`pick`] with the gateways of each site chosen by `rank`: the [`Sites::cross`] peers with
+/// the lowest rank (`None`: never a gateway, e.g. a stale peer). `asker_rank`: the asker's own
+/// rank when it may be missing from the `n` candidates (`None` when it is among them).
+/// `handed_abroad`: whether a gateway may be given to other sites' gateways (when not, it
+/// still gets theirs, and dials them itself).
+///
+/// Gateways must not change while a fleet starts, or every host that was a gateway for a
+/// moment keeps its connections to the other sites and the image crosses once per such host
+/// (measured: 2.45 × F into a site of 4 hosts by lowest peer id, where the early announcers
+/// of a site each looked like gateways before the rest arrived). The in-memory store ranks by
+/// arrival (origins last: a super-seeding origin that feeds another site directly makes the
+/// pieces it gave there cross back), so a site's first hosts stay its gateways. For the same
+/// reason an origin is never handed to another site: a host of another site that announces
+/// before any host of the origin's site would get it, and keep it. An origin alone in its
+/// site is its gateway and dials the other gateways it is given (origins announce every 5 s).
+#[allow(clippy::too_many_arguments)]
+pub fn pick_ranked<K: Ord + Clone>(
     n: usize,
     want: usize,
     (r1, r2): (u64, u64),
     eligible: impl Fn(usize) -> bool,
     sites: Option<&Sites>,
     asker: (IpAddr, [u8; 20]),
+    asker_rank: Option<K>,
     peer_of: impl Fn(usize) -> (IpAddr, [u8; 20]),
+    rank: impl Fn(usize) -> Option<K>,
+    handed_abroad: impl Fn(usize) -> bool,
 ) -> Vec<usize> {
     let mut out = Vec::with_capacity(want.min(n));
     if want == 0 {
@@ -478,27 +515,33 @@ pub fn pick(
         }
         Some(sites) => {
             let home = sites.site_of(asker.0);
-            // Each site's `cross` lowest peer ids (the asker counts in its own site).
-            let mut gateways: std::collections::HashMap<SiteId, Vec<[u8; 20]>> = std::collections::HashMap::new();
-            let mut add = |site: SiteId, id: [u8; 20]| {
+            // Each site's `cross` lowest-ranked peers (the asker counts in its own site).
+            let mut gateways: std::collections::HashMap<SiteId, Vec<(K, [u8; 20])>> = std::collections::HashMap::new();
+            let mut add = |site: SiteId, k: K, id: [u8; 20]| {
                 let g = gateways.entry(site).or_default();
-                if !g.contains(&id) {
-                    g.push(id);
-                    g.sort_unstable();
+                if !g.iter().any(|(_, x)| *x == id) {
+                    g.push((k, id));
+                    g.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
                     g.truncate(sites.cross);
                 }
             };
-            add(home.clone(), asker.1);
+            if let Some(k) = asker_rank {
+                add(home.clone(), k, asker.1);
+            }
             let sited: Vec<(SiteId, [u8; 20])> = (0..n).map(|i| {
                 let (ip, id) = peer_of(i);
                 (sites.site_of(ip), id)
             }).collect();
-            for (site, id) in &sited {
-                add(site.clone(), *id);
+            for (i, (site, id)) in sited.iter().enumerate() {
+                if let Some(k) = rank(i) {
+                    add(site.clone(), k, *id);
+                }
             }
-            let is_gateway = |site: &SiteId, id: &[u8; 20]| gateways.get(site).is_some_and(|g| g.contains(id));
+            let is_gateway = |site: &SiteId, id: &[u8; 20]| gateways.get(site).is_some_and(|g| g.iter().any(|(_, x)| x == id));
             let asker_is_gateway = is_gateway(&home, &asker.1);
-            let mut remote = Vec::with_capacity(sites.cross);
+            // Up to `cross` gateways of each other site.
+            let mut remote = Vec::new();
+            let mut per_site: std::collections::HashMap<&SiteId, usize> = std::collections::HashMap::new();
             for i in spread(n, r1, r2) {
                 if out.len() >= want {
                     break;
@@ -509,8 +552,12 @@ pub fn pick(
                 let (site, id) = &sited[i];
                 if *site == home {
                     out.push(i);
-                } else if asker_is_gateway && remote.len() < sites.cross && is_gateway(site, id) {
-                    remote.push(i);
+                } else if asker_is_gateway && is_gateway(site, id) && handed_abroad(i) {
+                    let c = per_site.entry(site).or_default();
+                    if *c < sites.cross {
+                        *c += 1;
+                        remote.push(i);
+                    }
                 }
             }
             let room = want - out.len();
@@ -534,12 +581,14 @@ pub enum SiteId {
 pub struct Sites {
     /// (network, prefix length, name); IPv4 networks as IPv4-mapped IPv6, longest prefix wins.
     named: Vec<(u128, u8, String)>,
-    /// Peers from other sites in one answer.
+    /// Gateways per site, and gateways of each other site in one answer.
     pub cross: usize,
 }
 
-/// Peers from other sites in one answer when sites are on.
-pub const CROSS_SITE_PEERS: usize = 2;
+/// Gateways per site, and gateways of each other site in a gateway's answer, when sites are
+/// on. One: every byte a site receives from another then enters through one host, so it
+/// crosses once (two gateways fetch the same pieces over the link side by side).
+pub const CROSS_SITE_PEERS: usize = 1;
 
 fn ip_bits(ip: IpAddr) -> (u128, u8) {
     match crate::tracker::server::canonical_ip(ip) {
@@ -639,8 +688,8 @@ mod tests {
     #[test]
     fn pick_prefers_the_askers_site_and_links_sites_through_gateways() {
         let sites = Sites::parse(&["10.1.0.0/16=a".into(), "10.2.0.0/16=b".into()]).unwrap();
-        // 20 peers in site a (ids 0..20), 20 in site b (ids 20..40): gateways are ids 0, 1
-        // in a and 20, 21 in b.
+        // 20 peers in site a (ids 1..=20), 20 in site b (ids 21..=40): the gateways are
+        // peer 0 in a and peer 20 in b (the lowest ids).
         let peer = |i: usize| (IpAddr::from([10, 1 + (i / 20) as u8, 0, i as u8]), [i as u8 + 1; 20]);
         let ask = |ip: &str, id: u8| (ip.parse::<IpAddr>().unwrap(), [id; 20]);
         for r in 0..50u64 {
@@ -651,16 +700,16 @@ mod tests {
             let got = pick(40, 30, (r * 31, r * 17 + 1), |_| true, Some(&sites), ask("10.2.5.5", 200), peer);
             assert_eq!(got.len(), 20, "{got:?}");
             assert!(got.iter().all(|&i| i >= 20));
-            // A gateway of b (peer 20, id 21): every local peer and a's two gateways.
+            // A gateway of b (peer 20, id 21): every local peer and a's gateway.
             let got = pick(40, 50, (r * 31, r * 17 + 1), |_| true, Some(&sites), (peer(20).0, peer(20).1), peer);
-            let mut remote: Vec<usize> = got.iter().copied().filter(|&i| i < 20).collect();
-            remote.sort();
-            assert_eq!(remote, vec![0, 1], "{got:?}");
+            let remote: Vec<usize> = got.iter().copied().filter(|&i| i < 20).collect();
+            assert_eq!(remote, vec![0], "{got:?}");
             assert_eq!(got.len(), 20 + CROSS_SITE_PEERS);
-            // A host alone in a new site is its gateway, with low id or not: 2 peers to start.
+            // A host alone in a new site is its gateway, with low id or not: the gateway of
+            // each other site to start.
             let got = pick(40, 50, (r, r + 1), |_| true, Some(&sites), ask("10.3.0.1", 250), peer);
-            assert_eq!(got.len(), CROSS_SITE_PEERS);
-            assert!(got.iter().all(|&i| [0, 1, 20, 21].contains(&i)), "{got:?}");
+            assert_eq!(got.len(), 2 * CROSS_SITE_PEERS);
+            assert!(got.iter().all(|&i| [0, 20].contains(&i)), "{got:?}");
             // Ineligible peers are skipped; without sites, a plain spread.
             let got = pick(40, 50, (r, r + 1), |i| i % 2 == 0, Some(&sites), ask("10.1.0.1", 0), peer);
             assert!(got.iter().all(|&i| i % 2 == 0));
@@ -684,21 +733,57 @@ mod tests {
             s.announce(&at([127, 0, 0, 10 + i], 10 + i, 9)).unwrap();
             s.announce(&at([127, 0, 1, 10 + i], 50 + i, 9)).unwrap();
         }
-        // 127.0.1.10 (id 50) is a gateway of its site: its 4 neighbours and the other
-        // site's gateways (the origin and id 10).
+        // 127.0.1.10 (id 50), its site's first host, is its gateway: its 4 neighbours and
+        // the other site's gateway (its first host, id 10: not the origin, which came first).
         let r = s.announce(&at([127, 0, 1, 10], 50, 9)).unwrap();
-        let mut remote: Vec<u8> = r.peers.iter().filter(|(a, _)| !a.ip().to_string().starts_with("127.0.1.")).map(|(_, id)| id[0]).collect();
-        remote.sort();
-        assert_eq!(remote, vec![1, 10], "{:?}", r.peers);
+        let remote: Vec<u8> = r.peers.iter().filter(|(a, _)| !a.ip().to_string().starts_with("127.0.1.")).map(|(_, id)| id[0]).collect();
+        assert_eq!(remote, vec![10], "{:?}", r.peers);
         assert_eq!(r.peers.len(), 4 + CROSS_SITE_PEERS);
         // 127.0.1.99 (id 99) is not: local peers only.
         let r = s.announce(&at([127, 0, 1, 99], 99, 9)).unwrap();
         assert_eq!(r.peers.len(), 5);
         assert!(r.peers.iter().all(|(a, _)| a.ip().to_string().starts_with("127.0.1.")));
-        // The origin is a member (and here a gateway) of its own site.
+        // The origin is a member of its own site, not its gateway while hosts are there.
         let o = s.announce(&at([127, 0, 0, 1], 1, 0)).unwrap();
-        assert_eq!(o.peers.iter().filter(|(a, _)| a.ip().to_string().starts_with("127.0.0.")).count(), 5, "{:?}", o.peers);
-        assert_eq!(o.peers.len(), 5 + CROSS_SITE_PEERS);
+        assert_eq!(o.peers.len(), 5, "{:?}", o.peers);
+        assert!(o.peers.iter().all(|(a, _)| a.ip().to_string().starts_with("127.0.0.")), "{:?}", o.peers);
+    }
+
+    #[test]
+    fn gateways_stay_the_first_hosts_of_a_site_while_it_fills() {
+        // A fleet starting at once: each host announces once, in an order unrelated to peer
+        // ids (here descending, so the lowest-id rule would crown every newcomer). Only the
+        // first host of each site is ever handed peers of the other site.
+        let sites = Sites::parse(&["10.1.0.0/16=a".into(), "10.2.0.0/16=b".into()]).unwrap();
+        let s = Store::new(true, 10, 100, Duration::from_secs(60)).with_sites(Some(sites.clone()));
+        let at = |ip: [u8; 4], pid: u8, left: u64| Announce {
+            addr: SocketAddr::from((ip, 6881)),
+            source: IpAddr::from(ip),
+            ..ann(1, pid, left, Event::Started)
+        };
+        s.announce(&at([10, 1, 0, 1], 200, 0)).unwrap(); // the origin, in a
+        // The first host of b comes before any host of a: a's gateway is then the origin, which
+        // is not handed abroad; announcing meanwhile, the origin gets b's gateway (and dials it).
+        let first_b = s.announce(&at([10, 2, 0, 100], 100, 9)).unwrap();
+        assert!(first_b.peers.is_empty(), "{:?}", first_b.peers);
+        let o = s.announce(&at([10, 1, 0, 1], 200, 0)).unwrap();
+        assert_eq!(o.peers.iter().map(|(_, id)| id[0]).collect::<Vec<_>>(), vec![100]);
+        let mut crossing = Vec::new();
+        for k in 0..8u8 {
+            for (net, id) in [(1u8, 90 - k), (2u8, 99 - k)] {
+                let r = s.announce(&at([10, net, 0, id], id, 9)).unwrap();
+                let far: Vec<u8> = r.peers.iter().filter(|(a, _)| sites.site_of(a.ip()) != sites.site_of(IpAddr::from([10, net, 0, 0]))).map(|(_, id)| id[0]).collect();
+                if !far.is_empty() {
+                    crossing.push((id, far));
+                }
+            }
+        }
+        // a's first host (id 90) is handed b's gateway; nobody else crosses.
+        assert_eq!(crossing, vec![(90, vec![100])]);
+        // b's gateway, announcing again, now gets a's first host.
+        let again = s.announce(&at([10, 2, 0, 100], 100, 9)).unwrap();
+        let far: Vec<u8> = again.peers.iter().filter(|(a, _)| a.ip().to_string().starts_with("10.1.")).map(|(_, id)| id[0]).collect();
+        assert_eq!(far, vec![90]);
     }
 
     #[test]

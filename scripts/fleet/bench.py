@@ -13,6 +13,13 @@ to N hosts with every method, one method after another, and compare:
   libtorrent python3-libtorrent seed on the origin, a libtorrent peer on every host
   transmission transmission-cli on the origin and on every host
   aria2      aria2c on the origin and on every host
+  shoal-site shoal with btrack --site CIDR=NAME for each site's subnet (only with --sites or --only)
+
+With --sites S (issue 11), the testbed has S sites, each its own bridge and subnet, joined by one
+router whose links are shaped (scripts/testbed.sh); origin and tracker are on site 1. The default
+methods are then shoal and shoal-site, and every row also reports the bytes that crossed the
+inter-site link (the router's interface counters, after minus before): into the remote sites, into
+site 1, and the total as a multiple of F per remote site.
 
 Every swarm uses the same .torrent (made by our mktorrent) announcing to a tracker on the origin:
 our btrack. A fresh tracker is started for every method, so no method sees another's peers.
@@ -46,13 +53,15 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 TESTBED = os.path.join(REPO, "scripts", "testbed.sh")
 PY = "/usr/bin/python3"  # Debian's, with python3-libtorrent and python3-matplotlib
 METHODS = ["ring", "seq", "parallel", "shoal", "libtorrent", "transmission", "aria2"]
-EXTRA_METHODS = ["shoal-plain"]  # only with --only: shoal with bseed seeding without --super-seed
+EXTRA_METHODS = ["shoal-plain", "shoal-site"]  # only with --only (shoal-site: the default with --sites)
+SITE_METHODS = ["shoal", "shoal-site"]  # the default with --sites
 LABELS = {
     "ring": "calibration: raw TCP ring, no BT",
     "seq": "rsync, one host after another",
     "parallel": "rsync, all hosts at once",
     "shoal": "shoal (bseed --super-seed, bfetch)",
     "shoal-plain": "shoal (bseed, bfetch)",
+    "shoal-site": "shoal, btrack --site per site",
     "libtorrent": "libtorrent 2.0 swarm",
     "transmission": "transmission-cli swarm",
     "aria2": "aria2c swarm",
@@ -62,6 +71,9 @@ TRACKER_PORT = 6969
 
 PREFIX = os.environ.get("SHOAL_TESTBED_PREFIX", "shoal")
 LIVE = []  # every Popen we started, for the final cleanup
+# The testbed's layout (scripts/testbed.sh): SITES sites over hosts 1..COUNT, set by main().
+SITES = 1
+COUNT = 1
 
 
 def log(msg):
@@ -72,8 +84,41 @@ def ns(i):
     return "%s-h%d" % (PREFIX, i)
 
 
+def site_of(i):
+    """Site (1..SITES) of host i, as scripts/testbed.sh assigns it: the origin in site 1, hosts
+    1..COUNT split into SITES contiguous groups."""
+    if i == 0 or SITES <= 1:
+        return 1
+    return 1 + (i - 1) * SITES // COUNT
+
+
+def site_net(k):
+    return "10.%d.0.0/16" % (76 + k)
+
+
 def addr(i):
-    return "10.77.%d.%d" % (i // 250, i % 250 + 1)
+    return "10.%d.%d.%d" % (76 + site_of(i), i // 250, i % 250 + 1)
+
+
+def site_of_addr(ip):
+    """Site of a testbed address (10.(76+K).x.y), or None."""
+    m = re.fullmatch(r"10\.(\d+)\.\d+\.\d+", ip)
+    if not m or not 1 <= int(m.group(1)) - 76 <= SITES:
+        return None
+    return int(m.group(1)) - 76
+
+
+def link_bytes():
+    """{site: (into, out)}: bytes that entered and left each site through the inter-site router
+    (its interface sK: tx = into site K, rx = out of site K)."""
+    out = {}
+    for k in range(1, SITES + 1):
+        r = subprocess.run(["ip", "netns", "exec", "%s-rt" % PREFIX, "cat",
+                            "/sys/class/net/s%d/statistics/tx_bytes" % k,
+                            "/sys/class/net/s%d/statistics/rx_bytes" % k], capture_output=True, check=True)
+        tx, rx = (int(x) for x in r.stdout.split())
+        out[k] = (tx, rx)
+    return out
 
 
 def parse_size(s):
@@ -251,8 +296,15 @@ class Bench:
     def setup(self):
         a = self.a
         self.require_tools()
-        log("testbed: %d hosts + origin, %s links" % (self.n, a.rate))
-        subprocess.run([TESTBED, "up", str(self.n), "--rate", a.rate], check=True)
+        up = [TESTBED, "up", str(self.n), "--rate", a.rate]
+        if SITES > 1:
+            up += ["--sites", str(SITES), "--inter-rate", a.inter_rate or a.rate]
+            log("testbed: %d hosts + origin in %d sites (%s), %s links, inter-site link %s" % (
+                self.n, SITES, ", ".join("site %d: hosts %s" % (k, ",".join(str(i) for i in range(self.n + 1) if site_of(i) == k))
+                                         for k in range(1, SITES + 1)), a.rate, a.inter_rate or a.rate))
+        else:
+            log("testbed: %d hosts + origin, %s links" % (self.n, a.rate))
+        subprocess.run(up, check=True)
         os.makedirs(self.origin_dir, exist_ok=True)
         log("writing %d random bytes to %s" % (self.size, self.origin_file))
         with open(self.origin_file, "wb") as f:
@@ -271,7 +323,7 @@ class Bench:
         log("torrent %s info_hash %s piece length %s" % (self.torrent, self.info_hash, self.piece_length))
 
     # ---------------------------------------------------------------- tracker
-    def start_tracker(self, tag):
+    def start_tracker(self, tag, extra=()):
         d = os.path.join(self.work, "tracker-" + tag)
         shutil.rmtree(d, ignore_errors=True)
         os.makedirs(d)
@@ -279,7 +331,7 @@ class Bench:
         p = spawn(0, [os.path.join(self.bin, "btrack"), "--listen", "%s:%d" % (addr(0), TRACKER_PORT),
                       "--data-dir", d, "--open",
                       # A testbed of our own namespaces: uploads and registrations stay open.
-                      "--open-admin"], lp)
+                      "--open-admin"] + list(extra), lp)
         if not wait_port(0, addr(0), TRACKER_PORT, p, timeout=30):
             stop([p])
             raise RuntimeError("btrack did not start (see %s)" % lp)
@@ -322,6 +374,7 @@ class Bench:
             os.makedirs(d)
         procs = []
         cpu0 = cpu_times()
+        link0 = link_bytes() if SITES > 1 else None
         try:
             fn = getattr(self, "m_" + method.replace("-", "_"))
             fn(res, procs)
@@ -330,6 +383,10 @@ class Bench:
             res["notes"].append("error: %s" % e)
         finally:
             cpu1 = cpu_times()
+            if link0 is not None:
+                # Before stopping anything: what the run itself sent across (lingering seeds included).
+                link1 = link_bytes()
+                res["link"] = {k: (link1[k][0] - link0[k][0], link1[k][1] - link0[k][1]) for k in link1}
             stop(procs)
         # How busy the whole machine was (every process, every core) while the method ran: near 100%
         # means the numbers are CPU-bound, not network-bound.
@@ -352,6 +409,15 @@ class Bench:
             res["origin_x"] = res["origin_tx"] / self.size
         if res.get("last"):
             res["vs_limit"] = res["last"] / self.fb
+        if res.get("link"):
+            lk = res["link"]
+            res["into_remote"] = sum(lk[k][0] for k in lk if k != 1)
+            res["into_site1"] = lk[1][0]
+            # Every byte that crosses enters exactly one site.
+            res["cross_x"] = (res["into_remote"] + res["into_site1"]) / (self.size * (SITES - 1))
+            res["into_remote_max_x"] = max(lk[k][0] for k in lk if k != 1) / self.size
+            res["notes"].append("inter-site link: %s" % "; ".join(
+                "site %d in %.1f MB out %.1f MB" % (k, lk[k][0] / 1e6, lk[k][1] / 1e6) for k in sorted(lk)))
         for i in range(1, self.n + 1):
             shutil.rmtree(self.host_dir(method, i), ignore_errors=True)
         shutil.rmtree(os.path.join(self.work, method), ignore_errors=True)
@@ -502,10 +568,10 @@ class Bench:
 
     # ---------------------------------------------------------------- swarms
     def swarm(self, res, procs, method, seed_argv, host_argv, done_fn, env_fn=None, seed_env=None,
-              after=None):
+              after=None, tracker_extra=()):
         """Common shape of every swarm: tracker, origin seed, then every host at once."""
-        res["tracker"] = "btrack"
-        procs.append(self.start_tracker(method))
+        res["tracker"] = "btrack+site" if tracker_extra else "btrack"
+        procs.append(self.start_tracker(method, tracker_extra))
         seed = spawn(0, seed_argv, os.path.join(self.logs, "%s-origin.log" % method), env=seed_env)
         procs.append(seed)
         err = self.wait_seeded(seed, timeout=max(120, self.size / 50e6 * 4))
@@ -551,8 +617,16 @@ class Bench:
     def m_shoal_plain(self, res, procs):
         self.m_shoal(res, procs, plain=True)
 
-    def m_shoal(self, res, procs, plain=False):
-        m = "shoal-plain" if plain else "shoal"
+    def m_shoal_site(self, res, procs):
+        self.m_shoal(res, procs, sites=True)
+
+    def m_shoal(self, res, procs, plain=False, sites=False):
+        m = "shoal-plain" if plain else "shoal-site" if sites else "shoal"
+        tracker_extra = []
+        if sites:
+            for k in range(1, SITES + 1):
+                tracker_extra += ["--site", "%s=site%d" % (site_net(k), k)]
+            res["notes"].append("btrack %s" % " ".join(tracker_extra))
         b = lambda t: os.path.join(self.bin, t)
         reports = {i: os.path.join(self.work, m, "report-h%d.json" % i) for i in range(1, self.n + 1)}
         seed_argv = [b("bseed"), self.torrent, self.origin_file, "--port", PORT]
@@ -593,8 +667,37 @@ class Bench:
             res["host_uploaded"] = up
             helped = [i for i, u in up.items() if u]
             res["notes"].append("%d/%d hosts uploaded to others" % (len(helped), self.n))
+            if SITES > 1:
+                self.cross_site_peers(res, reports)
 
-        self.swarm(res, procs, m, seed_argv, host_argv, lambda i: self.appeared(m, i), after=after)
+        self.swarm(res, procs, m, seed_argv, host_argv, lambda i: self.appeared(m, i), after=after,
+                   tracker_extra=tracker_extra)
+
+    def cross_site_peers(self, res, reports):
+        """From every bfetch --json report: which hosts downloaded from another site, and how much
+        (the tools' own payload counts, next to the router's counters)."""
+        got = {}
+        for i, path in reports.items():
+            try:
+                with open(path) as f:
+                    rep = json.load(f)
+            except (OSError, ValueError):
+                continue
+            far = 0
+            n_far = 0
+            for p in rep.get("peers", []):
+                a = p.get("addr", "")
+                ip = a.rsplit(":", 1)[0].strip("[]") if ":" in a else a
+                k = site_of_addr(ip)
+                if k is not None and k != site_of(i) and p.get("downloaded", 0) > 0:
+                    far += p.get("downloaded", 0)
+                    n_far += 1
+            if far:
+                got[i] = (far, n_far)
+        res["cross_site_downloads"] = got
+        res["notes"].append("hosts that downloaded from another site (payload MB from N peers): %s" % (
+            ", ".join("h%d(site %d) %.1f MB from %d" % (i, site_of(i), v[0] / 1e6, v[1]) for i, v in sorted(got.items()))
+            or "none"))
 
     def m_libtorrent(self, res, procs):
         s = os.path.join(HERE, "lt_swarm.py")
@@ -660,14 +763,24 @@ class Bench:
         status = r["status"]
         if status == "failed":
             status = "FAILED (%d/%d)" % (r.get("done_hosts", 0), self.n)
-        return "| %-36s | %-11s | %-14s | %8s | %8s | %7s | %9s |" % (
+        row = "| %-36s | %-11s | %-14s | %8s | %8s | %7s | %9s |" % (
             r["label"], r.get("tracker") or "-", status, f(r.get("last"), "%.1f"), f(r.get("median"), "%.1f"),
             f(r.get("vs_limit"), "%.2f"), f(r.get("origin_x"), "%.2f"))
+        if SITES > 1:
+            mb = lambda v: f(v / 1e6 if v is not None else None, "%.1f")
+            row += " %11s | %11s | %11s |" % (mb(r.get("into_remote")), mb(r.get("into_site1")), f(r.get("cross_x"), "%.2f"))
+        return row
 
     def header(self):
-        return ("| %-36s | %-11s | %-14s | %8s | %8s | %7s | %9s |\n|%s|%s|%s|%s|%s|%s|%s|" % (
-            "method", "tracker", "result", "last (s)", "median", "last/FB", "origin ×F",
-            "-" * 38, "-" * 13, "-" * 16, "-" * 10, "-" * 10, "-" * 9, "-" * 11))
+        h = "| %-36s | %-11s | %-14s | %8s | %8s | %7s | %9s |" % (
+            "method", "tracker", "result", "last (s)", "median", "last/FB", "origin ×F")
+        sep = "|%s|%s|%s|%s|%s|%s|%s|" % ("-" * 38, "-" * 13, "-" * 16, "-" * 10, "-" * 10, "-" * 9, "-" * 11)
+        if SITES > 1:
+            remote = "1→2 (MB)" if SITES == 2 else "→remote (MB)"
+            back = "2→1 (MB)" if SITES == 2 else "→site 1 (MB)"
+            h += " %11s | %11s | %11s |" % (remote, back, "×F/remote")
+            sep += "%s|%s|%s|" % ("-" * 13, "-" * 13, "-" * 13)
+        return h + "\n" + sep
 
     def print_row(self, r):
         print(self.fmt_row(r), flush=True)
@@ -678,7 +791,15 @@ class Bench:
         lines = ["Fleet benchmark: %d hosts + origin, file %s (%d bytes), links %s both ways (B = %.2f MB/s)"
                  % (self.n, self.a.size, self.size, self.a.rate, self.rate_bps / 1e6),
                  "physical limit F/B = %.1f s; times are from the start of the transfers to a complete, "
-                 "checked copy" % self.fb, "", self.header()]
+                 "checked copy" % self.fb]
+        if SITES > 1:
+            lines.append("%d sites (%s; origin and tracker in site 1) joined by one inter-site link shaped to %s "
+                         "both ways; 1→2 / 2→1: bytes (Ethernet frames) that crossed it each way during the run; "
+                         "×F/remote: all crossing bytes / (F × %d remote site%s)" % (
+                             SITES, ", ".join("site %d %s: %d hosts" % (k, site_net(k), sum(1 for i in range(1, self.n + 1) if site_of(i) == k))
+                                              for k in range(1, SITES + 1)),
+                             self.a.inter_rate or self.a.rate, SITES - 1, "" if SITES == 2 else "s"))
+        lines += ["", self.header()]
         lines += [self.fmt_row(r) for r in self.results]
         lines.append("")
         for r in self.results:
@@ -687,7 +808,7 @@ class Bench:
         return "\n".join(lines) + "\n"
 
     def save(self):
-        meta = {"hosts": self.n, "size": self.size, "size_arg": self.a.size, "rate": self.a.rate,
+        meta = {"hosts": self.n, "sites": SITES, "inter_rate": self.a.inter_rate or self.a.rate, "size": self.size, "size_arg": self.a.size, "rate": self.a.rate,
                 "rate_bytes_per_s": self.rate_bps, "f_over_b": self.fb, "info_hash": getattr(self, "info_hash", None),
                 "piece_length": getattr(self, "piece_length", None),
                 "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -744,7 +865,7 @@ class Bench:
 
     def run(self):
         self.setup()
-        only = [m.strip() for m in self.a.only.split(",")] if self.a.only else METHODS
+        only = [m.strip() for m in self.a.only.split(",")] if self.a.only else (SITE_METHODS if SITES > 1 else METHODS)
         for m in only:
             if m not in METHODS + EXTRA_METHODS:
                 raise SystemExit("bench-fleet: error: unknown method %r (known: %s)" % (m, ",".join(METHODS + EXTRA_METHODS)))
@@ -770,9 +891,17 @@ def main():
     ap.add_argument("--timeout", type=float, help="per-method timeout in seconds (default: scaled to F/B)")
     ap.add_argument("--lt-super-seed", action="store_true", help="libtorrent origin super-seeds")
     ap.add_argument("--shoal-plain-seed", action="store_true", help="bseed without --super-seed (diagnosis)")
+    ap.add_argument("--sites", type=int, default=1, help="sites joined by one shaped inter-site link (default 1)")
+    ap.add_argument("--inter-rate", help="inter-site link rate, both ways (default: --rate)")
     a = ap.parse_args()
     if a.hosts < 1 or a.hosts > 250:
         raise SystemExit("bench-fleet: error: --hosts must be 1..250")
+    if a.sites < 1 or a.sites > 10 or a.sites > a.hosts:
+        raise SystemExit("bench-fleet: error: --sites must be 1..10 and at most --hosts")
+    if a.inter_rate:
+        parse_rate(a.inter_rate)
+    global SITES, COUNT
+    SITES, COUNT = a.sites, a.hosts
     b = Bench(a)
 
     def on_signal(sig, _frame):
