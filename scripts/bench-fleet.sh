@@ -7,7 +7,7 @@
 #                               [--sites S [--inter-rate RATE]]
 #
 #   --hosts 16 --size 256M --rate 100mbit   defaults (the target configuration; F/B = 21.5 s)
-#   --only ring,seq,parallel,shoal,libtorrent,transmission,aria2   a subset, in that order (also
+#   --only ring,seq,parallel,shoal,shoal-web,libtorrent,transmission,aria2   a subset, in that order (also
 #                        shoal-plain: shoal with bseed not super-seeding, for diagnosis)
 #   --sites 2            two sites (issue 11): hosts split between two bridges and subnets joined by
 #                        one inter-site link shaped to --inter-rate (default --rate) both ways, origin

@@ -10,6 +10,9 @@ to N hosts with every method, one method after another, and compare:
   seq        status quo: rsync daemon on the origin, hosts copy one after another
   parallel   the same, every host at once
   shoal      btrack + bseed --super-seed on the origin, bfetch --seed-until-done on every host
+  shoal-web  no bseed: nginx on the origin serves the file, the torrent names it as a web seed
+             (BEP 19 url-list), bfetch --seed-until-done on every host (issue 11); the origin's
+             upload is then nginx's egress
   libtorrent python3-libtorrent seed on the origin, a libtorrent peer on every host
   transmission transmission-cli on the origin and on every host
   aria2      aria2c on the origin and on every host
@@ -52,7 +55,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 TESTBED = os.path.join(REPO, "scripts", "testbed.sh")
 PY = "/usr/bin/python3"  # Debian's, with python3-libtorrent and python3-matplotlib
-METHODS = ["ring", "seq", "parallel", "shoal", "libtorrent", "transmission", "aria2"]
+METHODS = ["ring", "seq", "parallel", "shoal", "shoal-web", "libtorrent", "transmission", "aria2"]
 EXTRA_METHODS = ["shoal-plain", "shoal-site"]  # only with --only (shoal-site: the default with --sites)
 SITE_METHODS = ["shoal", "shoal-site"]  # the default with --sites
 LABELS = {
@@ -62,6 +65,7 @@ LABELS = {
     "shoal": "shoal (bseed --super-seed, bfetch)",
     "shoal-plain": "shoal (bseed, bfetch)",
     "shoal-site": "shoal, btrack --site per site",
+    "shoal-web": "shoal, nginx web seed as the only origin",
     "libtorrent": "libtorrent 2.0 swarm",
     "transmission": "transmission-cli swarm",
     "aria2": "aria2c swarm",
@@ -613,6 +617,68 @@ class Bench:
             seen[key] = time.time()
             return seen[key]
         return None
+
+    def m_shoal_web(self, res, procs):
+        """nginx on the origin is the only source: no bseed. Its egress is the origin's tx."""
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        if not os.access(nginx, os.X_OK):
+            raise RuntimeError("nginx is not installed (nginx-light; see scripts/test.sh)")
+        m = "shoal-web"
+        b = lambda t: os.path.join(self.bin, t)
+        d = os.path.join(self.work, "nginx")
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(os.path.join(d, "tmp"))
+        conf = os.path.join(d, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write("daemon off;\nmaster_process off;\npid %s/nginx.pid;\nerror_log %s/error.log;\n"
+                    "events { worker_connections 1024; }\nhttp {\n  access_log %s/access.log;\n"
+                    "  client_body_temp_path %s/tmp; proxy_temp_path %s/tmp; fastcgi_temp_path %s/tmp;\n"
+                    "  uwsgi_temp_path %s/tmp; scgi_temp_path %s/tmp;\n  sendfile on;\n"
+                    "  server { listen %s:8080; root %s; }\n}\n" % ((d,) * 8 + (addr(0), self.origin_dir)))
+        p = spawn(0, [nginx, "-c", conf, "-p", d], os.path.join(self.logs, "%s-nginx.log" % m))
+        procs.append(p)
+        if not wait_port(0, addr(0), 8080, p):
+            raise RuntimeError("nginx did not start")
+        url = "http://%s:8080/" % addr(0)
+        torrent = os.path.join(self.work, "web-" + os.path.basename(self.torrent))
+        subprocess.run([b("mktorrent"), "-q", "-f", "-a", "http://%s:%d/announce" % (addr(0), TRACKER_PORT),
+                        "-w", url, "-l", str(self.piece_length), "-o", torrent, self.origin_file],
+                       capture_output=True, check=True)
+        res["notes"].append("web seed %s (nginx, sendfile on); origin upload = nginx egress" % url)
+        res["tracker"] = "btrack"
+        procs.append(self.start_tracker(m))
+        reports = {i: os.path.join(self.work, m, "report-h%d.json" % i) for i in range(1, self.n + 1)}
+        tx0 = origin_tx()
+        t0 = time.time()
+        by_host = {}
+        for i in range(1, self.n + 1):
+            argv = [b("bfetch"), torrent, "-o", self.host_dir(m, i), "--port", PORT,
+                    "--seed-until-done", "--json", "--timeout", "%ds" % int(self.timeout_for(m))]
+            p = spawn_capture(i, argv, reports[i], os.path.join(self.logs, "%s-h%d.log" % (m, i)))
+            procs.append(p)
+            by_host[i] = p
+        self.watch(res, by_host, lambda i: self.appeared(m, i), t0, self.timeout_for(m), m)
+        res["origin_tx"] = origin_tx() - tx0
+        # --seed-until-done: each bfetch leaves once the swarm is done and prints its report.
+        deadline = time.monotonic() + 60 + self.fb
+        while time.monotonic() < deadline and any(p.poll() is None for p in by_host.values()):
+            time.sleep(0.2)
+        res["notes"].append("bfetch exited 0 by itself on %d/%d hosts" % (
+            sum(p.poll() == 0 for p in by_host.values()), self.n))
+        web = 0
+        fetchers = 0
+        for i in by_host:
+            try:
+                by_host[i]._outfile.flush()
+                with open(reports[i]) as f:
+                    rep = json.load(f)
+            except (OSError, ValueError):
+                continue  # still lingering: its report comes when it exits
+            got = sum(w.get("downloaded", 0) for w in rep.get("web_seeds", []))
+            web += got
+            fetchers += got > 0
+        if web:
+            res["notes"].append("web seed bytes counted by the exited bfetches: %.2f x F, from %d hosts" % (web / self.size, fetchers))
 
     def m_shoal_plain(self, res, procs):
         self.m_shoal(res, procs, plain=True)
