@@ -188,4 +188,25 @@ mod tests {
         assert!(m.announce_list.is_empty());
         std::fs::remove_dir_all(&d).unwrap();
     }
+
+    /// Pieces of a file whose length is not a multiple of the piece length, and of a
+    /// directory whose pieces cross file boundaries, are SHA-1 of the concatenated bytes.
+    #[test]
+    fn pieces_are_sha1_of_the_concatenation() {
+        let d = std::env::temp_dir().join(format!("shoal-create-pieces-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("dir")).unwrap();
+        let all: Vec<u8> = (0..1_234_567usize).map(|i| (i * 7 % 253) as u8).collect();
+        std::fs::write(d.join("one"), &all).unwrap();
+        std::fs::write(d.join("dir/a"), &all[..100_000]).unwrap();
+        std::fs::write(d.join("dir/b"), &all[100_000..100_001]).unwrap();
+        std::fs::write(d.join("dir/c"), &all[100_001..]).unwrap();
+        for (path, plen) in [("one", 16384u64), ("one", 1 << 20), ("dir", 16384), ("dir", 32768)] {
+            let opts = Options { piece_length: Some(plen), threads: 2, ..Default::default() };
+            let m = Metainfo::parse(&create(&d.join(path), &opts, &mut |_, _| {}).unwrap()).unwrap();
+            let want: Vec<[u8; 20]> = all.chunks(plen as usize).map(hashing::sha1).collect();
+            assert_eq!(m.info.pieces, want, "{path} {plen}");
+        }
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 }

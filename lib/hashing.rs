@@ -1,31 +1,41 @@
 //! Piece hashing: SHA-1 over the torrent's concatenated file data, on every core.
 //!
-//! Design (used by `mktorrent` and `bverify`): one reader thread does large sequential
-//! positional reads (a chunk of whole pieces, about 2 MiB, at a time) into buffers taken from
-//! a fixed pool; hashing workers (one per core) take filled chunks from a bounded crossbeam
-//! channel, hash each piece, send the digests back and return the buffer to the pool. Memory
-//! is `pool size × chunk size` whatever the file size; the pool bounds read-ahead so the
-//! reader never runs far ahead of the hashers. Buffers are page-aligned: the kernel copies
-//! into them about 4x faster than into malloc's 16-byte-offset blocks (see [`ALIGN`]).
+//! Design (used by `mktorrent` and `bverify`): one worker per core, no separate reader. A
+//! worker takes the next unit of work from a shared counter: a group of [`LANES`] whole pieces
+//! when the CPU has SHA-NI, else one piece. It reads its pieces with positional reads of
+//! [`STEP`] bytes into small page-aligned buffers of its own (so the kernel's copy lands in the
+//! core's L2 and the hash reads it from there) and hashes the [`LANES`] pieces at once,
+//! interleaved ([`multi`]): one SHA-1 stream is bound by the latency of the SHA-NI round
+//! instruction, so four independent streams on one core run about 2.6x as fast as one.
+//! Memory is `threads × LANES × STEP` whatever the file size.
+//!
+//! A piece's bytes may come from several files; padding files (BEP 47) read as zeros. With
+//! [`Missing::MarkBad`] a piece that needs bytes from a missing or short file is answered as
+//! `None` (and not hashed further); with [`Missing::Error`] that fails the run.
 //!
 //! [`PieceHasher`] is the streaming variant for data that arrives as a byte stream (an HTTP
 //! upload): it hashes piece by piece as bytes pass, holding no data.
 
-use crossbeam::channel::{bounded, unbounded};
+use crossbeam::channel::unbounded;
 use sha1::{Digest, Sha1};
 use std::fmt;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-/// Target size of one read (and of one hashing job). 2 MiB used ~5 % less CPU than 8 MiB
-/// (the pool, 5 buffers on 2 cores, then stays in the shared cache between copy and hash).
-const CHUNK_BYTES: u64 = 2 << 20;
+/// Bytes read (and hashed) per piece per step: four lanes of 128 KiB stay in a core's L2
+/// between the kernel's copy and the hash. With four lanes, steps of 32 KiB to 512 KiB were
+/// within noise of each other (4.1–4.45 GB per CPU-second on the build machine).
+const STEP: usize = 128 << 10;
+
+/// Pieces hashed at once by one worker (SHA-NI only): 4 ran at 2.65x the single-stream speed
+/// on the AMD EPYC build machine (2 at 1.8x, 3 at 2.2x).
+const LANES: usize = 4;
 
 /// Alignment of the read buffers. The kernel's copy from the page cache into a buffer that
 /// starts 16 bytes into a page (where malloc puts large blocks) runs about 4x slower on this
-/// x86-64 than into an aligned one (measured: 0.53 s against 0.13 s of system time per GiB),
-/// and that copy was 40 % of mktorrent's CPU time.
+/// x86-64 than into an aligned one (measured: 0.53 s against 0.13 s of system time per GiB).
 const ALIGN: usize = 4096;
 
 /// SHA-1 of one buffer.
@@ -74,20 +84,116 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-struct Job {
-    first_piece: usize,
-    /// The data is `buf[start..start + len]` (`start` makes it [`ALIGN`]ed).
-    buf: Vec<u8>,
-    start: usize,
-    len: usize,
-    bad: Vec<bool>,
+/// The files laid end to end: where each starts in the torrent's data.
+struct Layout<'a> {
+    files: &'a [Source],
+    starts: Vec<u64>,
+    missing: Missing,
 }
 
-/// The offset of the first [`ALIGN`]ed byte of `buf`.
-fn aligned_start(buf: &[u8]) -> usize {
-    match buf.as_ptr().align_offset(ALIGN) {
-        o if o < ALIGN => o,
-        _ => 0,
+impl<'a> Layout<'a> {
+    fn new(files: &'a [Source], missing: Missing) -> Layout<'a> {
+        let mut starts = Vec::with_capacity(files.len());
+        let mut at = 0u64;
+        for f in files {
+            starts.push(at);
+            at += f.length;
+        }
+        Layout { files, starts, missing }
+    }
+}
+
+/// Reads data at torrent offsets, keeping the file it last read open (a missing one is
+/// remembered as missing). One per piece being read, so each stream has its own readahead.
+struct Cursor<'a> {
+    layout: &'a Layout<'a>,
+    open: Option<(usize, Option<File>)>,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(layout: &'a Layout<'a>) -> Cursor<'a> {
+        Cursor { layout, open: None }
+    }
+
+    /// Fills `buf` with the data at torrent offset `pos`; answers whether every byte was
+    /// there (always true with [`Missing::Error`], which fails instead).
+    fn read(&mut self, pos: u64, buf: &mut [u8]) -> Result<bool, Error> {
+        let Layout { files, starts, missing } = self.layout;
+        let mut complete = true;
+        let mut filled = 0usize;
+        while filled < buf.len() {
+            let at = pos + filled as u64;
+            // The last file starting at or before `at` (skips empty files).
+            let i = starts.partition_point(|&s| s <= at) - 1;
+            let src = &files[i];
+            let in_file = at - starts[i];
+            let n = ((src.length - in_file) as usize).min(buf.len() - filled);
+            let dst = &mut buf[filled..filled + n];
+            filled += n;
+            if src.pad {
+                dst.fill(0);
+                continue;
+            }
+            if self.open.as_ref().map(|(j, _)| *j) != Some(i) {
+                let f = match File::open(&src.path) {
+                    Ok(f) => Some(f),
+                    Err(err) if *missing == Missing::MarkBad && err.kind() == std::io::ErrorKind::NotFound => None,
+                    Err(err) => return Err(Error::Io { path: src.path.clone(), err }),
+                };
+                self.open = Some((i, f));
+            }
+            let got = match &self.open {
+                Some((_, Some(f))) => read_full_at(f, dst, in_file).map_err(|err| Error::Io { path: src.path.clone(), err })?,
+                _ => 0,
+            };
+            if got < n {
+                if *missing == Missing::Error {
+                    return Err(Error::Changed { path: src.path.clone() });
+                }
+                complete = false;
+            }
+        }
+        Ok(complete)
+    }
+}
+
+/// A page-aligned read buffer of [`STEP`] bytes.
+struct Buf {
+    mem: Vec<u8>,
+    start: usize,
+}
+
+impl Buf {
+    fn new() -> Buf {
+        let mem = vec![0u8; STEP + ALIGN];
+        let start = match mem.as_ptr().align_offset(ALIGN) {
+            o if o < ALIGN => o,
+            _ => 0,
+        };
+        Buf { mem, start }
+    }
+
+    fn get(&mut self, len: usize) -> &mut [u8] {
+        &mut self.mem[self.start..self.start + len]
+    }
+
+    fn data(&self, len: usize) -> &[u8] {
+        &self.mem[self.start..self.start + len]
+    }
+}
+
+/// Whether this CPU can hash [`LANES`] pieces at once ([`multi`]).
+fn multi_lane_cpu() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("sha")
+            && std::arch::is_x86_feature_detected!("sse2")
+            && std::arch::is_x86_feature_detected!("ssse3")
+            && std::arch::is_x86_feature_detected!("sse4.1")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
     }
 }
 
@@ -103,111 +209,69 @@ pub fn hash_files(
     missing: Missing,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Vec<Option<[u8; 20]>>, Error> {
+    hash_files_with(files, piece_length, threads, missing, multi_lane_cpu(), progress)
+}
+
+/// [`hash_files`], with the multi-lane path allowed or not (tests run both).
+fn hash_files_with(
+    files: &[Source],
+    piece_length: u64,
+    threads: usize,
+    missing: Missing,
+    multi_lane: bool,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Vec<Option<[u8; 20]>>, Error> {
     assert!(piece_length > 0);
+    let layout = Layout::new(files, missing);
     let total: u64 = files.iter().map(|f| f.length).sum();
     let num_pieces = total.div_ceil(piece_length) as usize;
-    let pieces_per_chunk = (CHUNK_BYTES / piece_length).max(1) as usize;
-    let chunk_bytes = pieces_per_chunk as u64 * piece_length;
-    let threads = threads.max(1);
-    let pool_size = threads * 2 + 1;
-
-    let (job_tx, job_rx) = bounded::<Job>(pool_size);
-    let (free_tx, free_rx) = bounded::<Vec<u8>>(pool_size);
+    // Units of work: first `groups` groups of LANES whole pieces, then single pieces.
+    let full_pieces = (total / piece_length) as usize;
+    let groups = if multi_lane && piece_length % 64 == 0 { full_pieces / LANES } else { 0 };
+    let units = groups + (num_pieces - groups * LANES);
+    let threads = threads.max(1).min(units.max(1));
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
     let (res_tx, res_rx) = unbounded::<(usize, Vec<Option<[u8; 20]>>, u64)>();
-    for _ in 0..pool_size {
-        free_tx.send(Vec::new()).unwrap();
-    }
 
     std::thread::scope(|s| {
+        let mut workers = Vec::with_capacity(threads);
         for _ in 0..threads {
-            let job_rx = job_rx.clone();
-            let free_tx = free_tx.clone();
             let res_tx = res_tx.clone();
-            s.spawn(move || {
-                for job in job_rx {
-                    let data = &job.buf[job.start..job.start + job.len];
-                    let digests = data
-                        .chunks(piece_length as usize)
-                        .zip(&job.bad)
-                        .map(|(p, bad)| if *bad { None } else { Some(sha1(p)) })
-                        .collect();
-                    let _ = res_tx.send((job.first_piece, digests, job.len as u64));
-                    let _ = free_tx.send(job.buf);
-                }
-            });
-        }
-        drop(res_tx);
-        drop(job_rx);
-
-        let reader = s.spawn(move || -> Result<(), Error> {
-            let mut open: Option<(usize, Option<File>)> = None;
-            let mut file_idx = 0usize;
-            let mut file_start = 0u64; // data offset of files[file_idx]
-            let mut pos = 0u64;
-            let mut piece = 0usize;
-            while pos < total {
-                let len = chunk_bytes.min(total - pos) as usize;
-                let mut buf = match free_rx.recv() {
-                    Ok(b) => b,
-                    Err(_) => return Ok(()),
-                };
-                if buf.len() < chunk_bytes as usize + ALIGN {
-                    buf = vec![0; chunk_bytes as usize + ALIGN];
-                }
-                let start = aligned_start(&buf);
-                let data = &mut buf[start..start + len];
-                let n_pieces = (len as u64).div_ceil(piece_length) as usize;
-                let mut bad = vec![false; n_pieces];
-                let mut filled = 0usize;
-                while filled < len {
-                    while files[file_idx].length <= pos + filled as u64 - file_start {
-                        file_start += files[file_idx].length;
-                        file_idx += 1;
+            let (layout, next, stop) = (&layout, &next, &stop);
+            workers.push(s.spawn(move || -> Result<(), Error> {
+                let mut cursors: Vec<Cursor> = (0..LANES).map(|_| Cursor::new(layout)).collect();
+                let mut bufs: Vec<Buf> = Vec::new();
+                let piece_len = |i: usize| piece_length.min(total - i as u64 * piece_length);
+                loop {
+                    let u = next.fetch_add(1, Ordering::Relaxed);
+                    if u >= units || stop.load(Ordering::Relaxed) {
+                        return Ok(());
                     }
-                    let src = &files[file_idx];
-                    let in_file = pos + filled as u64 - file_start;
-                    let n = ((src.length - in_file) as usize).min(len - filled);
-                    if src.pad {
-                        data[filled..filled + n].fill(0);
-                        filled += n;
-                        continue;
+                    let lanes = if u < groups { LANES } else { 1 };
+                    while bufs.len() < lanes {
+                        bufs.push(Buf::new());
                     }
-                    if open.as_ref().map(|(i, _)| *i) != Some(file_idx) {
-                        let f = match File::open(&src.path) {
-                            Ok(f) => Some(f),
-                            Err(err) if missing == Missing::MarkBad && err.kind() == std::io::ErrorKind::NotFound => None,
-                            Err(err) => return Err(Error::Io { path: src.path.clone(), err }),
-                        };
-                        open = Some((file_idx, f));
-                    }
-                    // Bytes actually read: fewer than `n` when the file is missing or short.
-                    let got = match &open {
-                        Some((_, Some(f))) => match read_full_at(f, &mut data[filled..filled + n], in_file) {
-                            Ok(k) if k == n => n,
-                            Ok(_) if missing == Missing::Error => return Err(Error::Changed { path: src.path.clone() }),
-                            Ok(k) => k,
-                            Err(err) => return Err(Error::Io { path: src.path.clone(), err }),
-                        },
-                        _ => 0,
+                    let first = if u < groups { u * LANES } else { groups * LANES + (u - groups) };
+                    let result = if u < groups {
+                        hash_group(&mut cursors, &mut bufs, first as u64 * piece_length, piece_length)
+                    } else {
+                        hash_piece(&mut cursors[0], &mut bufs[0], first as u64 * piece_length, piece_len(first)).map(|d| vec![d])
                     };
-                    if got < n {
-                        // Only the pieces holding the bytes that are not there are bad.
-                        let first = (filled + got) as u64 / piece_length;
-                        let last = (filled + n - 1) as u64 / piece_length;
-                        for b in &mut bad[first as usize..=last as usize] {
-                            *b = true;
+                    match result {
+                        Ok(digests) => {
+                            let bytes = (first..first + lanes).map(piece_len).sum();
+                            let _ = res_tx.send((first, digests, bytes));
+                        }
+                        Err(e) => {
+                            stop.store(true, Ordering::Relaxed);
+                            return Err(e);
                         }
                     }
-                    filled += n;
                 }
-                if job_tx.send(Job { first_piece: piece, buf, start, len, bad }).is_err() {
-                    return Ok(());
-                }
-                pos += len as u64;
-                piece += n_pieces;
-            }
-            Ok(())
-        });
+            }));
+        }
+        drop(res_tx);
 
         let mut out = vec![None; num_pieces];
         let mut done = 0u64;
@@ -218,9 +282,174 @@ pub fn hash_files(
             done += bytes;
             progress(done);
         }
-        reader.join().expect("hash reader thread panicked")?;
+        for w in workers {
+            w.join().expect("hash worker thread panicked")?;
+        }
         Ok(out)
     })
+}
+
+/// Hashes one piece of `len` bytes at torrent offset `start`, [`STEP`] bytes at a time.
+fn hash_piece(cursor: &mut Cursor, buf: &mut Buf, start: u64, len: u64) -> Result<Option<[u8; 20]>, Error> {
+    let mut h = Sha1::new();
+    let mut off = 0u64;
+    while off < len {
+        let n = (STEP as u64).min(len - off) as usize;
+        let data = buf.get(n);
+        if !cursor.read(start + off, data)? {
+            return Ok(None);
+        }
+        h.update(data);
+        off += n as u64;
+    }
+    Ok(Some(h.finalize().into()))
+}
+
+/// Hashes the [`LANES`] consecutive pieces of `len` bytes (a multiple of 64) that start at
+/// torrent offset `start`, all at once. Only called when the CPU has SHA-NI.
+fn hash_group(cursors: &mut [Cursor], bufs: &mut [Buf], start: u64, len: u64) -> Result<Vec<Option<[u8; 20]>>, Error> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut states = [multi::INIT; LANES];
+        let mut ok = [true; LANES];
+        let mut off = 0u64;
+        while off < len {
+            let n = (STEP as u64).min(len - off) as usize;
+            for l in 0..LANES {
+                if ok[l] {
+                    ok[l] = cursors[l].read(start + l as u64 * len + off, bufs[l].get(n))?;
+                }
+            }
+            if !ok.iter().any(|&o| o) {
+                break;
+            }
+            let data: [&[[u8; 64]]; LANES] = std::array::from_fn(|l| multi::blocks(bufs[l].data(n)));
+            // SAFETY: hash_group runs only where multi_lane_cpu() found SHA-NI and SSE4.1.
+            unsafe { multi::compress(&mut states, data) };
+            off += n as u64;
+        }
+        // SAFETY: as above.
+        Ok((0..LANES).map(|l| ok[l].then(|| unsafe { multi::finish(&mut states[l], len) })).collect())
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (cursors, bufs, start, len);
+        unreachable!("multi-lane hashing is x86-64 only")
+    }
+}
+
+/// SHA-1 of several independent streams at once with the SHA-NI instructions.
+///
+/// `sha1rnds4`, which does four of SHA-1's 80 rounds, waits for the previous one's result,
+/// so a single stream leaves the unit idle most of the time; interleaving the rounds of
+/// `N` streams fills it. The round sequence is the one of the sha1 crate's x86 backend
+/// (Intel's reference), applied to each lane in turn.
+#[cfg(target_arch = "x86_64")]
+mod multi {
+    use std::arch::x86_64::*;
+
+    pub const INIT: [u32; 5] = [0x6745_2301, 0xEFCD_AB89, 0x98BA_DCFE, 0x1032_5476, 0xC3D2_E1F0];
+
+    /// `data` (a multiple of 64 bytes long) as 64-byte blocks.
+    pub fn blocks(data: &[u8]) -> &[[u8; 64]] {
+        assert!(data.len() % 64 == 0);
+        // SAFETY: [u8; 64] has alignment 1 and the length is a whole number of blocks.
+        unsafe { std::slice::from_raw_parts(data.as_ptr().cast(), data.len() / 64) }
+    }
+
+    /// Runs the compression function over the blocks of each lane; every lane must have
+    /// the same number of blocks.
+    ///
+    /// # Safety
+    /// The CPU must have the `sha`, `sse2`, `ssse3` and `sse4.1` features.
+    #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+    pub unsafe fn compress<const N: usize>(states: &mut [[u32; 5]; N], blocks: [&[[u8; 64]]; N]) {
+        let n = blocks[0].len();
+        assert!(blocks.iter().all(|b| b.len() == n));
+        let mask = _mm_set_epi64x(0x0001_0203_0405_0607, 0x0809_0A0B_0C0D_0E0F);
+        let mut abcd = [_mm_setzero_si128(); N];
+        let mut e = [_mm_setzero_si128(); N];
+        for l in 0..N {
+            abcd[l] = _mm_shuffle_epi32(_mm_loadu_si128(states[l].as_ptr().cast()), 0b0001_1011);
+            e[l] = _mm_set_epi32(states[l][4] as i32, 0, 0, 0);
+        }
+        for b in 0..n {
+            // m[l]: the last five message words (four lanes of 32 bits each) of lane l.
+            let mut m = [[_mm_setzero_si128(); 5]; N];
+            let mut h0 = abcd;
+            let mut h1 = [_mm_setzero_si128(); N];
+            for l in 0..N {
+                let p: *const __m128i = blocks[l][b].as_ptr().cast();
+                for (j, w) in m[l][..4].iter_mut().enumerate() {
+                    *w = _mm_shuffle_epi8(_mm_loadu_si128(p.add(j)), mask);
+                }
+                h1[l] = _mm_sha1rnds4_epu32(h0[l], _mm_add_epi32(e[l], m[l][0]), 0);
+            }
+            // Rounds 4..16: the message words as loaded.
+            macro_rules! rounds {
+                ($dst:ident, $src:ident, $w:literal, $f:literal) => {
+                    for l in 0..N {
+                        $dst[l] = _mm_sha1rnds4_epu32($src[l], _mm_sha1nexte_epu32($dst[l], m[l][$w]), $f);
+                    }
+                };
+            }
+            rounds!(h0, h1, 1, 0);
+            rounds!(h1, h0, 2, 0);
+            rounds!(h0, h1, 3, 0);
+            // Rounds 16..80: schedule the next message word into slot $o, then four rounds.
+            macro_rules! sched_rounds {
+                ($dst:ident, $src:ident, $a:literal, $b:literal, $c:literal, $d:literal, $o:literal, $f:literal) => {
+                    for l in 0..N {
+                        m[l][$o] = _mm_sha1msg2_epu32(_mm_xor_si128(_mm_sha1msg1_epu32(m[l][$a], m[l][$b]), m[l][$c]), m[l][$d]);
+                        $dst[l] = _mm_sha1rnds4_epu32($src[l], _mm_sha1nexte_epu32($dst[l], m[l][$o]), $f);
+                    }
+                };
+            }
+            sched_rounds!(h1, h0, 0, 1, 2, 3, 4, 0);
+            sched_rounds!(h0, h1, 1, 2, 3, 4, 0, 1);
+            sched_rounds!(h1, h0, 2, 3, 4, 0, 1, 1);
+            sched_rounds!(h0, h1, 3, 4, 0, 1, 2, 1);
+            sched_rounds!(h1, h0, 4, 0, 1, 2, 3, 1);
+            sched_rounds!(h0, h1, 0, 1, 2, 3, 4, 1);
+            sched_rounds!(h1, h0, 1, 2, 3, 4, 0, 2);
+            sched_rounds!(h0, h1, 2, 3, 4, 0, 1, 2);
+            sched_rounds!(h1, h0, 3, 4, 0, 1, 2, 2);
+            sched_rounds!(h0, h1, 4, 0, 1, 2, 3, 2);
+            sched_rounds!(h1, h0, 0, 1, 2, 3, 4, 2);
+            sched_rounds!(h0, h1, 1, 2, 3, 4, 0, 3);
+            sched_rounds!(h1, h0, 2, 3, 4, 0, 1, 3);
+            sched_rounds!(h0, h1, 3, 4, 0, 1, 2, 3);
+            sched_rounds!(h1, h0, 4, 0, 1, 2, 3, 3);
+            sched_rounds!(h0, h1, 0, 1, 2, 3, 4, 3);
+            for l in 0..N {
+                abcd[l] = _mm_add_epi32(abcd[l], h0[l]);
+                e[l] = _mm_sha1nexte_epu32(h1[l], e[l]);
+            }
+        }
+        for l in 0..N {
+            _mm_storeu_si128(states[l].as_mut_ptr().cast(), _mm_shuffle_epi32(abcd[l], 0b0001_1011));
+            states[l][4] = _mm_extract_epi32(e[l], 3) as u32;
+        }
+    }
+
+    /// The digest of a stream of `total` bytes (a multiple of 64) whose blocks are all in
+    /// `state`: compresses the padding block and writes the state out big-endian.
+    ///
+    /// # Safety
+    /// As for [`compress`].
+    pub unsafe fn finish(state: &mut [u32; 5], total: u64) -> [u8; 20] {
+        assert!(total % 64 == 0);
+        let mut pad = [0u8; 64];
+        pad[0] = 0x80;
+        pad[56..].copy_from_slice(&(total * 8).to_be_bytes());
+        // SAFETY: the caller's.
+        unsafe { compress(std::array::from_mut(state), [std::slice::from_ref(&pad)]) };
+        let mut out = [0u8; 20];
+        for (o, w) in out.chunks_mut(4).zip(state.iter()) {
+            o.copy_from_slice(&w.to_be_bytes());
+        }
+        out
+    }
 }
 
 /// Reads up to `buf.len()` bytes at `offset`; answers how many were read (fewer only when
@@ -301,6 +530,24 @@ mod tests {
         (0..n).map(|i| (i * 31 % 251) as u8).collect()
     }
 
+    /// The ways to hash this machine can run: one piece at a time, and (with SHA-NI) groups.
+    fn modes() -> Vec<bool> {
+        if multi_lane_cpu() {
+            vec![false, true]
+        } else {
+            vec![false]
+        }
+    }
+
+    fn bad(got: &[Option<[u8; 20]>]) -> Vec<usize> {
+        got.iter().enumerate().filter(|(_, h)| h.is_none()).map(|(i, _)| i).collect()
+    }
+
+    /// What every piece should hash to: SHA-1 of each `plen` slice of `all`.
+    fn expected(all: &[u8], plen: u64) -> Vec<Option<[u8; 20]>> {
+        all.chunks(plen as usize).map(|p| Some(sha1(p))).collect()
+    }
+
     #[test]
     fn parallel_matches_streaming_across_files() {
         let d = tmpdir("par");
@@ -312,15 +559,129 @@ mod tests {
             std::fs::write(&p, &all[w[0]..w[1]]).unwrap();
             sources.push(Source::file(p, (w[1] - w[0]) as u64));
         }
-        for plen in [16384u64, 65536, 1 << 20, 16 << 20] {
-            let got = hash_files(&sources, plen, 3, Missing::Error, &mut |_| {}).unwrap();
-            let mut s = PieceHasher::new(plen);
-            for part in all.chunks(12345) {
-                s.update(part);
+        for multi in modes() {
+            for plen in [16384u64, 65536, 1 << 20, 16 << 20] {
+                let got = hash_files_with(&sources, plen, 3, Missing::Error, multi, &mut |_| {}).unwrap();
+                let mut s = PieceHasher::new(plen);
+                for part in all.chunks(12345) {
+                    s.update(part);
+                }
+                let (want, total) = s.finish();
+                assert_eq!(total, all.len() as u64);
+                assert_eq!(got.into_iter().map(Option::unwrap).collect::<Vec<_>>(), want, "multi {multi} plen {plen}");
             }
-            let (want, total) = s.finish();
-            assert_eq!(total, all.len() as u64);
-            assert_eq!(got.into_iter().map(Option::unwrap).collect::<Vec<_>>(), want);
+        }
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn lanes_match_sha1_crate() {
+        if !multi_lane_cpu() {
+            return;
+        }
+        let all = data(64 * 304);
+        for blocks in [0usize, 1, 2, 7, 100, 300] {
+            // Four different streams of the same length (offset by a block each).
+            let lanes: [&[u8]; 4] = std::array::from_fn(|l| &all[l * 64..l * 64 + 64 * blocks]);
+            let mut states = [multi::INIT; 4];
+            // SAFETY: the CPU has SHA-NI (checked above).
+            unsafe { multi::compress(&mut states, lanes.map(multi::blocks)) };
+            for l in 0..4 {
+                let got = unsafe { multi::finish(&mut states[l], lanes[l].len() as u64) };
+                assert_eq!(got, sha1(lanes[l]), "lane {l}, {blocks} blocks");
+            }
+        }
+    }
+
+    #[test]
+    fn every_piece_and_tail_shape() {
+        // Lengths around piece, group and step boundaries; many files, empty ones and a
+        // padding file in the middle; more pieces than one group; a short last piece.
+        let d = tmpdir("shapes");
+        let plen = 16384u64;
+        for total in [1usize, 63, 64, 16383, 16384, 16385, 4 * 16384, 4 * 16384 + 1, 9 * 16384 - 1, 600_000] {
+            let all = data(total);
+            let mut sources = Vec::new();
+            let mut all_with_pad = Vec::new();
+            let cuts = [0, total / 3, total / 3, total / 2, total];
+            for (i, w) in cuts.windows(2).enumerate() {
+                let p = d.join(format!("s{total}-{i}"));
+                std::fs::write(&p, &all[w[0]..w[1]]).unwrap();
+                sources.push(Source::file(p, (w[1] - w[0]) as u64));
+                all_with_pad.extend_from_slice(&all[w[0]..w[1]]);
+                if i == 1 {
+                    sources.push(Source { path: d.join("nowhere"), length: 5000, pad: true });
+                    all_with_pad.extend(std::iter::repeat_n(0u8, 5000));
+                }
+            }
+            for multi in modes() {
+                for threads in [1, 2, 5] {
+                    let got = hash_files_with(&sources, plen, threads, Missing::Error, multi, &mut |_| {}).unwrap();
+                    assert_eq!(got, expected(&all_with_pad, plen), "total {total} multi {multi} threads {threads}");
+                }
+            }
+        }
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn odd_piece_length_still_hashes() {
+        // A torrent may have any piece length; only multiples of 64 take the grouped path.
+        let d = tmpdir("odd");
+        let all = data(100_000);
+        std::fs::write(d.join("f"), &all).unwrap();
+        let sources = vec![Source::file(d.join("f"), all.len() as u64)];
+        for multi in modes() {
+            for plen in [1000u64, 4, 65_537] {
+                let got = hash_files_with(&sources, plen, 2, Missing::MarkBad, multi, &mut |_| {}).unwrap();
+                assert_eq!(got, expected(&all, plen));
+            }
+        }
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn progress_reaches_the_total() {
+        let d = tmpdir("progress");
+        let all = data(1_000_000);
+        std::fs::write(d.join("f"), &all).unwrap();
+        let sources = vec![Source::file(d.join("f"), all.len() as u64)];
+        for multi in modes() {
+            let mut last = 0;
+            hash_files_with(&sources, 16384, 2, Missing::Error, multi, &mut |n| {
+                assert!(n > last);
+                last = n;
+            })
+            .unwrap();
+            assert_eq!(last, all.len() as u64);
+        }
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn truncated_file_marks_only_the_pieces_past_its_end() {
+        let d = tmpdir("trunc");
+        let plen = 16384u64;
+        let all = data(40 * plen as usize);
+        std::fs::write(d.join("a"), &all[..10 * plen as usize]).unwrap();
+        // b should hold the other 30 pieces but stops 1000 bytes into its 13th piece.
+        let b_len = 30 * plen;
+        std::fs::write(d.join("b"), &all[10 * plen as usize..][..12 * plen as usize + 1000]).unwrap();
+        let sources = vec![Source::file(d.join("a"), 10 * plen), Source::file(d.join("b"), b_len)];
+        for multi in modes() {
+            let got = hash_files_with(&sources, plen, 2, Missing::MarkBad, multi, &mut |_| {}).unwrap();
+            assert_eq!(bad(&got), (22..40).collect::<Vec<_>>());
+            assert_eq!(got[..22], expected(&all, plen)[..22]);
+            match hash_files_with(&sources, plen, 2, Missing::Error, multi, &mut |_| {}) {
+                Err(Error::Changed { path }) => assert_eq!(path, d.join("b")),
+                other => panic!("expected Changed, got {other:?}"),
+            }
+            // A missing file: every piece it touches is bad, the others are fine.
+            std::fs::rename(d.join("b"), d.join("b.away")).unwrap();
+            let got = hash_files_with(&sources, plen, 2, Missing::MarkBad, multi, &mut |_| {}).unwrap();
+            assert_eq!(bad(&got), (10..40).collect::<Vec<_>>());
+            assert!(matches!(hash_files_with(&sources, plen, 2, Missing::Error, multi, &mut |_| {}), Err(Error::Io { .. })));
+            std::fs::rename(d.join("b.away"), d.join("b")).unwrap();
         }
         std::fs::remove_dir_all(&d).unwrap();
     }
@@ -335,16 +696,17 @@ mod tests {
             Source::file(d.join("b"), 100),
             Source::file(d.join("c"), 100),
         ];
-        let got = hash_files(&sources, 64, 2, Missing::MarkBad, &mut |_| {}).unwrap();
-        let bad: Vec<usize> = got.iter().enumerate().filter(|(_, h)| h.is_none()).map(|(i, _)| i).collect();
-        // b (bytes 100..200) is missing: pieces 1..=3; c is short from byte 250: pieces 3..=4.
-        assert_eq!(bad, vec![1, 2, 3, 4]);
-        // A short file spoils only the pieces from its new end on, not its whole chunk.
-        std::fs::write(d.join("b"), data(100)).unwrap();
-        let got = hash_files(&sources, 16, 2, Missing::MarkBad, &mut |_| {}).unwrap();
-        let bad: Vec<usize> = got.iter().enumerate().filter(|(_, h)| h.is_none()).map(|(i, _)| i).collect();
-        assert_eq!(bad, (250 / 16..300usize.div_ceil(16)).collect::<Vec<_>>());
-        assert!(hash_files(&sources, 64, 2, Missing::Error, &mut |_| {}).is_err());
+        for multi in modes() {
+            let _ = std::fs::remove_file(d.join("b"));
+            let got = hash_files_with(&sources, 64, 2, Missing::MarkBad, multi, &mut |_| {}).unwrap();
+            // b (bytes 100..200) is missing: pieces 1..=3; c is short from byte 250: pieces 3..=4.
+            assert_eq!(bad(&got), vec![1, 2, 3, 4]);
+            // A short file spoils only the pieces from its new end on.
+            std::fs::write(d.join("b"), data(100)).unwrap();
+            let got = hash_files_with(&sources, 16, 2, Missing::MarkBad, multi, &mut |_| {}).unwrap();
+            assert_eq!(bad(&got), (250 / 16..300usize.div_ceil(16)).collect::<Vec<_>>());
+            assert!(hash_files_with(&sources, 64, 2, Missing::Error, multi, &mut |_| {}).is_err());
+        }
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

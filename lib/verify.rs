@@ -163,4 +163,41 @@ mod tests {
         assert_eq!(runs.iter().map(|r| (r.first, r.last, r.count())).collect::<Vec<_>>(), vec![(0, 0, 1), (2, 2, 1)]);
         assert!(bad_runs(&i, &[]).is_empty());
     }
+
+    /// A directory of three files, pieces crossing their boundaries; one file is then cut
+    /// short and another removed: only the pieces touching them are bad, nothing panics.
+    #[test]
+    fn truncated_and_missing_files_are_bad_pieces() {
+        let d = std::env::temp_dir().join(format!("shoal-verify-trunc-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("top")).unwrap();
+        let plen = 16384usize;
+        let all: Vec<u8> = (0..40 * plen + 999).map(|i| (i * 13 % 241) as u8).collect();
+        let (a, b) = (10 * plen + 5, 25 * plen + 7); // ends of files a and b
+        std::fs::write(d.join("top/a"), &all[..a]).unwrap();
+        std::fs::write(d.join("top/b"), &all[a..b]).unwrap();
+        std::fs::write(d.join("top/c"), &all[b..]).unwrap();
+        let opts = crate::create::Options { piece_length: Some(plen as u64), threads: 2, ..Default::default() };
+        let t = crate::create::create(&d.join("top"), &opts, &mut |_, _| {}).unwrap();
+        let info = Metainfo::parse(&t).unwrap().info;
+        assert!(verify(&info, &d.join("top"), 2, &mut |_| {}).unwrap().complete());
+
+        // b loses its last 3 * plen bytes: pieces from that point to the end of b are bad.
+        std::fs::write(d.join("top/b"), &all[a..b - 3 * plen]).unwrap();
+        let r = verify(&info, &d.join("top"), 2, &mut |_| {}).unwrap();
+        assert!(!r.complete());
+        assert_eq!(r.bad_pieces, ((b - 3 * plen) / plen..=b / plen).collect::<Vec<_>>());
+        assert_eq!(r.files[1].status, FileStatus::WrongSize);
+        assert_eq!(r.files[1].actual_length, Some((b - 3 * plen - a) as u64));
+        assert_eq!(r.files[0].status, FileStatus::Ok);
+        assert_eq!(r.files[2].status, FileStatus::BadPieces); // shares piece b / plen with b
+
+        // c is gone as well.
+        std::fs::remove_file(d.join("top/c")).unwrap();
+        let r = verify(&info, &d.join("top"), 2, &mut |_| {}).unwrap();
+        assert_eq!(r.bad_pieces, ((b - 3 * plen) / plen..info.num_pieces()).collect::<Vec<_>>());
+        assert_eq!(r.files[2].status, FileStatus::Missing);
+        assert_eq!(r.pieces_ok, (b - 3 * plen) / plen);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 }

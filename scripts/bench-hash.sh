@@ -4,7 +4,8 @@
 # Creates one file of SIZE bytes (default 4G; K/M/G suffixes, powers of 1024) in a temporary
 # directory (removed on exit), reads it once so it sits in the page cache, then times, with the
 # same piece length for all (PIECE_EXP, default 21 = 2 MiB):
-#   - our release `mktorrent` and `bverify` (every core);
+#   - our release `mktorrent` and `bverify` (every core), and `mktorrent -t 1` (one hashing
+#     thread: its GB per CPU-second against openssl's shows the per-core hashing speed);
 #   - Debian's `/usr/bin/mktorrent -t <cores>`;
 #   - libtorrent's `create_torrent` + `set_piece_hashes` (python3-libtorrent, timed inside
 #     python so interpreter start-up is not counted against it).
@@ -94,6 +95,7 @@ print(best, cpu)
 
 echo "bench-hash: timing (best of $REPEAT, piece length $PIECE, $CORES cores)" >&2
 best_of ours_mktorrent "$BIN/mktorrent" -q --no-date -l "$PIECE_EXP" -o "$TMP/ours.torrent.new" -f "$FILE"
+best_of ours_mktorrent_1 "$BIN/mktorrent" -q --no-date -t 1 -l "$PIECE_EXP" -o "$TMP/ours.torrent.new" -f "$FILE"
 "$BIN/mktorrent" -q --no-date -l "$PIECE_EXP" -o "$TMP/ours.torrent" -f "$FILE"
 best_of ours_bverify "$BIN/bverify" -q "$TMP/ours.torrent" "$FILE"
 best_of debian_mktorrent "$DEBIAN_MKTORRENT" -t "$CORES" -l "$PIECE_EXP" -a http://127.0.0.1:6969/announce -o "$TMP/out-debian.torrent" "$FILE"
@@ -114,6 +116,7 @@ LIMIT=$(calc "$SHA1_GBS * $CORES")
 
 gbs() { calc "$BYTES / ${SECS[$1]} / 1000000000"; }
 OURS=$(gbs ours_mktorrent)
+OURS1=$(gbs ours_mktorrent_1)
 VERIFY=$(gbs ours_bverify)
 DEB=$(gbs debian_mktorrent)
 LT=$(gbs libtorrent)
@@ -129,6 +132,7 @@ row() {
 }
 row "shoal mktorrent" ours_mktorrent "$OURS"
 row "shoal bverify" ours_bverify "$VERIFY"
+row "shoal mktorrent -t 1" ours_mktorrent_1 "$OURS1"
 row "Debian mktorrent -t $CORES" debian_mktorrent "$DEB"
 row "libtorrent create_torrent" libtorrent "$LT"
 printf '| %-34s | %8s | %7.2f | %11s | %7s | %12.2f | %9s |\n' "CPU limit ($CORES × openssl sha1)" "" "$LIMIT" "100%" "" "$SHA1_GBS" "100%"
