@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # bench-pair.sh: one seeder and one downloader on loopback, unshaped, for three implementations
-# in the same run: shoal (bseed -> bfetch, release build), libtorrent -> libtorrent
+# in the same run: shoal (bseed -> bfetch --no-linger, release build), libtorrent -> libtorrent
 # (tests/helpers/lt_seed.py / lt_fetch.py with libtorrent's high_performance_seed settings) and
-# transmission-cli -> transmission-cli. Prints, per pair: download rate (MB/s = 10^6 bytes/s over
-# the downloader's wall time, start to verified completion), CPU seconds (user+sys) and peak RSS
-# of downloader and seeder (from /usr/bin/time), and the ratios of shoal to the others.
+# transmission-cli -> transmission-cli, plus the yardstick of issue 12: a plain TCP file copy
+# (the sender sendfile()s the file from the page cache, the receiver recv()s into a 1 MiB buffer
+# and write()s it to a file; no hashing, no fsync). Prints, per pair: download rate (MB/s = 10^6
+# bytes/s over the downloader's wall time, whole process, start to verified completion), CPU
+# seconds (user+sys) and peak RSS of downloader and seeder (from /usr/bin/time), CPU seconds per
+# GB (10^9 bytes) of each, and the ratios of shoal to the others.
 #
 #   scripts/bench-pair.sh [SIZE]        SIZE like 512M, 2G (default 2G)
-#   PAIRS="lt tr" scripts/bench-pair.sh 512M   run only some pairs (shoal, lt, tr)
+#   PAIRS="lt tr" scripts/bench-pair.sh 512M   run only some pairs (tcp, shoal, lt, tr); the tcp
+#                                              copy always runs before shoal (its ratio's base)
 #   TIMEOUT=900 ...                            seconds per download (default 600)
 #   KEEP=1 ...                                 keep the work dir (logs) for inspection
 #
@@ -18,7 +22,9 @@
 set -euo pipefail
 
 SIZE=${1:-2G}
-PAIRS=${PAIRS:-"shoal lt tr"}
+PAIRS=${PAIRS:-"tcp shoal lt tr"}
+# shoal's target is a ratio to the TCP copy in the same run: run that first.
+case " $PAIRS " in *" shoal "*) case " $PAIRS " in *" tcp "*) ;; *) PAIRS="tcp $PAIRS" ;; esac ;; esac
 TIMEOUT=${TIMEOUT:-600}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 HELPERS=$ROOT/tests/helpers
@@ -80,6 +86,8 @@ stop() {
 cpu_of() { awk '/^[0-9.]+ [0-9.]+ [0-9.]+ [0-9]+$/ {printf "%.1f", $2 + $3}' "$1"; }
 rss_of() { awk '/^[0-9.]+ [0-9.]+ [0-9.]+ [0-9]+$/ {printf "%.0f", $4 / 1024}' "$1"; }
 TIMEFMT="%e %U %S %M"
+# CPU seconds per GB moved (10^9 bytes), two decimals.
+per_gb() { awk -v n="$bytes" '/^[0-9.]+ [0-9.]+ [0-9.]+ [0-9]+$/ {printf "%.2f", ($2 + $3) / (n / 1e9)}' "$1"; }
 
 echo "bench-pair: size $SIZE ($bytes bytes), pairs: $PAIRS, work dir $WORK" >&2
 mkdir -p "$WORK/src"
@@ -92,13 +100,14 @@ head -c "$bytes" /dev/urandom > "$SRC"
 BIN=$TARGET/release
 "$BIN/mktorrent" -q --no-date -o "$WORK/plain.torrent" "$SRC"
 
-declare -A RATE FCPU FRSS SCPU SRSS
+declare -A RATE FCPU FRSS SCPU SRSS FCPB SCPB
 
 result() { # name start_ns end_ns fetch_time seed_time
     local secs
     secs=$(awk -v a="$2" -v b="$3" 'BEGIN {printf "%.3f", (b - a) / 1e9}')
     RATE[$1]=$(awk -v n="$bytes" -v s="$secs" 'BEGIN {printf "%.1f", n / s / 1e6}')
     FCPU[$1]=$(cpu_of "$4"); FRSS[$1]=$(rss_of "$4"); SCPU[$1]=$(cpu_of "$5"); SRSS[$1]=$(rss_of "$5")
+    FCPB[$1]=$(per_gb "$4"); SCPB[$1]=$(per_gb "$5")
     echo "bench-pair: $1: ${secs}s, ${RATE[$1]} MB/s" >&2
 }
 
@@ -112,12 +121,66 @@ run_shoal() {
     wait_for "bseed to listen" 600 listening "$sp"
     local t0 t1; t0=$(date +%s%N)
     /usr/bin/time -f "$TIMEFMT" -o "$d/fetch.time" "$BIN/bfetch" "$WORK/plain.torrent" \
-        -o "$d/out" --peer "127.0.0.1:$sp" --port "$(free_port)" --timeout "${TIMEOUT}s" >"$d/fetch.out" 2>"$d/fetch.err" \
+        -o "$d/out" --peer "127.0.0.1:$sp" --port "$(free_port)" --no-linger --timeout "${TIMEOUT}s" >"$d/fetch.out" 2>"$d/fetch.err" \
         || { tail -5 "$d/fetch.err" >&2; die "shoal: bfetch failed"; }
     t1=$(date +%s%N)
     stop "$seed"
     check_same "$d/out/payload.bin" shoal
     result shoal "$t0" "$t1" "$d/fetch.time" "$d/seed.time"
+    rm -rf "$d/out"
+}
+
+# The plain TCP copy: tcp_copy.py send SRC PORT (serves one connection) / recv PORT OUT.
+write_tcp_copy() {
+    cat >"$WORK/tcp_copy.py" <<'EOF'
+import os, socket, sys
+if sys.argv[1] == "send":
+    src, port = sys.argv[2], int(sys.argv[3])
+    ls = socket.socket()
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("127.0.0.1", port))
+    ls.listen(1)
+    c, _ = ls.accept()
+    fd = os.open(src, os.O_RDONLY)
+    size, off = os.fstat(fd).st_size, 0
+    while off < size:
+        n = os.sendfile(c.fileno(), fd, off, size - off)
+        if n == 0:
+            sys.exit("sendfile: short file")
+        off += n
+    c.shutdown(socket.SHUT_WR)
+    c.recv(1)
+else:
+    port, out = int(sys.argv[2]), sys.argv[3]
+    s = socket.create_connection(("127.0.0.1", port))
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    buf = bytearray(1 << 20)
+    mv = memoryview(buf)
+    while True:
+        n = s.recv_into(buf)
+        if n == 0:
+            break
+        done = 0
+        while done < n:
+            done += os.write(fd, mv[done:n])
+    os.close(fd)
+EOF
+}
+
+run_tcp() {
+    local d=$WORK/tcp sp; mkdir -p "$d/out"; sp=$(free_port)
+    write_tcp_copy
+    /usr/bin/time -f "$TIMEFMT" -o "$d/seed.time" $PY "$WORK/tcp_copy.py" send "$SRC" "$sp" \
+        >"$d/seed.out" 2>"$d/seed.err" &
+    local seed=$!; PIDS+=($seed)
+    wait_for "the TCP sender to listen" 30 listening "$sp"
+    local t0 t1; t0=$(date +%s%N)
+    /usr/bin/time -f "$TIMEFMT" -o "$d/fetch.time" $PY "$WORK/tcp_copy.py" recv "$sp" "$d/out/payload.bin" \
+        >"$d/fetch.out" 2>"$d/fetch.err" || { tail -5 "$d/fetch.err" >&2; die "tcp copy: receiver failed"; }
+    t1=$(date +%s%N)
+    wait "$seed" 2>/dev/null || true
+    check_same "$d/out/payload.bin" "tcp copy"
+    result tcp "$t0" "$t1" "$d/fetch.time" "$d/seed.time"
     rm -rf "$d/out"
 }
 
@@ -179,29 +242,36 @@ run_tr() {
 
 for p in $PAIRS; do
     case $p in
+        tcp) run_tcp ;;
         shoal) run_shoal ;;
         lt) run_lt ;;
         tr) run_tr ;;
-        *) die "unknown pair $p (shoal, lt, tr)" ;;
+        *) die "unknown pair $p (tcp, shoal, lt, tr)" ;;
     esac
 done
 
-declare -A LABEL=([shoal]="shoal bseed->bfetch" [lt]="libtorrent->libtorrent" [tr]="transmission->transmission")
+declare -A LABEL=([tcp]="tcp copy (sendfile->write)" [shoal]="shoal bseed->bfetch" [lt]="libtorrent->libtorrent" [tr]="transmission->transmission")
 printf "\nloopback pair, %s, unshaped (%s)\n" "$SIZE" "$(date -u +%Y-%m-%dT%H:%MZ)"
-printf "%-28s %9s %11s %12s %10s %11s\n" pair "MB/s" "fetch CPU s" "fetch RSS MiB" "seed CPU s" "seed RSS MiB"
+F="%-28s %9s %11s %11s %13s %10s %10s %12s\n"
+printf "$F" pair "MB/s" "fetch CPU s" "fetch s/GB" "fetch RSS MiB" "seed CPU s" "seed s/GB" "seed RSS MiB"
 for p in $PAIRS; do
-    printf "%-28s %9s %11s %12s %10s %11s\n" "${LABEL[$p]}" "${RATE[$p]}" "${FCPU[$p]}" "${FRSS[$p]}" "${SCPU[$p]}" "${SRSS[$p]}"
+    printf "$F" "${LABEL[$p]}" "${RATE[$p]}" "${FCPU[$p]}" "${FCPB[$p]}" "${FRSS[$p]}" "${SCPU[$p]}" "${SCPB[$p]}" "${SRSS[$p]}"
 done
 if [ -n "${RATE[shoal]:-}" ]; then
-    for p in lt tr; do
+    for p in tcp lt tr; do
         [ -n "${RATE[$p]:-}" ] || continue
         awk -v a="${RATE[shoal]}" -v b="${RATE[$p]}" -v c="${FCPU[shoal]}" -v d="${FCPU[$p]}" -v e="${FRSS[shoal]}" -v f="${FRSS[$p]}" -v n="${LABEL[$p]}" \
             'BEGIN {printf "shoal vs %s: rate x%.2f, fetch CPU x%.2f, fetch RSS x%.2f\n", n, a / b, (d > 0 ? c / d : 0), (f > 0 ? e / f : 0)}'
     done
 fi
-# The issue's targets for shoal: >= 1 GB/s, faster than both others, bfetch peak RSS < 64 MiB.
+# The targets for shoal: >= 0.5 x the TCP copy's rate in this run (issue 12), bfetch peak RSS
+# < 64 MiB; and from the first round: >= 1 GB/s, faster than both other clients.
 if [ -n "${RATE[shoal]:-}" ]; then
     verdict() { if [ "$2" = 1 ]; then echo "target met: $1"; else echo "TARGET MISSED: $1"; fi; }
+    if [ -n "${RATE[tcp]:-}" ]; then
+        verdict "shoal >= 0.5 x tcp copy (${RATE[shoal]} / ${RATE[tcp]} MB/s = $(awk -v a="${RATE[shoal]}" -v b="${RATE[tcp]}" 'BEGIN {printf "%.2f", a / b}'))" \
+            "$(awk -v a="${RATE[shoal]}" -v b="${RATE[tcp]}" 'BEGIN {print (a >= 0.5 * b) ? 1 : 0}')"
+    fi
     verdict "shoal >= 1000 MB/s (${RATE[shoal]})" "$(awk -v r="${RATE[shoal]}" 'BEGIN {print (r >= 1000) ? 1 : 0}')"
     verdict "bfetch peak RSS < 64 MiB (${FRSS[shoal]} MiB)" "$(awk -v r="${FRSS[shoal]}" 'BEGIN {print (r < 64) ? 1 : 0}')"
     for p in lt tr; do
