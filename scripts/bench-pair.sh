@@ -7,13 +7,24 @@
 # and write()s it to a file; no hashing, no fsync). Prints, per pair: download rate (MB/s = 10^6
 # bytes/s over the downloader's wall time, whole process, start to verified completion), CPU
 # seconds (user+sys) and peak RSS of downloader and seeder (from /usr/bin/time), CPU seconds per
-# GB (10^9 bytes) of each, and the ratios of shoal to the others.
+# GB (10^9 bytes) of each, and the ratios of shoal to the others. The seeder's CPU is what it
+# used while the download ran (from /proc; its content check at start is not counted), the
+# downloader's is its whole process.
 #
 #   scripts/bench-pair.sh [SIZE]        SIZE like 512M, 2G (default 2G)
 #   PAIRS="lt tr" scripts/bench-pair.sh 512M   run only some pairs (tcp, shoal, lt, tr); the tcp
 #                                              copy always runs before shoal (its ratio's base)
 #   TIMEOUT=900 ...                            seconds per download (default 600)
 #   KEEP=1 ...                                 keep the work dir (logs) for inspection
+#   WARM=0 ...                                 skip the page warm-up (below)
+#   BIN=/some/dir ...                          use bseed, bfetch, mktorrent from there (no build;
+#                                              to compare two builds in one sitting)
+#
+# Page warm-up: on a VM whose balloon takes back free memory (virtio-balloon free page
+# reporting, as on the build machines), memory freed more than ~2 s ago costs the host a page
+# fault on first touch again, about 6 s per GiB written into the page cache against under 1 s;
+# whichever downloader happens to get such pages loses. So right before each timed download
+# a scratch file of SIZE is written and deleted, and every downloader writes into warm pages.
 #
 # Transmission refuses 127.0.0.0/8 peers, so its pair runs in a private network namespace (its
 # own loopback with a 10.199.250.1 address; needs root) with tests/helpers/peer_tracker.py as
@@ -82,6 +93,16 @@ stop() {
     kill -KILL "$c" 2>/dev/null || true
     wait "$t" 2>/dev/null || true
 }
+# CPU ticks (user+sys, all threads) used so far by the process a /usr/bin/time process runs;
+# empty once it has exited.
+ticks() { local c; c=$(child_of "$1"); sed 's/.*) //' "/proc/$c/stat" 2>/dev/null | awk '{print $12 + $13}'; }
+HZ=$(getconf CLK_TCK)
+# seconds between two ticks readings (empty if either is)
+tick_secs() { [ -n "$1" ] && [ -n "$2" ] && awk -v a="$1" -v b="$2" -v hz="$HZ" 'BEGIN {printf "%.2f", (b - a) / hz}'; }
+warm_pages() {
+    [ "${WARM:-1}" = 1 ] || return 0
+    dd if="$SRC" of="$WORK/warm.tmp" bs=1M 2>/dev/null; rm -f "$WORK/warm.tmp"
+}
 # "%e %U %S %M" -> cpu seconds and RSS MiB
 cpu_of() { awk '/^[0-9.]+ [0-9.]+ [0-9.]+ [0-9]+$/ {printf "%.1f", $2 + $3}' "$1"; }
 rss_of() { awk '/^[0-9.]+ [0-9.]+ [0-9.]+ [0-9]+$/ {printf "%.0f", $4 / 1024}' "$1"; }
@@ -95,19 +116,24 @@ SRC=$WORK/src/payload.bin
 head -c "$bytes" /dev/urandom > "$SRC"
 
 # shoal's release binaries (also used to make the torrents).
-(cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --release --quiet --bin bseed --bin bfetch --bin mktorrent) \
-    || die "cargo build --release failed"
-BIN=$TARGET/release
+if [ -z "${BIN:-}" ]; then
+    (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --release --quiet --bin bseed --bin bfetch --bin mktorrent) \
+        || die "cargo build --release failed"
+    BIN=$TARGET/release
+fi
 "$BIN/mktorrent" -q --no-date -o "$WORK/plain.torrent" "$SRC"
 
 declare -A RATE FCPU FRSS SCPU SRSS FCPB SCPB
 
-result() { # name start_ns end_ns fetch_time seed_time
+result() { # name start_ns end_ns fetch_time seed_time [seed CPU seconds during the download]
     local secs
     secs=$(awk -v a="$2" -v b="$3" 'BEGIN {printf "%.3f", (b - a) / 1e9}')
     RATE[$1]=$(awk -v n="$bytes" -v s="$secs" 'BEGIN {printf "%.1f", n / s / 1e6}')
     FCPU[$1]=$(cpu_of "$4"); FRSS[$1]=$(rss_of "$4"); SCPU[$1]=$(cpu_of "$5"); SRSS[$1]=$(rss_of "$5")
     FCPB[$1]=$(per_gb "$4"); SCPB[$1]=$(per_gb "$5")
+    if [ -n "${6:-}" ]; then
+        SCPU[$1]=$6; SCPB[$1]=$(awk -v c="$6" -v n="$bytes" 'BEGIN {printf "%.2f", c / (n / 1e9)}')
+    fi
     echo "bench-pair: $1: ${secs}s, ${RATE[$1]} MB/s" >&2
 }
 
@@ -119,14 +145,15 @@ run_shoal() {
         >"$d/seed.out" 2>"$d/seed.err" &
     local seed=$!; PIDS+=($seed)
     wait_for "bseed to listen" 600 listening "$sp"
-    local t0 t1; t0=$(date +%s%N)
+    warm_pages
+    local t0 t1 s0 s1; s0=$(ticks "$seed"); t0=$(date +%s%N)
     /usr/bin/time -f "$TIMEFMT" -o "$d/fetch.time" "$BIN/bfetch" "$WORK/plain.torrent" \
         -o "$d/out" --peer "127.0.0.1:$sp" --port "$(free_port)" --no-linger --timeout "${TIMEOUT}s" >"$d/fetch.out" 2>"$d/fetch.err" \
         || { tail -5 "$d/fetch.err" >&2; die "shoal: bfetch failed"; }
-    t1=$(date +%s%N)
+    t1=$(date +%s%N); s1=$(ticks "$seed")
     stop "$seed"
     check_same "$d/out/payload.bin" shoal
-    result shoal "$t0" "$t1" "$d/fetch.time" "$d/seed.time"
+    result shoal "$t0" "$t1" "$d/fetch.time" "$d/seed.time" "$(tick_secs "$s0" "$s1")"
     rm -rf "$d/out"
 }
 
@@ -174,7 +201,8 @@ run_tcp() {
         >"$d/seed.out" 2>"$d/seed.err" &
     local seed=$!; PIDS+=($seed)
     wait_for "the TCP sender to listen" 30 listening "$sp"
-    local t0 t1; t0=$(date +%s%N)
+    warm_pages
+    local t0 t1 s0 s1; s0=$(ticks "$seed"); t0=$(date +%s%N)
     /usr/bin/time -f "$TIMEFMT" -o "$d/fetch.time" $PY "$WORK/tcp_copy.py" recv "$sp" "$d/out/payload.bin" \
         >"$d/fetch.out" 2>"$d/fetch.err" || { tail -5 "$d/fetch.err" >&2; die "tcp copy: receiver failed"; }
     t1=$(date +%s%N)
@@ -190,14 +218,15 @@ run_lt() {
         --port "$sp" --bench >"$d/seed.out" 2>"$d/seed.err" &
     local seed=$!; PIDS+=($seed)
     wait_for "lt_seed to seed" 900 grep -q "seeding on" "$d/seed.err"
-    local t0 t1; t0=$(date +%s%N)
+    warm_pages
+    local t0 t1 s0 s1; s0=$(ticks "$seed"); t0=$(date +%s%N)
     /usr/bin/time -f "$TIMEFMT" -o "$d/fetch.time" $PY "$HELPERS/lt_fetch.py" "$WORK/plain.torrent" "$d/out" \
         --port "$(free_port)" --peer "127.0.0.1:$sp" --timeout "$TIMEOUT" --bench >"$d/fetch.out" 2>"$d/fetch.err" \
         || { tail -5 "$d/fetch.err" >&2; die "libtorrent: lt_fetch failed"; }
-    t1=$(date +%s%N)
+    t1=$(date +%s%N); s1=$(ticks "$seed")
     stop "$seed"
     check_same "$d/out/payload.bin" libtorrent
-    result lt "$t0" "$t1" "$d/fetch.time" "$d/seed.time"
+    result lt "$t0" "$t1" "$d/fetch.time" "$d/seed.time" "$(tick_secs "$s0" "$s1")"
     rm -rf "$d/out"
 }
 
@@ -227,16 +256,17 @@ run_tr() {
         "$WORK/tr.torrent" >"$d/seed.out" 2>"$d/seed.err" &
     local seed=$!; PIDS+=($seed)
     wait_for "transmission seeder to verify and seed" 1800 grep -q Seeding "$d/seed.out"
-    local t0 t1; t0=$(date +%s%N)
+    warm_pages
+    local t0 t1 s0 s1; s0=$(ticks "$seed"); t0=$(date +%s%N)
     /usr/bin/time -f "$TIMEFMT" -o "$d/fetch.time" $X transmission-cli -g "$d/fetchcfg" -w "$d/out" -p "$fp" \
         "$WORK/tr.torrent" >"$d/fetch.out" 2>"$d/fetch.err" &
     local fetch=$!; PIDS+=($fetch)
     # Transmission renames payload.bin.part to payload.bin once every piece is verified.
     wait_for "transmission download" "$TIMEOUT" test -f "$d/out/payload.bin"
-    t1=$(date +%s%N)
+    t1=$(date +%s%N); s1=$(ticks "$seed")
     stop "$fetch"; stop "$seed"
     check_same "$d/out/payload.bin" transmission
-    result tr "$t0" "$t1" "$d/fetch.time" "$d/seed.time"
+    result tr "$t0" "$t1" "$d/fetch.time" "$d/seed.time" "$(tick_secs "$s0" "$s1")"
     rm -rf "$d/out"
 }
 
