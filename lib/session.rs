@@ -545,6 +545,9 @@ impl Session {
                 }
                 self.stats.left.store(0, Ordering::SeqCst);
                 self.input(Input::Finalized);
+                // Whether the session is done now is decided on a tick: have it now rather
+                // than up to a second later (bfetch --no-linger exits at once).
+                self.tick();
             }
         }
         Ok(())
@@ -791,13 +794,18 @@ fn disk_worker(
             }
             DiskJob::Hash(i) => {
                 let info = storage.info();
-                match running.remove(&i) {
+                let r = match running.remove(&i) {
                     Some((h, len, true)) if len == info.piece_size(i as usize) => {
                         let digest: [u8; 20] = h.finalize().into();
-                        DiskDone::Hashed(i, Ok(digest == info.pieces[i as usize]))
+                        Ok(digest == info.pieces[i as usize])
                     }
-                    _ => DiskDone::Hashed(i, storage.check_piece(i as usize, &mut buf)),
+                    _ => storage.check_piece(i as usize, &mut buf),
+                };
+                if let Ok(true) = r {
+                    // Written back as we go, so the final fsync is short.
+                    storage.start_writeback(i as usize);
                 }
+                DiskDone::Hashed(i, r)
             }
             DiskJob::SaveResume {
                 seq,

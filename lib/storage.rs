@@ -377,6 +377,25 @@ fn rename_noreplace(dir: &File, from: &OsStr, to: &OsStr) -> std::io::Result<()>
     }
 }
 
+/// One `send(MSG_MORE | MSG_NOSIGNAL)` of `buf` to socket `sock`, retried on `EINTR`: the
+/// bytes sent (at least 1).
+pub fn send_more(sock: libc::c_int, buf: &[u8]) -> std::io::Result<usize> {
+    loop {
+        // SAFETY: `buf` is valid for `buf.len()` bytes for the call.
+        let r = unsafe { libc::send(sock, buf.as_ptr().cast(), buf.len(), libc::MSG_MORE | libc::MSG_NOSIGNAL) };
+        if r > 0 || buf.is_empty() {
+            return Ok(r.max(0) as usize);
+        }
+        if r == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::WriteZero));
+        }
+        let e = last_err();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 fn open_dir(path: &Path) -> Result<File, Error> {
     let c = cstr(path.as_os_str()).map_err(io(path))?;
     // SAFETY: valid C string; the fd is owned by the File.
@@ -699,6 +718,77 @@ impl Storage {
         Ok(())
     }
 
+    /// Sends the `len` bytes at `begin` within piece `index` to the socket `sock` straight
+    /// from the page cache (`sendfile`: no copy through user space), across file boundaries;
+    /// padding files (BEP 47) go out as zeros. Every send is flagged as more to come
+    /// (`MSG_MORE`; `sendfile` within a file), so the caller decides when the socket
+    /// pushes (uncorking, or a send without the flag).
+    ///
+    /// The bytes sent are exactly those [`Storage::read`] would answer, or an error: a file
+    /// shorter than the torrent says (truncated under us) is [`Error::Io`] with
+    /// `UnexpectedEof`, never a short block. An error from the socket (peer gone, send
+    /// timeout) is also reported as `Error::Io` naming the file. After any error part of the
+    /// block may have been sent: the caller must close the connection.
+    pub fn send_to(&self, index: usize, begin: u64, len: u64, sock: &impl AsRawFd) -> Result<(), Error> {
+        let sock = sock.as_raw_fd();
+        let start = index as u64 * self.info.piece_length + begin;
+        for (f, off, n) in self.info.byte_spans(start, len) {
+            if self.info.files[f].pad {
+                static ZEROS: [u8; 16384] = [0; 16384];
+                let mut left = n as usize;
+                while left > 0 {
+                    let chunk = &ZEROS[..left.min(ZEROS.len())];
+                    let sent = send_more(sock, chunk).map_err(|err| Error::Io { path: self.path_of(f), err })?;
+                    left -= sent;
+                }
+                continue;
+            }
+            let h = self.file(f, false)?;
+            let mut pos = off as libc::off_t;
+            let end = (off + n) as libc::off_t;
+            while pos < end {
+                let want = (end - pos) as usize;
+                // SAFETY: both fds are open for the call; `pos` is ours and sendfile updates it.
+                let r = unsafe { libc::sendfile(sock, h.as_raw_fd(), &mut pos, want) };
+                if r > 0 {
+                    continue;
+                }
+                let err = if r == 0 {
+                    std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "file is shorter than the torrent says")
+                } else {
+                    let e = last_err();
+                    if e.kind() == std::io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    e
+                };
+                return Err(Error::Io { path: self.path_of(f), err });
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts writing piece `index` to disk without waiting for it (`sync_file_range` with
+    /// `SYNC_FILE_RANGE_WRITE`), so that the fsync before a resume save or [`Storage::finalize`]
+    /// finds little left to write instead of the whole download. Only a hint: nothing is
+    /// counted as synced because of it, and files not open now are skipped.
+    pub fn start_writeback(&self, index: usize) {
+        if !self.writable {
+            return;
+        }
+        let start = index as u64 * self.info.piece_length;
+        for (f, off, len) in self.info.byte_spans(start, self.info.piece_size(index)) {
+            if self.info.files[f].pad {
+                continue;
+            }
+            let h = self.files.lock().unwrap().slots[f].clone();
+            if let Some(h) = h {
+                // SAFETY: valid fd; a plain hint to the kernel, errors are of no consequence.
+                unsafe { libc::sync_file_range(h.as_raw_fd(), off as libc::off64_t, len as libc::off64_t, libc::SYNC_FILE_RANGE_WRITE) };
+            }
+        }
+    }
+
     /// Reads piece `index` into `buf` and checks it against the torrent's hash.
     pub fn check_piece(&self, index: usize, buf: &mut Vec<u8>) -> Result<bool, Error> {
         buf.resize(self.info.piece_size(index) as usize, 0);
@@ -935,6 +1025,97 @@ mod tests {
         std::fs::write(d.join("src/top/sub/b"), &b).unwrap();
         let bytes = create::create(&d.join("src/top"), &Options { piece_length: Some(16384), ..Default::default() }, &mut |_, _| {}).unwrap();
         (d, Metainfo::parse(&bytes).unwrap(), vec![a, b])
+    }
+
+    /// Runs `send` against one end of a loopback TCP connection and answers every byte that
+    /// reached the other end, with what `send` answered.
+    fn over_tcp<T>(send: impl FnOnce(&std::net::TcpStream) -> T) -> (Vec<u8>, T) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (mut s, _) = l.accept().unwrap();
+        let rx = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).unwrap();
+            got
+        });
+        let r = send(&c);
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        (rx.join().unwrap(), r)
+    }
+
+    #[test]
+    fn send_to_sends_exactly_the_blocks_bytes_across_files() {
+        let (d, m, files) = setup("send");
+        let info = Arc::new(m.info.clone());
+        let seed = Storage::open_seed(info.clone(), m.info_hash, &d.join("src/top")).unwrap();
+        let all: Vec<u8> = files.concat();
+        // Whole pieces, 16 KiB blocks, odd spans across the a/b boundary (offset 50 000, in
+        // piece 3) and the short last piece, each sent back to back on one connection.
+        let mut spans: Vec<(usize, u64, u64)> = (0..info.num_pieces()).map(|i| (i, 0, info.piece_size(i))).collect();
+        spans.extend([(3, 0, 16384), (3, 1615, 1), (3, 1000, 1000), (3, 1616, 3000), (2, 16383, 1), (7, 5000, 2)]);
+        let last = info.num_pieces() - 1;
+        spans.push((last, info.piece_size(last) - 7, 7));
+        let (got, r) = over_tcp(|c| spans.iter().try_for_each(|&(i, b, n)| seed.send_to(i, b, n, c)));
+        r.unwrap();
+        let mut want = Vec::new();
+        for &(i, b, n) in &spans {
+            let at = i * 16384 + b as usize;
+            want.extend_from_slice(&all[at..at + n as usize]);
+            let mut via_read = vec![0u8; n as usize];
+            seed.read(i, b, &mut via_read).unwrap();
+            assert_eq!(via_read, all[at..at + n as usize]);
+        }
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "sent bytes differ from the content");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn send_to_sends_padding_files_as_zeros() {
+        let d = std::env::temp_dir().join(format!("shoal-storage-sendpad-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("top")).unwrap();
+        let a: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8 | 1).collect();
+        let b: Vec<u8> = (0..3000u32).map(|i| (i % 239) as u8 | 1).collect();
+        std::fs::write(d.join("top/a"), &a).unwrap();
+        std::fs::write(d.join("top/b"), &b).unwrap();
+        let mut p0 = a.clone();
+        p0.resize(16384, 0);
+        let mut pieces = hashing::sha1(&p0).to_vec();
+        pieces.extend_from_slice(&hashing::sha1(&b));
+        let mut t = b"d4:infod5:filesld6:lengthi5000e4:pathl1:aeed4:attr1:p6:lengthi11384e4:pathl4:.pad5:11384eed6:lengthi3000e4:pathl1:beee4:name3:top12:piece lengthi16384e6:pieces40:".to_vec();
+        t.extend_from_slice(&pieces);
+        t.extend_from_slice(b"ee");
+        let m = Metainfo::parse(&t).unwrap();
+        assert!(m.info.files[1].pad);
+        let seed = Storage::open_seed(Arc::new(m.info.clone()), m.info_hash, &d.join("top")).unwrap();
+        let (got, r) = over_tcp(|c| seed.send_to(0, 4000, 12384, c).and_then(|_| seed.send_to(1, 0, 3000, c)));
+        r.unwrap();
+        let mut want = p0[4000..].to_vec();
+        want.extend_from_slice(&b);
+        assert!(got == want);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn send_to_a_truncated_file_fails_without_sending_past_its_end() {
+        let (d, m, files) = setup("sendshort");
+        let info = Arc::new(m.info.clone());
+        let seed = Storage::open_seed(info.clone(), m.info_hash, &d.join("src/top")).unwrap();
+        // b (from offset 50 000 of the content) loses its last 20 001 bytes after it was opened.
+        std::fs::OpenOptions::new().write(true).open(d.join("src/top/sub/b")).unwrap().set_len(50_000).unwrap();
+        let all: Vec<u8> = files.concat();
+        let (got, r) = over_tcp(|c| seed.send_to(6, 0, info.piece_size(6), c));
+        let e = r.unwrap_err();
+        assert!(matches!(&e, Error::Io { err, .. } if err.kind() == std::io::ErrorKind::UnexpectedEof), "{e}");
+        assert!(e.to_string().contains("sub/b"), "{e}");
+        // Piece 6 starts at 98 304; b now ends at 100 000: only real bytes went out.
+        assert_eq!(got, all[98_304..100_000]);
+        // A file gone entirely short of a block's start sends nothing.
+        let (got, r) = over_tcp(|c| seed.send_to(7, 0, 100, c));
+        assert!(r.is_err());
+        assert!(got.is_empty());
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
