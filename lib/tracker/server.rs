@@ -276,15 +276,37 @@ impl Tracker {
     /// purpose: libtorrent shares one connection id among all sessions (ports) of a process,
     /// as opentracker allows.
     fn connection_id(&self, addr: &SocketAddr, bucket: u64) -> u64 {
-        let mut m = Vec::with_capacity(64);
-        m.extend_from_slice(&self.secret);
-        match canonical_ip(addr.ip()) {
-            IpAddr::V4(v4) => m.extend_from_slice(&v4.octets()),
-            IpAddr::V6(v6) => m.extend_from_slice(&v6.octets()),
+        let ip = match canonical_ip(addr.ip()) {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            IpAddr::V6(v6) => v6.octets(),
+        };
+        // A client sends many packets a minute: each thread remembers the last id it
+        // computed (keyed by the whole secret, so another tracker in the process never
+        // reuses it).
+        type Last = Option<([u8; 20], [u8; 16], u64, u64)>;
+        thread_local!(static LAST: std::cell::Cell<Last> = const { std::cell::Cell::new(None) });
+        if let Some((secret, lip, lbucket, id)) = LAST.get() {
+            if secret == self.secret && lip == ip && lbucket == bucket {
+                return id;
+            }
         }
-        m.extend_from_slice(&bucket.to_be_bytes());
-        let h = sha1(&m);
-        u64::from_be_bytes(h[..8].try_into().unwrap())
+        let mut m = [0u8; 44];
+        m[..20].copy_from_slice(&self.secret);
+        let n = match canonical_ip(addr.ip()) {
+            IpAddr::V4(v4) => {
+                m[20..24].copy_from_slice(&v4.octets());
+                24
+            }
+            IpAddr::V6(v6) => {
+                m[20..36].copy_from_slice(&v6.octets());
+                36
+            }
+        };
+        m[n..n + 8].copy_from_slice(&bucket.to_be_bytes());
+        let h = sha1(&m[..n + 8]);
+        let id = u64::from_be_bytes(h[..8].try_into().unwrap());
+        LAST.set(Some((self.secret, ip, bucket, id)));
+        id
     }
 
     fn connection_ok(&self, addr: &SocketAddr, id: u64) -> bool {

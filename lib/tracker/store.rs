@@ -249,8 +249,16 @@ impl Store {
         self.start.elapsed().as_secs() as u32
     }
 
+    /// A random number for picking: a per-thread splitmix64 seeded once from the store's
+    /// shared one, so threads answering at once do not fight over one counter's cache line.
     fn random(&self) -> u64 {
-        splitmix(&self.rng)
+        thread_local!(static STATE: AtomicU64 = const { AtomicU64::new(0) });
+        STATE.with(|s| {
+            if s.load(Ordering::Relaxed) == 0 {
+                s.store(splitmix(&self.rng) | 1, Ordering::Relaxed);
+            }
+            splitmix(s)
+        })
     }
 
 }
