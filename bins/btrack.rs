@@ -8,7 +8,7 @@ use shoal::cli::{self, Failure};
 use shoal::manager::{self, httpd, registry::Registry, App};
 use shoal::tracker::server::{self, Tracker};
 use shoal::units;
-use std::net::{SocketAddr, TcpListener, ToSocketAddrs, UdpSocket};
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -158,7 +158,10 @@ fn run(args: Args) -> Result<i32, Failure> {
     }
     let tcp = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr} (tcp): {e}"))?;
     let bound = tcp.local_addr().map_err(|e| e.to_string())?;
-    let udp = UdpSocket::bind(bound).map_err(|e| format!("cannot listen on {bound} (udp): {e}"))?;
+    // One UDP socket per core, all on the port (SO_REUSEPORT): the kernel spreads clients
+    // over them and each has its own thread and receive queue.
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(16);
+    let udp = server::bind_udp(bound, cores).map_err(|e| format!("cannot listen on {bound} (udp): {e}"))?;
 
     let sites = if args.site.is_empty() {
         None
@@ -211,13 +214,16 @@ fn run(args: Args) -> Result<i32, Failure> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).map_err(|e| format!("cannot install signal handler: {e}"))?;
     }
-    let udp = Arc::new(udp);
-    // Two UDP threads keep up with memory; with Redis each announce waits for a round trip,
-    // so more threads keep several in flight.
-    let udp_threads = if args.store.is_some() { 16 } else { 2 };
-    for _ in 0..udp_threads {
-        let (t, u, s) = (tracker.clone(), udp.clone(), stop.clone());
-        std::thread::Builder::new().name("btrack-udp".into()).spawn(move || t.serve_udp(&u, &s)).map_err(|e| e.to_string())?;
+    // In memory, one thread per socket (one per core) answers batches of datagrams; with
+    // Redis each announce waits for a round trip, so 16 threads in all take one datagram at
+    // a time and keep several round trips in flight.
+    let (per_socket, batch) = if args.store.is_some() { (16usize.div_ceil(udp.len()), 1) } else { (1, server::UDP_BATCH) };
+    for sock in udp {
+        let sock = Arc::new(sock);
+        for _ in 0..per_socket {
+            let (t, u, s) = (tracker.clone(), sock.clone(), stop.clone());
+            std::thread::Builder::new().name("btrack-udp".into()).spawn(move || t.serve_udp_batched(&u, &s, batch)).map_err(|e| e.to_string())?;
+        }
     }
     {
         let (t, s) = (tracker.clone(), stop.clone());

@@ -3,9 +3,11 @@
 # two btrack processes sharing one redis-server) against Debian's opentracker on loopback, over HTTP (wrk + a Lua script) and UDP (examples/tracker_udp_load.rs), with
 # 1 000 torrents x 1 000 peers: every request picks a random info-hash, peer id and port.
 #
-# usage: scripts/bench-tracker.sh [SECONDS] [CONNECTIONS]
+# usage: scripts/bench-tracker.sh [SECONDS] [CONNECTIONS] [ROUNDS]
 #   SECONDS      length of each run (default 10)
 #   CONNECTIONS  wrk connections (default 64)
+#   ROUNDS       the btrack / opentracker HTTP keep-alive and UDP runs are repeated this
+#                many times, alternating, and the best of each is kept (default 3)
 #
 # Fairness: both trackers run on the same machine as the load generator (2 cores are shared
 # by everyone); both get the same 1 000 info-hashes (opentracker in its Debian build only
@@ -17,9 +19,17 @@
 # with two btracks the load is split in half (two wrk / two UDP generators at once, one per
 # btrack) and the rates are summed. The HTTP-close column is measured for in-memory btrack
 # and opentracker only.
+# UDP load: the same generator for every tracker, 2 threads x 64 announces in flight over 4
+# source sockets each (8 client ports, so a tracker with one SO_REUSEPORT socket per core
+# gets its load spread as from many clients); it sends in batches (sendmmsg, or one UDP GSO
+# send per batch) and receives in batches (recvmmsg), so that on 2 cores the trackers, not
+# the generator, are measured. Run it under `flock -o` when other jobs share the lock: the
+# trackers started here must not inherit the lock's file descriptor.
 set -eu
 SECS=${1:-10}
 CONNS=${2:-64}
+ROUNDS=${3:-3}
+UDP_LOAD="2 64 4"   # threads, window per thread, source sockets per thread
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 for tool in wrk opentracker python3 redis-server; do
@@ -27,7 +37,7 @@ for tool in wrk opentracker python3 redis-server; do
 done
 echo "bench-tracker: building btrack and the UDP load generator (release)" >&2
 (cd "$ROOT" && cargo build -q --release --bin btrack --example tracker_udp_load)
-BTRACK=$CARGO_TARGET_DIR/release/btrack
+BTRACK=${BTRACK:-$CARGO_TARGET_DIR/release/btrack}   # BTRACK=/path/to/another/btrack to compare builds
 UDPLOAD=$CARGO_TARGET_DIR/release/examples/tracker_udp_load
 
 WORK=$(mktemp -d /tmp/bench-tracker.XXXXXX)
@@ -120,8 +130,8 @@ http_rate() { # port [wrk header args] -> requests/s
   echo "$OUT" | awk '/Requests\/sec/ {printf "%d", $2}'
 }
 udp_rate() { # port -> announces/s
-  "$UDPLOAD" 127.0.0.1:$1 2 "$WORK/hashes.txt" 2 32 >/dev/null
-  OUT=$("$UDPLOAD" 127.0.0.1:$1 "$SECS" "$WORK/hashes.txt" 2 32)
+  "$UDPLOAD" 127.0.0.1:$1 2 "$WORK/hashes.txt" $UDP_LOAD >/dev/null
+  OUT=$("$UDPLOAD" 127.0.0.1:$1 "$SECS" "$WORK/hashes.txt" $UDP_LOAD)
   echo "    $OUT" >&2
   echo "$OUT" | python3 -c 'import json,sys; j=json.load(sys.stdin); print(int(j["per_second"]) if j["errors"]==0 else 0)'
 }
@@ -136,24 +146,28 @@ http_rate2() { # port1 port2 -> summed requests/s, half the connections on each
   cat "$WORK/w1.txt" "$WORK/w2.txt" | awk '/Requests\/sec/ {s += $2} END {printf "%d", s}'
 }
 udp_rate2() { # port1 port2 -> summed announces/s
-  "$UDPLOAD" 127.0.0.1:$1 "$SECS" "$WORK/hashes.txt" 1 32 >"$WORK/u1.json" &
-  "$UDPLOAD" 127.0.0.1:$2 "$SECS" "$WORK/hashes.txt" 1 32 >"$WORK/u2.json"; wait
+  "$UDPLOAD" 127.0.0.1:$1 "$SECS" "$WORK/hashes.txt" 1 64 4 >"$WORK/u1.json" &
+  "$UDPLOAD" 127.0.0.1:$2 "$SECS" "$WORK/hashes.txt" 1 64 4 >"$WORK/u2.json"; wait
   sed 's/^/    /' "$WORK/u1.json" "$WORK/u2.json" >&2
   cat "$WORK/u1.json" "$WORK/u2.json" | python3 -c 'import json,sys; js=[json.loads(l) for l in sys.stdin if l.strip()]; print(int(sum(j["per_second"] for j in js)) if all(j["errors"]==0 for j in js) else 0)'
 }
 
-echo "bench-tracker: HTTP keep-alive, btrack (--open), $SECS s, $CONNS connections" >&2
-BT_HTTP=$(http_rate $BT_PORT)
-echo "bench-tracker: HTTP keep-alive, opentracker (it closes every connection anyway)" >&2
-OT_HTTP=$(http_rate $OT_PORT)
+max() { [ "$1" -ge "$2" ] && echo "$1" || echo "$2"; }
+BT_HTTP=0; OT_HTTP=0; BT_UDP=0; OT_UDP=0
+for r in $(seq "$ROUNDS"); do
+  echo "bench-tracker: round $r/$ROUNDS: HTTP keep-alive, btrack (--open), $SECS s, $CONNS connections" >&2
+  BT_HTTP=$(max "$BT_HTTP" "$(http_rate $BT_PORT)")
+  echo "bench-tracker: round $r/$ROUNDS: HTTP keep-alive, opentracker (it closes every connection anyway)" >&2
+  OT_HTTP=$(max "$OT_HTTP" "$(http_rate $OT_PORT)")
+  echo "bench-tracker: round $r/$ROUNDS: UDP, btrack ($UDP_LOAD)" >&2
+  BT_UDP=$(max "$BT_UDP" "$(udp_rate $BT_PORT)")
+  echo "bench-tracker: round $r/$ROUNDS: UDP, opentracker" >&2
+  OT_UDP=$(max "$OT_UDP" "$(udp_rate $OT_PORT)")
+done
 echo "bench-tracker: HTTP one request per connection, btrack" >&2
 BT_HTTPC=$(http_rate $BT_PORT -H "Connection: close")
 echo "bench-tracker: HTTP one request per connection, opentracker" >&2
 OT_HTTPC=$(http_rate $OT_PORT -H "Connection: close")
-echo "bench-tracker: UDP, btrack" >&2
-BT_UDP=$(udp_rate $BT_PORT)
-echo "bench-tracker: UDP, opentracker" >&2
-OT_UDP=$(udp_rate $OT_PORT)
 echo "bench-tracker: HTTP keep-alive, btrack --store redis (one process)" >&2
 R1_HTTP=$(http_rate $R1_PORT)
 echo "bench-tracker: UDP, btrack --store redis (one process)" >&2

@@ -276,15 +276,37 @@ impl Tracker {
     /// purpose: libtorrent shares one connection id among all sessions (ports) of a process,
     /// as opentracker allows.
     fn connection_id(&self, addr: &SocketAddr, bucket: u64) -> u64 {
-        let mut m = Vec::with_capacity(64);
-        m.extend_from_slice(&self.secret);
-        match canonical_ip(addr.ip()) {
-            IpAddr::V4(v4) => m.extend_from_slice(&v4.octets()),
-            IpAddr::V6(v6) => m.extend_from_slice(&v6.octets()),
+        let ip = match canonical_ip(addr.ip()) {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            IpAddr::V6(v6) => v6.octets(),
+        };
+        // A client sends many packets a minute: each thread remembers the last id it
+        // computed (keyed by the whole secret, so another tracker in the process never
+        // reuses it).
+        type Last = Option<([u8; 20], [u8; 16], u64, u64)>;
+        thread_local!(static LAST: std::cell::Cell<Last> = const { std::cell::Cell::new(None) });
+        if let Some((secret, lip, lbucket, id)) = LAST.get() {
+            if secret == self.secret && lip == ip && lbucket == bucket {
+                return id;
+            }
         }
-        m.extend_from_slice(&bucket.to_be_bytes());
-        let h = sha1(&m);
-        u64::from_be_bytes(h[..8].try_into().unwrap())
+        let mut m = [0u8; 44];
+        m[..20].copy_from_slice(&self.secret);
+        let n = match canonical_ip(addr.ip()) {
+            IpAddr::V4(v4) => {
+                m[20..24].copy_from_slice(&v4.octets());
+                24
+            }
+            IpAddr::V6(v6) => {
+                m[20..36].copy_from_slice(&v6.octets());
+                36
+            }
+        };
+        m[n..n + 8].copy_from_slice(&bucket.to_be_bytes());
+        let h = sha1(&m[..n + 8]);
+        let id = u64::from_be_bytes(h[..8].try_into().unwrap());
+        LAST.set(Some((self.secret, ip, bucket, id)));
+        id
     }
 
     fn connection_ok(&self, addr: &SocketAddr, id: u64) -> bool {
@@ -295,19 +317,29 @@ impl Tracker {
 
     /// Handles one UDP datagram; answers the packet to send back, if any.
     pub fn udp_packet(&self, pkt: &[u8], from: SocketAddr) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        self.udp_packet_into(pkt, from, &mut out).then_some(out)
+    }
+
+    /// [`Tracker::udp_packet`] into `out` (a buffer the caller reuses): true when `out`
+    /// holds an answer to send back, false when the packet is dropped.
+    pub fn udp_packet_into(&self, pkt: &[u8], from: SocketAddr, out: &mut Vec<u8>) -> bool {
         let v6 = canonical_ip(from.ip()).is_ipv6();
         if !rate_ok(&self.rate, from.ip(), self.cfg.udp_rate_limit) {
             inc(&self.metrics.udp_rate_limited);
-            return None;
+            return false;
         }
-        let err = |tid: u32, message: &str| Some(udp::encode_response(&udp::Response::Error { transaction_id: tid, message: message.into() }, v6));
+        let mut err = |tid: u32, message: &str| {
+            udp::encode_response_into(&udp::Response::Error { transaction_id: tid, message: message.into() }, v6, out);
+            true
+        };
         let req = match udp::parse_request(pkt) {
             Ok(r) => r,
             Err(e) => {
                 inc(&self.metrics.bad_requests[1]);
                 return match udp::transaction_id(pkt) {
                     Some(tid) => err(tid, &e.to_string()),
-                    None => None,
+                    None => false,
                 };
             }
         };
@@ -315,7 +347,8 @@ impl Tracker {
             udp::Request::Connect { transaction_id } => {
                 inc(&self.metrics.udp_connects);
                 let connection_id = self.connection_id(&from, unix_now() / 60);
-                Some(udp::encode_response(&udp::Response::Connect { transaction_id, connection_id }, v6))
+                udp::encode_response_into(&udp::Response::Connect { transaction_id, connection_id }, v6, out);
+                true
             }
             udp::Request::Announce(a) => {
                 if !self.connection_ok(&from, a.connection_id) {
@@ -347,16 +380,11 @@ impl Tracker {
                     key: Some(a.key),
                 };
                 match self.store_announce(&sa, 1) {
-                    Ok(o) => Some(udp::encode_response(
-                        &udp::Response::Announce {
-                            transaction_id: a.transaction_id,
-                            interval: self.cfg.interval,
-                            leechers: o.leechers,
-                            seeders: o.seeders,
-                            peers: o.peers.into_iter().map(|(addr, _)| addr).collect(),
-                        },
-                        v6,
-                    )),
+                    Ok(o) => {
+                        let peers = o.peers.iter().map(|(addr, _)| *addr);
+                        udp::encode_announce_response_into(a.transaction_id, self.cfg.interval, o.leechers, o.seeders, peers, v6, out);
+                        true
+                    }
                     Err(reason) => err(a.transaction_id, &reason),
                 }
             }
@@ -367,28 +395,45 @@ impl Tracker {
                 }
                 inc(&self.metrics.scrapes[1]);
                 let stats = info_hashes.iter().map(|h| self.store.scrape(h).unwrap_or_default()).collect();
-                Some(udp::encode_response(&udp::Response::Scrape { transaction_id, stats }, v6))
+                udp::encode_response_into(&udp::Response::Scrape { transaction_id, stats }, v6, out);
+                true
             }
         }
     }
 
-    /// Serves UDP on `sock` until `stop` is set (checked every 500 ms).
+    /// Serves UDP on `sock` until `stop` is set (checked every 500 ms), up to
+    /// [`UDP_BATCH`] datagrams per system call.
     pub fn serve_udp(&self, sock: &UdpSocket, stop: &AtomicBool) {
+        self.serve_udp_batched(sock, stop, UDP_BATCH)
+    }
+
+    /// Serves UDP on `sock` until `stop` is set (checked every 500 ms): takes up to `batch`
+    /// queued datagrams with one `recvmmsg`, answers each as [`Tracker::udp_packet`] does,
+    /// and sends the answers with one `sendmmsg`. Each datagram is judged on its own: a
+    /// malformed, refused or rate-limited one gets its error packet or nothing, and the
+    /// others in its batch their answers. A thread blocked on a slow store (Redis) holds its
+    /// whole batch, so such stores want a batch of 1 and more threads.
+    pub fn serve_udp_batched(&self, sock: &UdpSocket, stop: &AtomicBool, batch: usize) {
         let _ = sock.set_read_timeout(Some(Duration::from_millis(500)));
-        let mut buf = vec![0u8; 2048];
+        let mut io = batch_io::Batch::new(batch.clamp(1, 1024));
         while !stop.load(Ordering::Relaxed) {
-            let (n, from) = match sock.recv_from(&mut buf) {
-                Ok(x) => x,
+            let n = match io.recv(sock) {
+                Ok(n) => n,
                 Err(_) => continue,
             };
-            if n == buf.len() {
-                // Truncated: larger than any valid request.
-                inc(&self.metrics.bad_requests[1]);
-                continue;
+            for i in 0..n {
+                let (pkt, from, truncated, reply) = io.slot(i);
+                let answer = match (truncated, from) {
+                    // Truncated: larger than any valid request.
+                    (true, _) | (_, None) => {
+                        inc(&self.metrics.bad_requests[1]);
+                        false
+                    }
+                    (false, Some(from)) => self.udp_packet_into(pkt, from, reply),
+                };
+                io.answer(i, answer);
             }
-            if let Some(reply) = self.udp_packet(&buf[..n], from) {
-                let _ = sock.send_to(&reply, from);
-            }
+            io.send(sock);
         }
     }
 
@@ -404,6 +449,190 @@ impl Tracker {
                 self.store.sweep();
             }
         }
+    }
+}
+
+/// Datagrams taken per `recvmmsg` by [`Tracker::serve_udp`].
+pub const UDP_BATCH: usize = 32;
+
+/// Binds `n` UDP sockets to `addr`, all with `SO_REUSEPORT`, so that `n` threads each serve
+/// their own receive queue (the kernel spreads clients over them by address and port).
+/// Only sockets of the same user can join such a group; a port held without
+/// `SO_REUSEPORT` by anyone is an error, as with a plain bind.
+pub fn bind_udp(addr: SocketAddr, n: usize) -> std::io::Result<Vec<UdpSocket>> {
+    let first = batch_io::bind_reuseport(addr)?;
+    // Port 0: the others join the port the first one got.
+    let addr = first.local_addr()?;
+    let mut socks = vec![first];
+    for _ in 1..n.max(1) {
+        socks.push(batch_io::bind_reuseport(addr)?);
+    }
+    Ok(socks)
+}
+
+/// Batched datagram I/O over `recvmmsg` / `sendmmsg` (Linux), and `SO_REUSEPORT` binds.
+mod batch_io {
+    use std::io;
+    use std::mem::{size_of, zeroed};
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+    /// Receive buffer per datagram: a datagram that fills it is larger than any valid
+    /// request (a scrape of 74 hashes is 1 496 bytes) and is refused as truncated.
+    pub const DATAGRAM: usize = 2048;
+
+    /// Buffers for `n` datagrams in and their answers out. The headers point into the
+    /// buffers, which are allocated once and never move (only the `Vec`s holding them do).
+    pub struct Batch {
+        bufs: Vec<[u8; DATAGRAM]>,
+        names: Vec<libc::sockaddr_storage>,
+        riov: Vec<libc::iovec>,
+        rhdrs: Vec<libc::mmsghdr>,
+        replies: Vec<Vec<u8>>,
+        /// Slots with an answer to send, in arrival order.
+        answered: Vec<usize>,
+        siov: Vec<libc::iovec>,
+        shdrs: Vec<libc::mmsghdr>,
+    }
+
+    impl Batch {
+        pub fn new(n: usize) -> Batch {
+            let mut b = Batch {
+                bufs: vec![[0u8; DATAGRAM]; n],
+                names: vec![unsafe { zeroed() }; n],
+                riov: Vec::with_capacity(n),
+                rhdrs: Vec::with_capacity(n),
+                replies: (0..n).map(|_| Vec::with_capacity(1500)).collect(),
+                answered: Vec::with_capacity(n),
+                siov: Vec::with_capacity(n),
+                shdrs: Vec::with_capacity(n),
+            };
+            for buf in b.bufs.iter_mut() {
+                b.riov.push(libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: DATAGRAM });
+            }
+            for i in 0..n {
+                let mut h: libc::mmsghdr = unsafe { zeroed() };
+                h.msg_hdr.msg_iov = &mut b.riov[i];
+                h.msg_hdr.msg_iovlen = 1;
+                h.msg_hdr.msg_name = (&mut b.names[i] as *mut libc::sockaddr_storage).cast();
+                b.rhdrs.push(h);
+            }
+            b
+        }
+
+        /// Waits for at least one datagram (up to the socket's read timeout) and takes every
+        /// one queued, up to the batch size; answers how many.
+        pub fn recv(&mut self, sock: &UdpSocket) -> io::Result<usize> {
+            self.answered.clear();
+            for h in self.rhdrs.iter_mut() {
+                h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+                h.msg_hdr.msg_flags = 0;
+                h.msg_len = 0;
+            }
+            let n = unsafe { libc::recvmmsg(sock.as_raw_fd(), self.rhdrs.as_mut_ptr(), self.rhdrs.len() as libc::c_uint, libc::MSG_WAITFORONE, std::ptr::null_mut()) };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(n as usize)
+        }
+
+        /// Datagram `i` of the last [`Batch::recv`]: its bytes, its source (`None`: not an
+        /// IP address), whether it was truncated, and the buffer for its answer.
+        pub fn slot(&mut self, i: usize) -> (&[u8], Option<SocketAddr>, bool, &mut Vec<u8>) {
+            let h = &self.rhdrs[i];
+            let len = (h.msg_len as usize).min(DATAGRAM);
+            let truncated = len == DATAGRAM || h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+            let from = sockaddr_to_std(&self.names[i], h.msg_hdr.msg_namelen);
+            (&self.bufs[i][..len], from, truncated, &mut self.replies[i])
+        }
+
+        /// Whether slot `i`'s answer buffer is to be sent back to its source.
+        pub fn answer(&mut self, i: usize, send: bool) {
+            if send {
+                self.answered.push(i);
+            }
+        }
+
+        /// Sends every answer with as few `sendmmsg` calls as the kernel allows; a datagram
+        /// the kernel refuses (e.g. an unreachable source) is skipped, as a lost datagram is.
+        pub fn send(&mut self, sock: &UdpSocket) {
+            self.siov.clear();
+            self.shdrs.clear();
+            for &i in &self.answered {
+                self.siov.push(libc::iovec { iov_base: self.replies[i].as_mut_ptr().cast(), iov_len: self.replies[i].len() });
+            }
+            for (k, &i) in self.answered.iter().enumerate() {
+                let mut h: libc::mmsghdr = unsafe { zeroed() };
+                h.msg_hdr.msg_iov = &mut self.siov[k];
+                h.msg_hdr.msg_iovlen = 1;
+                h.msg_hdr.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
+                h.msg_hdr.msg_namelen = self.rhdrs[i].msg_hdr.msg_namelen;
+                self.shdrs.push(h);
+            }
+            let mut off = 0;
+            while off < self.shdrs.len() {
+                let rest = &mut self.shdrs[off..];
+                let n = unsafe { libc::sendmmsg(sock.as_raw_fd(), rest.as_mut_ptr(), rest.len() as libc::c_uint, 0) };
+                if n > 0 {
+                    off += n as usize;
+                } else if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                    off += 1;
+                }
+            }
+            self.answered.clear();
+        }
+    }
+
+    fn sockaddr_to_std(ss: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+        match ss.ss_family as libc::c_int {
+            libc::AF_INET if len as usize >= size_of::<libc::sockaddr_in>() => {
+                let a: &libc::sockaddr_in = unsafe { &*(ss as *const libc::sockaddr_storage).cast() };
+                Some(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(a.sin_addr.s_addr.to_ne_bytes()), u16::from_be(a.sin_port))))
+            }
+            libc::AF_INET6 if len as usize >= size_of::<libc::sockaddr_in6>() => {
+                let a: &libc::sockaddr_in6 = unsafe { &*(ss as *const libc::sockaddr_storage).cast() };
+                Some(SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(a.sin6_addr.s6_addr), u16::from_be(a.sin6_port), a.sin6_flowinfo, a.sin6_scope_id)))
+            }
+            _ => None,
+        }
+    }
+
+    /// A UDP socket bound to `addr` with `SO_REUSEPORT` (and, as `UdpSocket::bind`, the
+    /// system's default for `IPV6_V6ONLY`).
+    pub fn bind_reuseport(addr: SocketAddr) -> io::Result<UdpSocket> {
+        let domain = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+        let fd = unsafe { libc::socket(domain, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let one: libc::c_int = 1;
+        if unsafe { libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, (&one as *const libc::c_int).cast(), size_of::<libc::c_int>() as libc::socklen_t) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut ss: libc::sockaddr_storage = unsafe { zeroed() };
+        let len = match addr {
+            SocketAddr::V4(a) => {
+                let sin: &mut libc::sockaddr_in = unsafe { &mut *(&mut ss as *mut libc::sockaddr_storage).cast() };
+                sin.sin_family = libc::AF_INET as libc::sa_family_t;
+                sin.sin_port = a.port().to_be();
+                sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+                size_of::<libc::sockaddr_in>()
+            }
+            SocketAddr::V6(a) => {
+                let sin6: &mut libc::sockaddr_in6 = unsafe { &mut *(&mut ss as *mut libc::sockaddr_storage).cast() };
+                sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                sin6.sin6_port = a.port().to_be();
+                sin6.sin6_addr.s6_addr = a.ip().octets();
+                sin6.sin6_flowinfo = a.flowinfo();
+                sin6.sin6_scope_id = a.scope_id();
+                size_of::<libc::sockaddr_in6>()
+            }
+        };
+        if unsafe { libc::bind(fd.as_raw_fd(), (&ss as *const libc::sockaddr_storage).cast(), len as libc::socklen_t) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(UdpSocket::from(fd))
     }
 }
 
@@ -513,6 +742,165 @@ mod tests {
         assert!(refused[0].starts_with("rate limited"), "{refused:?}");
         assert_eq!(failure(&t.http_announce(None, q([2; 20]).as_bytes(), b)), None, "another source is not limited");
         assert!(t.metrics.http_rate_limited.load(Ordering::Relaxed) >= 2);
+    }
+
+    /// Sends `pkts` from `client` to a tracker socket that is not served yet, then serves it:
+    /// the datagrams are all queued, so the first `recvmmsg` takes them as one batch.
+    fn serve_queued(t: &Arc<Tracker>, client: &UdpSocket, pkts: &[Vec<u8>], answers: usize) -> Vec<udp::Response> {
+        let sock = bind_udp("127.0.0.1:0".parse().unwrap(), 1).unwrap().remove(0);
+        client.connect(sock.local_addr().unwrap()).unwrap();
+        for p in pkts {
+            client.send(p).unwrap();
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let server = {
+            let (t, stop) = (t.clone(), stop.clone());
+            std::thread::spawn(move || t.serve_udp(&sock, &stop))
+        };
+        client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 2048];
+        while got.len() < answers {
+            let n = client.recv(&mut buf).expect("an answer");
+            got.push(udp::parse_response(&buf[..n], false).unwrap());
+        }
+        // Nothing more comes (the garbage is not answered).
+        client.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        assert!(client.recv(&mut buf).is_err(), "an answer too many: {:?}", &buf[..20]);
+        stop.store(true, Ordering::Relaxed);
+        server.join().unwrap();
+        got
+    }
+
+    fn udp_ann(cid: u64, tid: u32, ih: [u8; 20], peer: u8) -> Vec<u8> {
+        udp::encode_request(&udp::Request::Announce(udp::Announce {
+            connection_id: cid,
+            transaction_id: tid,
+            info_hash: ih,
+            peer_id: [peer; 20],
+            downloaded: 0,
+            left: 5,
+            uploaded: 0,
+            event: Event::Started,
+            ip: 0,
+            key: peer as u32,
+            num_want: -1,
+            port: 7000 + peer as u16,
+            url_data: Vec::new(),
+        }))
+    }
+
+    #[test]
+    fn a_batch_answers_every_datagram_on_its_own() {
+        let t = Arc::new(Tracker::new(Config { open: true, ..Config::default() }));
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let cid = t.connection_id(&client.local_addr().unwrap(), unix_now() / 60);
+        let ih = [7; 20];
+        let pkts = vec![
+            udp_ann(cid, 1, ih, 1),
+            b"hello".to_vec(),                         // no transaction id: no answer
+            udp_ann(cid, 3, ih, 3)[..60].to_vec(),     // too short
+            udp_ann(cid ^ 1, 4, ih, 4),                // forged connection id
+            vec![0xAB; 2048],                          // truncated: larger than any request
+            udp_ann(cid, 5, ih, 5),
+            udp::encode_request(&udp::Request::Connect { transaction_id: 6 }),
+            udp::encode_request(&udp::Request::Scrape { connection_id: cid, transaction_id: 7, info_hashes: vec![ih] }),
+        ];
+        let got = serve_queued(&t, &client, &pkts, 6);
+        let by_tid = |tid: u32| {
+            got.iter()
+                .find(|r| match r {
+                    udp::Response::Connect { transaction_id, .. }
+                    | udp::Response::Announce { transaction_id, .. }
+                    | udp::Response::Scrape { transaction_id, .. }
+                    | udp::Response::Error { transaction_id, .. } => *transaction_id == tid,
+                })
+                .unwrap_or_else(|| panic!("no answer to {tid}: {got:?}"))
+                .clone()
+        };
+        assert!(matches!(by_tid(1), udp::Response::Announce { leechers: 1, .. }), "{got:?}");
+        assert!(matches!(by_tid(3), udp::Response::Error { ref message, .. } if message.contains("too short")), "{got:?}");
+        assert!(matches!(by_tid(4), udp::Response::Error { ref message, .. } if message.contains("connection id")), "{got:?}");
+        match by_tid(5) {
+            udp::Response::Announce { leechers: 2, peers, .. } => assert_eq!(peers, vec!["127.0.0.1:7001".parse().unwrap()]),
+            o => panic!("{o:?}"),
+        }
+        match by_tid(6) {
+            udp::Response::Connect { connection_id, .. } => assert!(t.connection_ok(&client.local_addr().unwrap(), connection_id)),
+            o => panic!("{o:?}"),
+        }
+        assert!(matches!(by_tid(7), udp::Response::Scrape { ref stats, .. } if stats[0].incomplete == 2), "{got:?}");
+        assert_eq!(t.store.peer_count(), 2, "only the good announces are stored");
+        assert_eq!(t.metrics.bad_requests[1].load(Ordering::Relaxed), 3, "hello, the short one, the truncated one");
+        assert_eq!(t.metrics.udp_bad_connection_id.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_batch_keeps_the_rate_limit_per_source() {
+        let t = Arc::new(Tracker::new(Config { open: true, udp_rate_limit: 3, ..Config::default() }));
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let pkts: Vec<Vec<u8>> = (0..10).map(|i| udp::encode_request(&udp::Request::Connect { transaction_id: i })).collect();
+        // 3 a second: at most 6 even across a second boundary.
+        let limited = |t: &Tracker| t.metrics.udp_rate_limited.load(Ordering::Relaxed);
+        let sock = bind_udp("127.0.0.1:0".parse().unwrap(), 1).unwrap().remove(0);
+        client.connect(sock.local_addr().unwrap()).unwrap();
+        for p in &pkts {
+            client.send(p).unwrap();
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let server = {
+            let (t, stop) = (t.clone(), stop.clone());
+            std::thread::spawn(move || t.serve_udp(&sock, &stop))
+        };
+        client.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        let mut answers = 0;
+        let mut buf = [0u8; 64];
+        while client.recv(&mut buf).is_ok() {
+            answers += 1;
+        }
+        stop.store(true, Ordering::Relaxed);
+        server.join().unwrap();
+        assert!((3..=6).contains(&answers), "{answers}");
+        assert_eq!(limited(&t), 10 - answers);
+    }
+
+    #[test]
+    fn several_reuseport_sockets_serve_one_swarm() {
+        let t = Arc::new(Tracker::new(Config { open: true, ..Config::default() }));
+        let socks = bind_udp("127.0.0.1:0".parse().unwrap(), 4).unwrap();
+        let addr = socks[0].local_addr().unwrap();
+        assert!(socks.iter().all(|s| s.local_addr().unwrap() == addr), "one port for all");
+        let stop = Arc::new(AtomicBool::new(false));
+        let servers: Vec<_> = socks
+            .into_iter()
+            .map(|sock| {
+                let (t, stop) = (t.clone(), stop.clone());
+                std::thread::spawn(move || t.serve_udp(&sock, &stop))
+            })
+            .collect();
+        // Each announce comes from a new source port, so the kernel spreads them over the
+        // sockets; each must be answered, and from one swarm.
+        let url = format!("udp://{addr}/announce");
+        let req = |peer: u8| super::super::client::AnnounceRequest {
+            info_hash: [9; 20],
+            peer_id: [peer; 20],
+            port: 7000 + peer as u16,
+            uploaded: 0,
+            downloaded: 0,
+            left: 1,
+            event: Event::Started,
+            numwant: Some(50),
+            key: peer as u32,
+        };
+        for peer in 1..=24u8 {
+            let r = super::super::client::announce(&url, &req(peer), Duration::from_secs(5)).unwrap();
+            assert_eq!(r.peers.len(), peer as usize - 1, "peer {peer} sees everyone before it");
+        }
+        assert_eq!(t.metrics.announces[1].iter().map(|c| c.load(Ordering::Relaxed)).sum::<u64>(), 24);
+        stop.store(true, Ordering::Relaxed);
+        for s in servers {
+            s.join().unwrap();
+        }
     }
 
     #[test]

@@ -248,6 +248,13 @@ pub fn encode_request(r: &Request) -> Vec<u8> {
 /// than `v6` are left out (a BEP 15 response has one fixed peer size).
 pub fn encode_response(r: &Response, v6: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
+    encode_response_into(r, v6, &mut out);
+    out
+}
+
+/// [`encode_response`] into `out` (cleared first), so a server can reuse one buffer.
+pub fn encode_response_into(r: &Response, v6: bool, out: &mut Vec<u8>) {
+    out.clear();
     match r {
         Response::Connect { transaction_id, connection_id } => {
             out.extend_from_slice(&ACTION_CONNECT.to_be_bytes());
@@ -255,20 +262,7 @@ pub fn encode_response(r: &Response, v6: bool) -> Vec<u8> {
             out.extend_from_slice(&connection_id.to_be_bytes());
         }
         Response::Announce { transaction_id, interval, leechers, seeders, peers } => {
-            out.reserve(peers.len() * 18);
-            out.extend_from_slice(&ACTION_ANNOUNCE.to_be_bytes());
-            out.extend_from_slice(&transaction_id.to_be_bytes());
-            out.extend_from_slice(&interval.to_be_bytes());
-            out.extend_from_slice(&leechers.to_be_bytes());
-            out.extend_from_slice(&seeders.to_be_bytes());
-            for p in peers {
-                match (p, v6) {
-                    (SocketAddr::V4(a), false) => out.extend_from_slice(&a.ip().octets()),
-                    (SocketAddr::V6(a), true) => out.extend_from_slice(&a.ip().octets()),
-                    _ => continue,
-                }
-                out.extend_from_slice(&p.port().to_be_bytes());
-            }
+            encode_announce_response_into(*transaction_id, *interval, *leechers, *seeders, peers.iter().copied(), v6, out)
         }
         Response::Scrape { transaction_id, stats } => {
             out.extend_from_slice(&ACTION_SCRAPE.to_be_bytes());
@@ -285,7 +279,33 @@ pub fn encode_response(r: &Response, v6: bool) -> Vec<u8> {
             out.extend_from_slice(message.as_bytes());
         }
     }
-    out
+}
+
+/// An announce response into `out` (cleared first) straight from the peers, without a
+/// [`Response`] in between; peers of the other family than `v6` are left out.
+pub fn encode_announce_response_into(
+    transaction_id: u32,
+    interval: u32,
+    leechers: u32,
+    seeders: u32,
+    peers: impl Iterator<Item = SocketAddr>,
+    v6: bool,
+    out: &mut Vec<u8>,
+) {
+    out.clear();
+    out.extend_from_slice(&ACTION_ANNOUNCE.to_be_bytes());
+    out.extend_from_slice(&transaction_id.to_be_bytes());
+    out.extend_from_slice(&interval.to_be_bytes());
+    out.extend_from_slice(&leechers.to_be_bytes());
+    out.extend_from_slice(&seeders.to_be_bytes());
+    for p in peers {
+        match (p, v6) {
+            (SocketAddr::V4(a), false) => out.extend_from_slice(&a.ip().octets()),
+            (SocketAddr::V6(a), true) => out.extend_from_slice(&a.ip().octets()),
+            _ => continue,
+        }
+        out.extend_from_slice(&p.port().to_be_bytes());
+    }
 }
 
 /// Parses a response packet (client side); `v6` says which peer size to expect.
