@@ -755,10 +755,16 @@ impl<P> Core<P> {
     // ---- the requester ---------------------------------------------------------------------
 
     fn on_blocks(&mut self, now: Duration, key: PeerKey, blocks: Vec<(BlockRef, P)>) {
+        self.take_blocks(blocks, |c, r| c.on_block(now, key, r));
+        self.request_more(now, key);
+    }
+
+    /// Writes the blocks `keep` accepts and discards the rest (their bytes).
+    fn take_blocks(&mut self, blocks: Vec<(BlockRef, P)>, mut keep: impl FnMut(&mut Self, &BlockRef) -> bool) {
         let mut accepted = Vec::with_capacity(blocks.len());
         let mut dropped = 0;
         for (r, data) in blocks {
-            if self.on_block(now, key, &r) {
+            if keep(self, &r) {
                 accepted.push((r, data));
             } else {
                 dropped += r.length as usize;
@@ -770,7 +776,6 @@ impl<P> Core<P> {
         if !accepted.is_empty() {
             self.out.push(Output::Write(accepted));
         }
-        self.request_more(now, key);
     }
 
     /// Accounts for one block; answers whether it is to be written.
@@ -861,16 +866,14 @@ impl<P> Core<P> {
         if seed >= self.web.len() {
             return;
         }
-        let mut accepted = Vec::with_capacity(blocks.len());
-        let mut dropped = 0;
-        for (r, data) in blocks {
-            let w = &mut self.web[seed];
+        self.take_blocks(blocks, |c, r| {
+            let w = &mut c.web[seed];
             let len = r.length as u64;
-            self.downloaded += len;
+            c.downloaded += len;
             w.downloaded += len;
             w.failures = 0;
             let key = w.key;
-            let asked = match w.inflight.iter().position(|b| *b == r) {
+            let asked = match w.inflight.iter().position(|b| b == r) {
                 Some(i) => {
                     w.inflight.remove(i);
                     true
@@ -878,19 +881,9 @@ impl<P> Core<P> {
                 None => false,
             };
             // Data counts as presence, like a connected peer (for the stall timeout).
-            self.last_peer_seen = now;
-            if asked && self.arrival(now, key, &r) {
-                accepted.push((r, data));
-            } else {
-                dropped += r.length as usize;
-            }
-        }
-        if dropped > 0 {
-            self.out.push(Output::Discard(dropped));
-        }
-        if !accepted.is_empty() {
-            self.out.push(Output::Write(accepted));
-        }
+            c.last_peer_seen = now;
+            asked && c.arrival(now, key, r)
+        });
         self.web_request_more(now);
     }
 

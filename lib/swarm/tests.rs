@@ -137,7 +137,6 @@ fn chokes(o: &[Out]) -> Vec<(PeerKey, bool)> {
 /// Delivers blocks from `key` and carries out writes and hashes; `good` decides each
 /// piece's hash result. Answers every output on the way.
 fn deliver(c: &mut C, key: PeerKey, blocks: &[BlockRef], good: bool, now: Duration) -> Vec<Out> {
-    let mut all = Vec::new();
     c.handle(
         now,
         Input::Blocks {
@@ -145,6 +144,13 @@ fn deliver(c: &mut C, key: PeerKey, blocks: &[BlockRef], good: bool, now: Durati
             blocks: blocks.iter().map(|b| (*b, good as u8)).collect(),
         },
     );
+    carry_disk(c, good, now)
+}
+
+/// Carries out the core's writes, hashes (`good` decides) and finalizing; answers every
+/// output on the way.
+fn carry_disk(c: &mut C, good: bool, now: Duration) -> Vec<Out> {
+    let mut all = Vec::new();
     let mut pending: VecDeque<Out> = outs(c).into();
     while let Some(o) = pending.pop_front() {
         match &o {
@@ -790,27 +796,7 @@ fn pieces_of(blocks: &[BlockRef]) -> Vec<u32> {
 /// Web seed 0 delivers `blocks`; writes and hashes are carried out (`good` decides).
 fn deliver_web(c: &mut C, blocks: &[BlockRef], good: bool, now: Duration) -> Vec<Out> {
     c.handle(now, Input::WebBlocks { seed: 0, blocks: blocks.iter().map(|b| (*b, good as u8)).collect() });
-    let mut all = Vec::new();
-    let mut pending: VecDeque<Out> = outs(c).into();
-    while let Some(o) = pending.pop_front() {
-        match &o {
-            Output::Write(bs) => {
-                c.handle(now, Input::Written(bs.iter().map(|b| b.0).collect()));
-                pending.extend(outs(c));
-            }
-            Output::Hash(i) => {
-                c.handle(now, Input::Hashed { index: *i, ok: good });
-                pending.extend(outs(c));
-            }
-            Output::Finalize => {
-                c.handle(now, Input::Finalized);
-                pending.extend(outs(c));
-            }
-            _ => {}
-        }
-        all.push(o);
-    }
-    all
+    carry_disk(c, good, now)
 }
 
 #[test]
