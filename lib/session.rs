@@ -332,20 +332,25 @@ impl Session {
             .iter()
             .enumerate()
             .map(|(seed, url)| {
+                // One worker (and HTTP connection) per request the core may have in flight,
+                // all taking requests from one queue. Workers that cannot start leave the
+                // queue closed: the core's requests then fail (below).
                 let (tx, rx) = channel::unbounded();
-                let w = webseed::Worker {
-                    seed,
-                    url: url.clone(),
-                    info: Arc::new(info.clone()),
-                    events: web_events.clone(),
-                    unwritten: ctx.unwritten.clone(),
-                    download: ctx.download.clone(),
-                };
-                // A worker that cannot start leaves its requests unanswered: the core's
-                // requests to it are failed below when the channel is found closed.
-                let _ = std::thread::Builder::new()
-                    .name(format!("webseed-{seed}"))
-                    .spawn(move || w.run(rx));
+                let info = Arc::new(info.clone());
+                for n in 0..swarm::webseed::CONNECTIONS {
+                    let w = webseed::Worker {
+                        seed,
+                        url: url.clone(),
+                        info: info.clone(),
+                        events: web_events.clone(),
+                        unwritten: ctx.unwritten.clone(),
+                        download: ctx.download.clone(),
+                    };
+                    let rx = rx.clone();
+                    let _ = std::thread::Builder::new()
+                        .name(format!("webseed-{seed}-{n}"))
+                        .spawn(move || w.run(rx));
+                }
                 tx
             })
             .collect();
@@ -560,8 +565,9 @@ impl Session {
                 self.stats.downloaded.fetch_add(n, Ordering::Relaxed);
                 Input::WebBlocks { seed, blocks }
             }
-            webseed::Event::Failed { seed, reason, retry_after } => Input::WebFailed {
+            webseed::Event::Failed { seed, blocks, reason, retry_after } => Input::WebFailed {
                 seed,
+                blocks,
                 reason: crate::sanitize::printable(&reason).into_owned(),
                 retry_after,
             },
@@ -658,9 +664,10 @@ impl Session {
             Output::SetChoke { key, choke } => self.cmd(key, Cmd::Choke(choke)),
             Output::Close { key, .. } => self.cmd(key, Cmd::Close),
             Output::WebRequest { seed, blocks } => {
-                if self.web_tx[seed].send(blocks).is_err() {
+                if let Err(e) = self.web_tx[seed].send(blocks) {
                     self.feedback.push(Input::WebFailed {
                         seed,
+                        blocks: e.into_inner(),
                         reason: "its worker thread could not start".into(),
                         retry_after: Some(Duration::from_secs(3600)),
                     });

@@ -33,7 +33,8 @@ const BATCH: usize = 256 << 10;
 #[derive(Debug)]
 pub enum Event {
     Blocks { seed: usize, blocks: Vec<(BlockRef, Vec<u8>)> },
-    Failed { seed: usize, reason: String, retry_after: Option<Duration> },
+    /// The request of `blocks` failed (those delivered before were sent as `Blocks`).
+    Failed { seed: usize, blocks: Vec<BlockRef>, reason: String, retry_after: Option<Duration> },
 }
 
 /// Why a request failed (one line), and when the server said to come back.
@@ -139,7 +140,7 @@ impl Worker {
                 .try_for_each(|(start, run)| self.fetch_run(&agent, &urls, start, &run, &mut batch));
             let sent = batch.flush();
             let outcome = match result {
-                Err(f) => Event::Failed { seed: self.seed, reason: f.reason, retry_after: f.retry_after },
+                Err(f) => Event::Failed { seed: self.seed, blocks, reason: f.reason, retry_after: f.retry_after },
                 Ok(()) if sent => continue,
                 Ok(()) => return,
             };

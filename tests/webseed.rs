@@ -288,7 +288,7 @@ fn four_fetchers_at_once_with_nginx_as_the_only_origin() {
     let (_trk, announce) = start_btrack(&d);
     // 1 MB/s per connection: the fetchers outpace nginx, as a fleet outpaces one server.
     let Some(ng) = Nginx::start(&d, &d.join("www"), "limit_rate 1m;") else { return };
-    let size = 24u64 << 20;
+    let size = 40u64 << 20;
     let (src, t) = single(&d, size as usize, &[ng.url("/files/")], Some(&announce));
     let fetchers: Vec<(Proc, PathBuf)> = (0..4)
         .map(|i| {

@@ -124,10 +124,11 @@ pub enum Input<P> {
         seed: usize,
         blocks: Vec<(BlockRef, P)>,
     },
-    /// A web seed request failed; the blocks it had not delivered are asked of others.
-    /// `retry_after`: the server said when to come back.
+    /// A web seed request (`blocks`, as asked) failed; those it had not delivered are
+    /// asked of others. `retry_after`: the server said when to come back.
     WebFailed {
         seed: usize,
+        blocks: Vec<BlockRef>,
         reason: String,
         retry_after: Option<Duration>,
     },
@@ -417,9 +418,10 @@ impl<P> Core<P> {
             Input::WebBlocks { seed, blocks } => self.on_web_blocks(now, seed, blocks),
             Input::WebFailed {
                 seed,
+                blocks,
                 reason,
                 retry_after,
-            } => self.on_web_failed(now, seed, reason, retry_after),
+            } => self.on_web_failed(now, seed, blocks, reason, retry_after),
             Input::Uploaded { key, total } => {
                 if let Some(p) = self.peers.get_mut(key) {
                     p.up.add(now, total.saturating_sub(p.uploaded));
@@ -841,24 +843,30 @@ impl<P> Core<P> {
         }
         let want = webseed::request_blocks(self.cfg.piece_length, self.picker.block_size());
         let mut mask: Option<Vec<bool>> = None;
+        let connections = if self.peers.is_empty() { 1 } else { webseed::CONNECTIONS };
         for seed in 0..self.web.len() {
-            if !self.web[seed].ready(now) {
+            if !self.web[seed].ready(now, connections) {
                 continue;
             }
             let mask = mask.get_or_insert_with(|| webseed::eligible(&self.picker, starved));
+            // Few pieces left to fetch: fewer at once, since every host picks among the same few.
+            let left = (0..mask.len()).filter(|i| mask[*i] && !self.picker.have(*i)).count();
+            let connections = connections.min((left / webseed::PIECES_PER_CONNECTION).max(1));
             let key = self.web[seed].key;
-            let blocks = self.picker.pick(key, mask, want, false);
-            if blocks.is_empty() {
-                return;
-            }
-            let w = &mut self.web[seed];
-            w.inflight.extend(blocks.iter().copied());
-            for b in &blocks {
-                if w.unchecked.last() != Some(&b.index) {
-                    w.unchecked.push(b.index);
+            while self.web[seed].ready(now, connections) {
+                let blocks = self.picker.pick(key, mask, want, false);
+                if blocks.is_empty() {
+                    return;
                 }
+                let w = &mut self.web[seed];
+                w.inflight.extend(blocks.iter().copied());
+                for b in &blocks {
+                    if w.unchecked.last() != Some(&b.index) {
+                        w.unchecked.push(b.index);
+                    }
+                }
+                self.out.push(Output::WebRequest { seed, blocks });
             }
-            self.out.push(Output::WebRequest { seed, blocks });
         }
     }
 
@@ -873,13 +881,7 @@ impl<P> Core<P> {
             w.downloaded += len;
             w.failures = 0;
             let key = w.key;
-            let asked = match w.inflight.iter().position(|b| b == r) {
-                Some(i) => {
-                    w.inflight.remove(i);
-                    true
-                }
-                None => false,
-            };
+            let asked = w.take_inflight(r);
             // Data counts as presence, like a connected peer (for the stall timeout).
             c.last_peer_seen = now;
             asked && c.arrival(now, key, r)
@@ -887,9 +889,9 @@ impl<P> Core<P> {
         self.web_request_more(now);
     }
 
-    fn on_web_failed(&mut self, now: Duration, seed: usize, reason: String, retry_after: Option<Duration>) {
+    fn on_web_failed(&mut self, now: Duration, seed: usize, blocks: Vec<BlockRef>, reason: String, retry_after: Option<Duration>) {
         let Some(w) = self.web.get_mut(seed) else { return };
-        let inflight: Vec<BlockRef> = w.inflight.drain(..).collect();
+        let inflight: Vec<BlockRef> = blocks.into_iter().filter(|b| w.take_inflight(b)).collect();
         inflight.iter().for_each(|b| w.checked(b.index, false));
         let key = w.key;
         let wait = w.failed(now, retry_after);

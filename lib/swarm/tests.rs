@@ -877,7 +877,7 @@ fn a_failing_web_seed_backs_off_and_its_blocks_go_to_peers() {
     msg(&mut c, 1, Message::Unchoke, s(0));
     let before = requests(&outs(&mut c), 1);
     assert!(pieces_of(&before).iter().all(|i| !pieces_of(&asked).contains(i)), "held by the web seed");
-    c.handle(s(1), Input::WebFailed { seed: 0, reason: "HTTP 503".into(), retry_after: Some(s(30)) });
+    c.handle(s(1), Input::WebFailed { seed: 0, blocks: asked.clone(), reason: "HTTP 503".into(), retry_after: Some(s(30)) });
     let o = outs(&mut c);
     assert!(o.iter().any(|o| matches!(o, Output::Log(m) if m.contains("HTTP 503") && m.contains("30s"))), "{o:?}");
     // The peer's queue is topped up as it delivers; the web seed's pieces are free again.
