@@ -3,7 +3,7 @@
 //!
 //! The policy keeps an artifact server from being hammered when a whole fleet starts at
 //! once: a web seed is asked only for pieces that no connected peer has ("the swarm lacks
-//! them"), one piece at a time, picked at random among those (each host's picker has its own
+//! them"), whole pieces picked at random among those (each host's picker has its own
 //! seed, so hosts spread over different pieces). As soon as one host has verified a piece it
 //! announces it, and the others fetch it from that host instead. And only a few hosts ask at
 //! all, chosen by a hash of their peer id that every host computes alike: in a swarm where
