@@ -808,10 +808,6 @@ fn disk_worker(
                     }
                     _ => storage.check_piece(i as usize, &mut buf),
                 };
-                if let Ok(true) = r {
-                    // Written back as we go, so the final fsync is short.
-                    storage.start_writeback(i as usize);
-                }
                 DiskDone::Hashed(i, r)
             }
             DiskJob::SaveResume {

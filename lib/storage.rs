@@ -768,27 +768,6 @@ impl Storage {
         Ok(())
     }
 
-    /// Starts writing piece `index` to disk without waiting for it (`sync_file_range` with
-    /// `SYNC_FILE_RANGE_WRITE`), so that the fsync before a resume save or [`Storage::finalize`]
-    /// finds little left to write instead of the whole download. Only a hint: nothing is
-    /// counted as synced because of it, and files not open now are skipped.
-    pub fn start_writeback(&self, index: usize) {
-        if !self.writable {
-            return;
-        }
-        let start = index as u64 * self.info.piece_length;
-        for (f, off, len) in self.info.byte_spans(start, self.info.piece_size(index)) {
-            if self.info.files[f].pad {
-                continue;
-            }
-            let h = self.files.lock().unwrap().slots[f].clone();
-            if let Some(h) = h {
-                // SAFETY: valid fd; a plain hint to the kernel, errors are of no consequence.
-                unsafe { libc::sync_file_range(h.as_raw_fd(), off as libc::off64_t, len as libc::off64_t, libc::SYNC_FILE_RANGE_WRITE) };
-            }
-        }
-    }
-
     /// Reads piece `index` into `buf` and checks it against the torrent's hash.
     pub fn check_piece(&self, index: usize, buf: &mut Vec<u8>) -> Result<bool, Error> {
         buf.resize(self.info.piece_size(index) as usize, 0);
