@@ -266,6 +266,9 @@ struct Session {
     /// Each web seed's worker: requests go out here, blocks and failures come back on `web_rx`.
     web_tx: Vec<Sender<Vec<BlockRef>>>,
     web_rx: Receiver<webseed::Event>,
+    /// Keeps `web_rx` connected whether or not any worker runs: a disconnected channel is
+    /// always ready in `select!`, and the loop would spin.
+    _web_events: Sender<webseed::Event>,
 }
 
 fn random_peer_id() -> [u8; 20] {
@@ -414,6 +417,7 @@ impl Session {
             feedback: Vec::new(),
             web_tx,
             web_rx,
+            _web_events: web_events,
             cfg,
         }
     }

@@ -593,3 +593,38 @@ fn idle_connections_cannot_exhaust_bseed_threads() {
     seed.assert_running();
     seed.stop(T);
 }
+
+/// CPU time (user + system) of process `pid` so far, in clock ticks (from /proc).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which ends with the last ')'): utime and stime are the 12th and 13th.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn an_idle_seed_and_an_idle_fetcher_use_no_cpu() {
+    // A session loop once spun on a closed channel (the web seeds' events, with none
+    // configured): a whole core per bseed and bfetch, which starved the 32-host testbed.
+    let d = Dir::new("ops-idle");
+    let content = d.join("img.bin");
+    write_data(&content, 1 << 20, 3);
+    let t = d.join("img.torrent");
+    mktorrent(&content, &t, &[]);
+    let (mut seed, port) = start_bseed(&d, &[t.as_os_str(), content.as_os_str()]);
+    // A fetcher that stays (seeding for a while) once complete.
+    let mut c = cmd("bfetch");
+    c.arg(&t).arg("-o").arg(d.join("out")).args(["--peer", &format!("127.0.0.1:{port}"), "--port", "0", "--no-linger", "--seed-time", "1h"]);
+    let mut f = Proc::spawn("bfetch", c, d.path());
+    wait_until(Duration::from_secs(60), || f.dump(), || d.join("out/img.bin").exists());
+    let (s0, f0) = (cpu_ticks(seed.pid()), cpu_ticks(f.pid()));
+    // A measuring window, not a synchronisation: both are idle throughout it.
+    std::thread::sleep(Duration::from_secs(3));
+    let (s1, f1) = (cpu_ticks(seed.pid()), cpu_ticks(f.pid()));
+    seed.assert_running();
+    f.assert_running();
+    // 3 s of a spinning thread is ~300 ticks; an idle session ticks once a second.
+    assert!(s1 - s0 < 50, "bseed used {} ticks in 3 s while idle", s1 - s0);
+    assert!(f1 - f0 < 50, "bfetch used {} ticks in 3 s while idle", f1 - f0);
+}
