@@ -6,7 +6,7 @@
 //!   copy that `bverify` accepts and that is byte-identical to the origin's; every host must have
 //!   uploaded to at least one other host (not the origin), as its own `--json` report tells per
 //!   peer; and the origin's eth0 must have sent less than 2 × the file size (kernel counters, not
-//!   the tools' own claims). Needs root: without it the test prints SKIPPED and returns.
+//!   the tools' own claims). Needs root: without it the test records a skip and returns.
 //! - `two_sites_cross_once` (issue 11): `scripts/testbed.sh up 4 --sites 2` (origin + 2 hosts
 //!   on site 1, 2 hosts on site 2, joined by one shaped inter-site link), btrack with `--site`
 //!   for both subnets, the same swarm of 8 MiB: every copy intact, and the bytes that crossed
@@ -41,6 +41,16 @@ fn is_root() -> bool {
         .ok()
         .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
         .unwrap_or(false)
+}
+
+/// Can the namespace testbed run here (root, ip, tc, curl)? When not, the skip is recorded
+/// (see `common::record_skip`), never counted as a pass.
+fn testbed_ready() -> bool {
+    if !is_root() {
+        record_skip("needs root (network namespaces); CI runs as root");
+        return false;
+    }
+    ["ip", "tc", "curl"].iter().all(|t| have(t))
 }
 
 fn addr(i: usize) -> String {
@@ -147,15 +157,8 @@ fn pct(hex: &str) -> String {
 
 #[test]
 fn swarm_on_testbed() {
-    if !is_root() {
-        println!("SKIPPED: swarm_on_testbed needs root (network namespaces); CI runs as root");
+    if !testbed_ready() {
         return;
-    }
-    for t in ["ip", "tc", "curl"] {
-        if !have(t) {
-            println!("SKIPPED: {t} missing");
-            return;
-        }
     }
     let dir = Dir::new("fleet");
     let tb = Testbed::up("sfs", HOSTS, RATE);
@@ -291,8 +294,7 @@ fn ansible_playbook_syntax() {
 /// fetches with `bfetch --seed-until-done` and verifies. Then the copies are compared here too.
 #[test]
 fn ansible_playbook_on_testbed() {
-    if !is_root() {
-        println!("SKIPPED: ansible_playbook_on_testbed needs root (network namespaces); CI runs as root");
+    if !testbed_ready() {
         return;
     }
     let Some(ap) = ansible_playbook() else { return };
@@ -328,15 +330,8 @@ fn ansible_playbook_on_testbed() {
 /// Two sites (issue 11): with `btrack --site`, an image crosses the inter-site link about once.
 #[test]
 fn two_sites_cross_once() {
-    if !is_root() {
-        println!("SKIPPED: two_sites_cross_once needs root (network namespaces); CI runs as root");
+    if !testbed_ready() {
         return;
-    }
-    for t in ["ip", "tc", "curl"] {
-        if !have(t) {
-            println!("SKIPPED: {t} missing");
-            return;
-        }
     }
     const SITE_HOSTS: usize = 4; // h1, h2 on site 1 with the origin; h3, h4 on site 2
     const SITE_SIZE: usize = 8 << 20;
