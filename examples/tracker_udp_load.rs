@@ -65,15 +65,7 @@ fn send_batch(fd: i32, pkts: &mut [[u8; 98]], gso: bool) -> usize {
         return sent;
     }
     let mut iov: Vec<libc::iovec> = pkts.iter_mut().map(|p| libc::iovec { iov_base: p.as_mut_ptr().cast(), iov_len: p.len() }).collect();
-    let mut hdrs: Vec<libc::mmsghdr> = iov
-        .iter_mut()
-        .map(|v| {
-            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-            h.msg_hdr.msg_iov = v;
-            h.msg_hdr.msg_iovlen = 1;
-            h
-        })
-        .collect();
+    let mut hdrs = mmsg_headers(&mut iov);
     let mut sent = 0;
     while sent < hdrs.len() {
         let n = unsafe { libc::sendmmsg(fd, hdrs[sent..].as_mut_ptr(), (hdrs.len() - sent) as u32, 0) };
@@ -200,15 +192,7 @@ fn main() {
                     let (mut answered, mut lost, mut errors) = (0u64, 0u64, 0u64);
                     let mut bufs = vec![[0u8; 2048]; BATCH];
                     let mut iov: Vec<libc::iovec> = bufs.iter_mut().map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() }).collect();
-                    let mut hdrs: Vec<libc::mmsghdr> = iov
-                        .iter_mut()
-                        .map(|v| {
-                            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                            h.msg_hdr.msg_iov = v;
-                            h.msg_hdr.msg_iovlen = 1;
-                            h
-                        })
-                        .collect();
+                    let mut hdrs = mmsg_headers(&mut iov);
                     let mut pfds: Vec<libc::pollfd> = flows.iter().map(|f| libc::pollfd { fd: f.sock.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
                     let mut last_sweep = Instant::now();
                     loop {
@@ -274,4 +258,18 @@ fn main() {
         "{{\"answered\": {answered}, \"lost\": {lost}, \"errors\": {errors}, \"seconds\": {secs:.2}, \"per_second\": {:.0}}}",
         answered as f64 / secs
     );
+}
+
+/// One `mmsghdr` per buffer of `iov` (one iovec each), for `sendmmsg`/`recvmmsg`; the headers
+/// point into `iov`, which must outlive them.
+fn mmsg_headers(iov: &mut [libc::iovec]) -> Vec<libc::mmsghdr> {
+    iov.iter_mut()
+        .map(|v| {
+            // SAFETY: mmsghdr is plain data; all-zero is a valid empty header.
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            h.msg_hdr.msg_iov = v;
+            h.msg_hdr.msg_iovlen = 1;
+            h
+        })
+        .collect()
 }
