@@ -581,6 +581,14 @@ impl Info {
     }
 
     /// The parts of files that bytes `start..start+len` of the data cover.
+    /// The index of the file holding byte `offset` of the content (the last file when
+    /// `offset` is past the end).
+    pub fn file_at(&self, offset: u64) -> usize {
+        self.files
+            .partition_point(|f| f.offset + f.length <= offset)
+            .min(self.files.len().saturating_sub(1))
+    }
+
     pub fn byte_spans(&self, start: u64, len: u64) -> Vec<(usize, u64, u64)> {
         let end = start + len;
         let mut out = Vec::new();

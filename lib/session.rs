@@ -132,7 +132,12 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 enum DiskJob {
+    /// Blocks to write (routed by file: see [`Session::carry`]); once written they go on as
+    /// [`DiskJob::Digest`] to the worker of their piece.
     Write(Vec<(BlockRef, Vec<u8>)>),
+    /// Written blocks, for their pieces' running hashes; their bytes leave the unwritten
+    /// budget here.
+    Digest(Vec<(BlockRef, Vec<u8>)>),
     Hash(u32),
     SaveResume {
         seq: u64,
@@ -144,7 +149,8 @@ enum DiskJob {
 }
 
 enum DiskDone {
-    Written(Vec<BlockRef>, Result<(), storage::Error>),
+    /// Blocks written (on success handed on for hashing), or why not.
+    Written(Vec<(BlockRef, Vec<u8>)>, Result<(), storage::Error>),
     Hashed(u32, Result<bool, storage::Error>),
     Saved(Result<(), storage::Error>),
     Finalized(Result<PathBuf, storage::Error>),
@@ -305,7 +311,9 @@ impl Session {
         let unwritten = limits.unwritten.clone();
         let mut disk_tx = Vec::new();
         for n in 0..cfg.threads.max(1) {
-            let (tx, jobs) = channel::bounded::<DiskJob>(1024);
+            // Unbounded: what is queued is bounded by the unwritten budget that readers take
+            // before they send blocks.
+            let (tx, jobs) = channel::unbounded::<DiskJob>();
             disk_tx.push(tx);
             let done = disk_done.clone();
             let st = storage.clone();
@@ -442,16 +450,27 @@ impl Session {
         self.carry_out()?;
         let mut last_tick = Instant::now() - Duration::from_secs(1);
         loop {
+            // Ticks first: the first one (which dials the peers given) runs at once, not
+            // after the first wait below.
+            if last_tick.elapsed() >= Duration::from_millis(1000) {
+                last_tick = Instant::now();
+                self.tick();
+                self.carry_out()?;
+            }
+            let wait = if self.core.resume_waiting() {
+                swarm::RESUME_SAVE_EVERY
+            } else {
+                Duration::from_millis(200)
+            };
             select! {
                 recv(self.net_rx) -> ev => if let Ok(ev) = ev { self.on_net(ev); },
                 recv(self.disk_rx) -> ev => if let Ok(ev) = ev { self.on_disk(ev)?; },
                 recv(self.tracker_rx) -> ev => if let Ok(ev) = ev { self.on_tracker(ev); },
                 recv(self.web_rx) -> ev => if let Ok(ev) = ev { self.on_web(ev); },
-                default(Duration::from_millis(200)) => {}
+                default(wait) => {}
             }
-            if last_tick.elapsed() >= Duration::from_millis(1000) {
-                last_tick = Instant::now();
-                self.tick();
+            if self.core.resume_waiting() {
+                self.input(Input::Flush);
             }
             self.carry_out()?;
             match self.core.end() {
@@ -533,7 +552,14 @@ impl Session {
 
     fn on_disk(&mut self, ev: DiskDone) -> Result<(), Error> {
         match ev {
-            DiskDone::Written(rs, Ok(())) => self.input(Input::Written(rs)),
+            DiskDone::Written(blocks, Ok(())) => {
+                let rs: Vec<BlockRef> = blocks.iter().map(|(r, _)| *r).collect();
+                // To their pieces' workers before the core sees them written: its Hash job
+                // for a piece is then queued after all the piece's blocks.
+                let to: Vec<usize> = rs.iter().map(|r: &BlockRef| r.index as usize).collect();
+                self.send_per_worker(blocks, &to, DiskJob::Digest);
+                self.input(Input::Written(rs))
+            }
             DiskDone::Written(_, Err(e))
             | DiskDone::Hashed(_, Err(e))
             | DiskDone::Finalized(Err(e)) => return Err(Error::Disk(e)),
@@ -689,17 +715,16 @@ impl Session {
                     });
                 }
             }
+            // By file, not by piece: writes to one file take its inode lock in turn, so two
+            // threads writing one file spin on each other (a fifth of bfetch's CPU, measured
+            // with perf); the hashing is what spreads over the pool.
             Output::Write(blocks) => {
-                let n = self.disk_tx.len();
-                let mut per: Vec<Vec<(BlockRef, Vec<u8>)>> = (0..n).map(|_| Vec::new()).collect();
-                for b in blocks {
-                    per[b.0.index as usize % n].push(b);
-                }
-                for (w, blocks) in per.into_iter().enumerate() {
-                    if !blocks.is_empty() && self.disk_tx[w].send(DiskJob::Write(blocks)).is_err() {
-                        self.halt = true;
-                    }
-                }
+                let info = &self.meta.info;
+                let to: Vec<usize> = blocks
+                    .iter()
+                    .map(|(r, _)| info.file_at(r.index as u64 * info.piece_length + r.begin as u64))
+                    .collect();
+                self.send_per_worker(blocks, &to, DiskJob::Write);
             }
             Output::Discard(n) => self.ctx.unwritten.release(n),
             Output::Hash(i) => {
@@ -719,7 +744,7 @@ impl Session {
                     have,
                     sync,
                 };
-                if self.disk_tx[0].try_send(job).is_err() {
+                if self.disk_tx[0].len() >= 1024 || self.disk_tx[0].send(job).is_err() {
                     self.feedback.push(Input::ResumeSkipped);
                 }
             }
@@ -735,6 +760,31 @@ impl Session {
             Output::Log(m) => self.log(&m),
         }
         Ok(())
+    }
+
+    /// Sends blocks to the disk workers, block `i` to worker `to[i] % workers`.
+    fn send_per_worker(
+        &mut self,
+        blocks: Vec<(BlockRef, Vec<u8>)>,
+        to: &[usize],
+        job: fn(Vec<(BlockRef, Vec<u8>)>) -> DiskJob,
+    ) {
+        let n = self.disk_tx.len();
+        let mut per: Vec<Vec<(BlockRef, Vec<u8>)>> = (0..n).map(|_| Vec::new()).collect();
+        for (b, w) in blocks.into_iter().zip(to) {
+            per[w % n].push(b);
+        }
+        for (w, blocks) in per.into_iter().enumerate() {
+            if blocks.is_empty() {
+                continue;
+            }
+            if let Err(e) = self.disk_tx[w].send(job(blocks)) {
+                if let DiskJob::Write(b) | DiskJob::Digest(b) = e.into_inner() {
+                    self.ctx.unwritten.release(b.iter().map(|b| b.1.len()).sum());
+                }
+                self.halt = true;
+            }
+        }
     }
 
     // ---- the end ----------------------------------------------------------------------------
@@ -768,9 +818,10 @@ impl Session {
     }
 }
 
-/// A disk thread: writes blocks, checks pieces, saves resume data. Blocks of a piece reach
-/// the same thread in the order they arrived, so while they come in order the piece is
-/// hashed as it is written and needs no read-back; otherwise it is read back and hashed.
+/// A disk thread: writes the blocks of its files, hashes the pieces given to it, checks
+/// pieces, saves resume data. Blocks of a piece reach the piece's thread in the order they
+/// arrived, so while they come in order the piece is hashed as it is written and needs no
+/// read-back; otherwise it is read back and hashed.
 fn disk_worker(
     storage: Arc<Storage>,
     unwritten: Arc<crate::rate::ByteBudget>,
@@ -787,21 +838,25 @@ fn disk_worker(
                 let res = blocks.iter().try_for_each(|(r, data)| {
                     storage.write(r.index as usize, r.begin as u64, data)
                 });
-                if res.is_ok() {
-                    for (r, data) in &blocks {
-                        let e = running
-                            .entry(r.index)
-                            .or_insert_with(|| (Sha1::new(), 0, true));
-                        if e.2 && e.1 == r.begin as u64 {
-                            e.0.update(data);
-                            e.1 += data.len() as u64;
-                        } else {
-                            e.2 = false;
-                        }
+                if res.is_err() {
+                    unwritten.release(blocks.iter().map(|b| b.1.len()).sum());
+                }
+                DiskDone::Written(blocks, res)
+            }
+            DiskJob::Digest(blocks) => {
+                for (r, data) in &blocks {
+                    let e = running
+                        .entry(r.index)
+                        .or_insert_with(|| (Sha1::new(), 0, true));
+                    if e.2 && e.1 == r.begin as u64 {
+                        e.0.update(data);
+                        e.1 += data.len() as u64;
+                    } else {
+                        e.2 = false;
                     }
                 }
                 unwritten.release(blocks.iter().map(|b| b.1.len()).sum());
-                DiskDone::Written(blocks.into_iter().map(|(r, _)| r).collect(), res)
+                continue;
             }
             DiskJob::Hash(i) => {
                 let info = storage.info();

@@ -631,6 +631,39 @@ fn resume_after_restart_fetches_only_what_is_missing() {
 }
 
 #[test]
+fn pieces_verified_close_together_share_one_resume_save() {
+    let saves = |o: &[Out]| -> Vec<usize> {
+        o.iter()
+            .filter_map(|o| match o {
+                Output::SaveResume { have, .. } => Some(have.iter().filter(|h| **h).count()),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut c = C::new(cfg(4, Lifecycle::Exit), vec![false; 4], s(0));
+    join(&mut c, 1, Some(vec![true; 4]), s(0));
+    msg(&mut c, 1, Message::Unchoke, s(0));
+    let asked = requests(&outs(&mut c), 1);
+    let piece = |i: usize| -> Vec<BlockRef> {
+        let idx: Vec<u32> = asked.iter().map(|b| b.index).collect();
+        let mut firsts = idx.clone();
+        firsts.dedup();
+        asked.iter().copied().filter(|b| b.index == firsts[i]).collect()
+    };
+    let t = s(10);
+    assert_eq!(saves(&deliver(&mut c, 1, &piece(0), true, t)), vec![1], "the first piece is saved at once");
+    let t2 = t + Duration::from_millis(20);
+    assert!(saves(&deliver(&mut c, 1, &piece(1), true, t2)).is_empty(), "20 ms later: not saved yet");
+    let t3 = t + Duration::from_millis(150);
+    assert_eq!(saves(&deliver(&mut c, 1, &piece(2), true, t3)), vec![3], "150 ms later: saved with the one before");
+    // The last piece completes the content: finalized, no resume save.
+    let o = deliver(&mut c, 1, &piece(3), true, t3 + Duration::from_millis(1));
+    assert!(o.iter().any(|o| matches!(o, Output::Finalize)));
+    assert!(saves(&o).is_empty());
+    assert!(c.consistent());
+}
+
+#[test]
 fn a_dial_that_fails_backs_off_and_learned_peers_are_dialled() {
     let mut c = C::new(cfg(1, Lifecycle::Exit), vec![false], s(0));
     c.handle(s(0), Input::Peers(vec![addr(1), addr(2)]));
