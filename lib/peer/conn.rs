@@ -40,18 +40,24 @@ const KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// What the session tells a connection's writer.
 pub enum Cmd {
-    Send(Message),
+    /// Send these messages, in order.
+    Send(Vec<Message>),
     /// Request these blocks (counted as outstanding: only that many blocks are accepted).
     Request(Vec<BlockRef>),
     /// Choke (true) or unchoke the peer.
     Choke(bool),
-    /// Serve a block the peer requested (queued by the reader).
-    Serve {
-        index: u32,
-        begin: u32,
-        length: u32,
-    },
+    /// Serve blocks the peer requested (queued by the reader: the requests of one socket
+    /// read together, so the writer wakes and sends once for them all).
+    Serve(Vec<Serve>),
     Close,
+}
+
+/// A block the peer asked for.
+#[derive(Clone, Copy, Debug)]
+pub struct Serve {
+    pub index: u32,
+    pub begin: u32,
+    pub length: u32,
 }
 
 /// Counters and flags shared by a connection's threads and the session.
@@ -249,17 +255,25 @@ fn reader(
     let (mut start, mut end) = (0usize, 0usize);
     let mut unrequested = 0u32;
     let mut batch = Vec::new();
+    let mut serves = Vec::new();
     loop {
-        // Decode everything buffered; blocks go to the session in one batch.
+        // Decode everything buffered; blocks go to the session in one batch, requests to
+        // the writer in one command.
         loop {
             match wire::decode(&buf[start..end]) {
                 Ok(Some((msg, used))) => {
                     start += used;
-                    if let Message::Piece { .. } = msg {
-                        handle_block(ctx, msg, shared, &mut unrequested, &mut batch)?;
-                    } else {
-                        flush_blocks(ctx, key, &mut batch)?;
-                        handle(ctx, key, msg, cmd, shared)?;
+                    match msg {
+                        Message::Piece { .. } => {
+                            handle_block(ctx, msg, shared, &mut unrequested, &mut batch)?
+                        }
+                        Message::Request { index, begin, length } => {
+                            serve(ctx, shared, Serve { index, begin, length }, &mut serves)?
+                        }
+                        msg => {
+                            flush_blocks(ctx, key, &mut batch)?;
+                            handle(ctx, key, msg, cmd, shared)?;
+                        }
                     }
                 }
                 Ok(None) => break,
@@ -267,6 +281,10 @@ fn reader(
             }
         }
         flush_blocks(ctx, key, &mut batch)?;
+        if !serves.is_empty() {
+            cmd.send(Cmd::Serve(std::mem::take(&mut serves)))
+                .map_err(|_| CloseReason::SessionEnded)?;
+        }
         if shared.closed.load(Ordering::Relaxed) {
             return Ok(());
         }
@@ -345,6 +363,29 @@ fn handle_block(
     Ok(())
 }
 
+/// Checks a request and queues it in `serves` for the writer (or drops it: the peer is
+/// choked).
+fn serve(ctx: &Context, shared: &PeerShared, r: Serve, serves: &mut Vec<Serve>) -> Result<(), CloseReason> {
+    let Serve { index, begin, length } = r;
+    let ok = (index as usize) < ctx.num_pieces
+        && length > 0
+        && length <= wire::MAX_BLOCK
+        && begin as u64 + length as u64 <= ctx.storage.info().piece_size(index as usize);
+    if !ok {
+        return Err(CloseReason::InvalidRequest(format!(
+            "piece {index} offset {begin} length {length}"
+        )));
+    }
+    if shared.am_choking.load(Ordering::SeqCst) {
+        return Ok(()); // choked peers' requests are dropped (BEP 3)
+    }
+    if shared.queued.fetch_add(1, Ordering::SeqCst) >= MAX_QUEUED_REQUESTS {
+        return Err(CloseReason::RequestFlood);
+    }
+    serves.push(r);
+    Ok(())
+}
+
 fn handle(
     ctx: &Context,
     key: PeerKey,
@@ -357,32 +398,13 @@ fn handle(
     }
     match msg {
         Message::KeepAlive => Ok(()),
-        Message::Request {
-            index,
-            begin,
-            length,
-        } => {
-            let ok = (index as usize) < ctx.num_pieces
-                && length > 0
-                && length <= wire::MAX_BLOCK
-                && begin as u64 + length as u64 <= ctx.storage.info().piece_size(index as usize);
-            if !ok {
-                return Err(CloseReason::InvalidRequest(format!(
-                    "piece {index} offset {begin} length {length}"
-                )));
+        Message::Request { index, begin, length } => {
+            let mut one = Vec::new();
+            serve(ctx, shared, Serve { index, begin, length }, &mut one)?;
+            if one.is_empty() {
+                return Ok(());
             }
-            if shared.am_choking.load(Ordering::SeqCst) {
-                return Ok(()); // choked peers' requests are dropped (BEP 3)
-            }
-            if shared.queued.fetch_add(1, Ordering::SeqCst) >= MAX_QUEUED_REQUESTS {
-                return Err(CloseReason::RequestFlood);
-            }
-            cmd.send(Cmd::Serve {
-                index,
-                begin,
-                length,
-            })
-            .map_err(gone)
+            cmd.send(Cmd::Serve(one)).map_err(gone)
         }
         // The peer drops what we asked for when it chokes us; a reject takes back one.
         Message::Choke => {
@@ -420,7 +442,7 @@ fn handle(
                 return Ok(());
             }
             let payload = metadata::encode(&metadata::serve(&ctx.info_bytes, piece));
-            cmd.send(Cmd::Send(Message::Extended { id: their, payload }))
+            cmd.send(Cmd::Send(vec![Message::Extended { id: their, payload }]))
                 .map_err(gone)
         }
         msg => ctx.events.send(Event::Message { key, msg }).map_err(gone),
@@ -432,15 +454,21 @@ fn writer(ctx: Arc<Context>, mut stream: TcpStream, cmds: Receiver<Cmd>, shared:
     // the page cache) and written when it holds 256 KiB or the queue is empty.
     const FLUSH_AT: usize = 1 << 18;
     let mut out: Vec<u8> = Vec::with_capacity(FLUSH_AT + wire::MAX_BLOCK as usize + 64);
-    loop {
+    // Sends what is in `out` (false: the connection is gone).
+    let flush = |stream: &mut TcpStream, out: &mut Vec<u8>| -> bool {
+        let ok = stream.write_all(out).is_ok();
+        out.clear();
+        ok
+    };
+    'cmds: loop {
         let c = match cmds.recv_timeout(KEEPALIVE) {
             Ok(c) => c,
-            Err(crossbeam::channel::RecvTimeoutError::Timeout) => Cmd::Send(Message::KeepAlive),
+            Err(crossbeam::channel::RecvTimeoutError::Timeout) => Cmd::Send(vec![Message::KeepAlive]),
             Err(_) => break,
         };
         match c {
             Cmd::Close => break,
-            Cmd::Send(m) => wire::encode(&m, &mut out),
+            Cmd::Send(ms) => ms.iter().for_each(|m| wire::encode(m, &mut out)),
             Cmd::Request(blocks) => {
                 shared.outstanding.fetch_add(blocks.len(), Ordering::SeqCst);
                 for b in blocks {
@@ -465,36 +493,34 @@ fn writer(ctx: Arc<Context>, mut stream: TcpStream, cmds: Receiver<Cmd>, shared:
                     &mut out,
                 );
             }
-            Cmd::Serve {
-                index,
-                begin,
-                length,
-            } => {
-                shared.queued.fetch_sub(1, Ordering::SeqCst);
-                if shared.am_choking.load(Ordering::SeqCst)
-                    || !ctx.have[index as usize].load(Ordering::SeqCst)
-                {
-                    continue;
+            Cmd::Serve(list) => {
+                for Serve { index, begin, length } in list {
+                    shared.queued.fetch_sub(1, Ordering::SeqCst);
+                    if shared.am_choking.load(Ordering::SeqCst)
+                        || !ctx.have[index as usize].load(Ordering::SeqCst)
+                    {
+                        continue;
+                    }
+                    ctx.upload.take(length as usize);
+                    wire::encode_piece_header(index, begin, length, &mut out);
+                    let at = out.len();
+                    out.resize(at + length as usize, 0);
+                    if ctx
+                        .storage
+                        .read(index as usize, begin as u64, &mut out[at..])
+                        .is_err()
+                    {
+                        break 'cmds;
+                    }
+                    shared.uploaded.fetch_add(length as u64, Ordering::SeqCst);
+                    if out.len() >= FLUSH_AT && !flush(&mut stream, &mut out) {
+                        break 'cmds;
+                    }
                 }
-                ctx.upload.take(length as usize);
-                wire::encode_piece_header(index, begin, length, &mut out);
-                let at = out.len();
-                out.resize(at + length as usize, 0);
-                if ctx
-                    .storage
-                    .read(index as usize, begin as u64, &mut out[at..])
-                    .is_err()
-                {
-                    break;
-                }
-                shared.uploaded.fetch_add(length as u64, Ordering::SeqCst);
             }
         }
-        if (out.len() >= FLUSH_AT || cmds.is_empty()) && !out.is_empty() {
-            if stream.write_all(&out).is_err() {
-                break;
-            }
-            out.clear();
+        if (out.len() >= FLUSH_AT || cmds.is_empty()) && !out.is_empty() && !flush(&mut stream, &mut out) {
+            break;
         }
     }
     let _ = stream.write_all(&out);

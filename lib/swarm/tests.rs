@@ -664,6 +664,51 @@ fn pieces_verified_close_together_share_one_resume_save() {
 }
 
 #[test]
+fn haves_go_at_once_to_the_sender_and_batched_to_the_others() {
+    let haves = |o: &[Out], key: PeerKey| -> Vec<u32> {
+        o.iter()
+            .filter_map(|o| match o {
+                Output::Send { key: k, msg: Message::Have(i) } if *k == key => Some(*i),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut c = C::new(cfg(4, Lifecycle::Exit), vec![false; 4], s(0));
+    join(&mut c, 1, Some(vec![true; 4]), s(0));
+    join(&mut c, 2, Some(vec![false; 4]), s(0));
+    msg(&mut c, 1, Message::Unchoke, s(0));
+    let asked = requests(&outs(&mut c), 1);
+    let mut firsts: Vec<u32> = asked.iter().map(|b| b.index).collect();
+    firsts.dedup();
+    let piece = |i: u32| -> Vec<BlockRef> { asked.iter().copied().filter(|b| b.index == i).collect() };
+    let t = s(10);
+    let o = deliver(&mut c, 1, &piece(firsts[0]), true, t);
+    assert_eq!(haves(&o, 1), vec![firsts[0]], "the sender hears at once (a super-seeder waits for it)");
+    assert!(haves(&o, 2).is_empty(), "the others wait for the batch");
+    assert!(c.flush_waiting());
+    let o = deliver(&mut c, 1, &piece(firsts[1]), true, t + Duration::from_millis(30));
+    assert!(haves(&o, 2).is_empty());
+    c.handle(t + Duration::from_millis(60), Input::Flush);
+    assert!(haves(&outs(&mut c), 2).is_empty(), "60 ms: not due yet");
+    c.handle(t + BATCH_EVERY, Input::Flush);
+    let o = outs(&mut c);
+    assert_eq!(haves(&o, 2), vec![firsts[0], firsts[1]], "both pieces in one batch, in order");
+    assert!(haves(&o, 1).is_empty(), "the sender is not told twice");
+    // Completion is announced to everyone at once.
+    let mut rest = Vec::new();
+    for &i in &firsts[2..] {
+        rest.extend(piece(i));
+    }
+    let o = deliver(&mut c, 1, &rest, true, t + BATCH_EVERY + Duration::from_millis(1));
+    let mut to2 = haves(&o, 2);
+    to2.sort();
+    let mut want = firsts[2..].to_vec();
+    want.sort();
+    assert_eq!(to2, want);
+    assert!(c.consistent());
+}
+
+#[test]
 fn a_dial_that_fails_backs_off_and_learned_peers_are_dialled() {
     let mut c = C::new(cfg(1, Lifecycle::Exit), vec![false], s(0));
     c.handle(s(0), Input::Peers(vec![addr(1), addr(2)]));

@@ -43,6 +43,7 @@ import datetime
 import hashlib
 import json
 import os
+import resource
 import re
 import shutil
 import signal
@@ -378,6 +379,7 @@ class Bench:
             os.makedirs(d)
         procs = []
         cpu0 = cpu_times()
+        kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         link0 = link_bytes() if SITES > 1 else None
         try:
             fn = getattr(self, "m_" + method.replace("-", "_"))
@@ -392,6 +394,13 @@ class Bench:
                 link1 = link_bytes()
                 res["link"] = {k: (link1[k][0] - link0[k][0], link1[k][1] - link0[k][1]) for k in link1}
             stop(procs)
+        # CPU used by the processes the method started (all reaped by now; every tool of the
+        # method: trackers, seeds, fetchers), per GB (10^9 bytes) delivered to the hosts.
+        kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        res["tools_cpu_s"] = (kids1.ru_utime - kids0.ru_utime) + (kids1.ru_stime - kids0.ru_stime)
+        if not res.get("no_copy"):
+            res["notes"].append("tools used %.1f CPU-s, %.2f CPU-s per GB delivered" % (
+                res["tools_cpu_s"], res["tools_cpu_s"] / (self.n * self.size / 1e9)))
         # How busy the whole machine was (every process, every core) while the method ran: near 100%
         # means the numbers are CPU-bound, not network-bound.
         if cpu1[1] > cpu0[1]:
