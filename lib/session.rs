@@ -149,8 +149,9 @@ enum DiskJob {
 }
 
 enum DiskDone {
-    /// Blocks written (on success handed on for hashing), or why not.
-    Written(Vec<(BlockRef, Vec<u8>)>, Result<(), storage::Error>),
+    /// Blocks written (or why not), and those of them still to be hashed by their pieces'
+    /// workers.
+    Written(Vec<BlockRef>, Vec<(BlockRef, Vec<u8>)>, Result<(), storage::Error>),
     Hashed(u32, Result<bool, storage::Error>),
     Saved(Result<(), storage::Error>),
     Finalized(Result<PathBuf, storage::Error>),
@@ -329,7 +330,8 @@ impl Session {
         let (disk_done, disk_rx) = channel::unbounded();
         let unwritten = limits.unwritten.clone();
         let mut disk_tx = Vec::new();
-        for n in 0..cfg.threads.max(1) {
+        let workers = cfg.threads.max(1);
+        for n in 0..workers {
             // Unbounded: what is queued is bounded by the unwritten budget that readers take
             // before they send blocks.
             let (tx, jobs) = channel::unbounded::<DiskJob>();
@@ -339,7 +341,7 @@ impl Session {
             let budget = unwritten.clone();
             std::thread::Builder::new()
                 .name(format!("disk-{n}"))
-                .spawn(move || disk_worker(st, budget, jobs, done))
+                .spawn(move || disk_worker(st, budget, (n, workers), jobs, done))
                 .expect("spawning a disk thread");
         }
         let ctx = Arc::new(Context {
@@ -571,15 +573,14 @@ impl Session {
 
     fn on_disk(&mut self, ev: DiskDone) -> Result<(), Error> {
         match ev {
-            DiskDone::Written(blocks, Ok(())) => {
-                let rs: Vec<BlockRef> = blocks.iter().map(|(r, _)| *r).collect();
+            DiskDone::Written(rs, blocks, Ok(())) => {
                 // To their pieces' workers before the core sees them written: its Hash job
                 // for a piece is then queued after all the piece's blocks.
-                let to: Vec<usize> = rs.iter().map(|r: &BlockRef| r.index as usize).collect();
+                let to: Vec<usize> = blocks.iter().map(|(r, _)| r.index as usize).collect();
                 self.send_per_worker(blocks, &to, DiskJob::Digest);
                 self.input(Input::Written(rs))
             }
-            DiskDone::Written(_, Err(e))
+            DiskDone::Written(_, _, Err(e))
             | DiskDone::Hashed(_, Err(e))
             | DiskDone::Finalized(Err(e)) => return Err(Error::Disk(e)),
             DiskDone::Hashed(index, Ok(ok)) => self.input(Input::Hashed { index, ok }),
@@ -864,6 +865,7 @@ impl Session {
 fn disk_worker(
     storage: Arc<Storage>,
     unwritten: Arc<crate::rate::ByteBudget>,
+    (me, workers): (usize, usize),
     jobs: Receiver<DiskJob>,
     done: Sender<DiskDone>,
 ) {
@@ -871,30 +873,41 @@ fn disk_worker(
     let mut buf = Vec::new();
     // Per piece being written: running hash, next offset expected, still in order.
     let mut running: HashMap<u32, (Sha1, u64, bool)> = HashMap::new();
+    // Hashes blocks of this worker's pieces and gives their buffers back.
+    let digest = |running: &mut HashMap<u32, (Sha1, u64, bool)>, blocks: Vec<(BlockRef, Vec<u8>)>| {
+        for (r, data) in &blocks {
+            let e = running.entry(r.index).or_insert_with(|| (Sha1::new(), 0, true));
+            if e.2 && e.1 == r.begin as u64 {
+                e.0.update(data);
+                e.1 += data.len() as u64;
+            } else {
+                e.2 = false;
+            }
+        }
+        unwritten.release(blocks.iter().map(|b| b.1.len()).sum());
+        blocks.into_iter().for_each(|(_, d)| crate::peer::buffers::give_back(d));
+    };
     for job in jobs {
         let r = match job {
             DiskJob::Write(blocks) => {
                 let res = blocks.iter().try_for_each(|(r, data)| {
                     storage.write(r.index as usize, r.begin as u64, data)
                 });
+                let refs = blocks.iter().map(|(r, _)| *r).collect();
                 if res.is_err() {
                     unwritten.release(blocks.iter().map(|b| b.1.len()).sum());
+                    DiskDone::Written(refs, Vec::new(), res)
+                } else {
+                    // This worker's pieces are hashed here, while in cache; the others go on
+                    // (through the session) to their pieces' workers.
+                    let (mine, others) =
+                        blocks.into_iter().partition(|(r, _)| r.index as usize % workers == me);
+                    digest(&mut running, mine);
+                    DiskDone::Written(refs, others, res)
                 }
-                DiskDone::Written(blocks, res)
             }
             DiskJob::Digest(blocks) => {
-                for (r, data) in &blocks {
-                    let e = running
-                        .entry(r.index)
-                        .or_insert_with(|| (Sha1::new(), 0, true));
-                    if e.2 && e.1 == r.begin as u64 {
-                        e.0.update(data);
-                        e.1 += data.len() as u64;
-                    } else {
-                        e.2 = false;
-                    }
-                }
-                unwritten.release(blocks.iter().map(|b| b.1.len()).sum());
+                digest(&mut running, blocks);
                 continue;
             }
             DiskJob::Hash(i) => {

@@ -260,7 +260,7 @@ fn reader(
         // Decode everything buffered; blocks go to the session in one batch, requests to
         // the writer in one command.
         loop {
-            match wire::decode(&buf[start..end]) {
+            match wire::decode_with(&buf[start..end], super::buffers::copy_of) {
                 Ok(Some((msg, used))) => {
                     start += used;
                     match msg {

@@ -69,6 +69,12 @@ fn be32(b: &[u8]) -> u32 {
 /// Decodes one message from the start of `buf`: `Ok(Some((message, bytes used)))`,
 /// `Ok(None)` if more bytes are needed, or an error for a message no honest peer sends.
 pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, Error> {
+    decode_with(buf, <[u8]>::to_vec)
+}
+
+/// [`decode`], with the payload of a `piece` message copied by `copy` (a reader takes its
+/// block buffers from a pool).
+pub fn decode_with(buf: &[u8], copy: impl FnOnce(&[u8]) -> Vec<u8>) -> Result<Option<(Message, usize)>, Error> {
     if buf.len() < 4 {
         return Ok(None);
     }
@@ -102,7 +108,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, Error> {
             if p.len() < 8 {
                 return Err(Error::BadLength { id, len });
             }
-            Message::Piece { index: be32(p), begin: be32(&p[4..]), data: p[8..].to_vec() }
+            Message::Piece { index: be32(p), begin: be32(&p[4..]), data: copy(&p[8..]) }
         }
         8 => {
             need(12)?;
