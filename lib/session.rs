@@ -887,12 +887,19 @@ fn disk_worker(
         unwritten.release(blocks.iter().map(|b| b.1.len()).sum());
         blocks.into_iter().for_each(|(_, d)| crate::peer::buffers::give_back(d));
     };
+    // Written since the last write-back hint.
+    let mut unhinted = 0u64;
     for job in jobs {
         let r = match job {
             DiskJob::Write(blocks) => {
                 let res = blocks.iter().try_for_each(|(r, data)| {
                     storage.write(r.index as usize, r.begin as u64, data)
                 });
+                unhinted += blocks.iter().map(|b| b.1.len() as u64).sum::<u64>();
+                if unhinted >= storage::WRITEBACK_EVERY {
+                    unhinted = 0;
+                    storage.start_writeback();
+                }
                 let refs = blocks.iter().map(|(r, _)| *r).collect();
                 if res.is_err() {
                     unwritten.release(blocks.iter().map(|b| b.1.len()).sum());
