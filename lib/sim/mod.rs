@@ -493,6 +493,11 @@ impl Sim {
             }
             self.input(h, Input::Tick);
         }
+        // As the session: a flush whenever announcements or a resume save wait (the core
+        // sends them once they are due).
+        if self.hosts[h].core.as_ref().is_some_and(|c| c.flush_waiting()) {
+            self.input(h, Input::Flush);
+        }
     }
 
     /// Takes host `h` down without a word to anyone (a crash or a kill -9).
