@@ -132,8 +132,9 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 enum DiskJob {
-    /// Blocks to write (routed by file: see [`Session::carry`]); once written they go on as
-    /// [`DiskJob::Digest`] to the worker of their piece.
+    /// Blocks to write (routed by file: see [`Session::carry`]); once written, the worker
+    /// hashes those of its own pieces and the others go on as [`DiskJob::Digest`] to the
+    /// worker of their piece.
     Write(Vec<(BlockRef, Vec<u8>)>),
     /// Written blocks, for their pieces' running hashes; their bytes leave the unwritten
     /// budget here.
