@@ -577,7 +577,7 @@ impl Session {
             DiskDone::Written(rs, blocks, Ok(())) => {
                 // To their pieces' workers before the core sees them written: its Hash job
                 // for a piece is then queued after all the piece's blocks.
-                let to: Vec<usize> = blocks.iter().map(|(r, _)| r.index as usize).collect();
+                let to: Vec<usize> = blocks.iter().map(|(r, _)| piece_worker(r.index, self.disk_tx.len())).collect();
                 self.send_per_worker(blocks, &to, DiskJob::Digest);
                 self.input(Input::Written(rs))
             }
@@ -706,8 +706,8 @@ impl Session {
                             | Output::Close { key, .. } => Some(*key),
                             _ => None,
                         };
-                        if let Some(m) = key.and_then(|k| msgs.remove(&k)) {
-                            self.cmd(key.unwrap(), Cmd::Send(m));
+                        if let Some((k, m)) = key.and_then(|k| msgs.remove_entry(&k)) {
+                            self.cmd(k, Cmd::Send(m));
                         }
                         self.carry(o)?;
                     }
@@ -769,7 +769,7 @@ impl Session {
             }
             Output::Discard(n) => self.ctx.unwritten.release(n),
             Output::Hash(i) => {
-                let _ = self.disk_tx[i as usize % self.disk_tx.len()].send(DiskJob::Hash(i));
+                let _ = self.disk_tx[piece_worker(i, self.disk_tx.len())].send(DiskJob::Hash(i));
             }
             Output::Verified(i) => {
                 self.ctx.have[i as usize].store(true, Ordering::SeqCst);
@@ -859,6 +859,11 @@ impl Session {
     }
 }
 
+/// The disk worker that hashes piece `index` (its running hash and its Hash job go there).
+fn piece_worker(index: u32, workers: usize) -> usize {
+    index as usize % workers
+}
+
 /// A disk thread: writes the blocks of its files, hashes the pieces given to it, checks
 /// pieces, saves resume data. Blocks of a piece reach the piece's thread in the order they
 /// arrived, so while they come in order the piece is hashed as it is written and needs no
@@ -909,7 +914,7 @@ fn disk_worker(
                     // This worker's pieces are hashed here, while in cache; the others go on
                     // (through the session) to their pieces' workers.
                     let (mine, others) =
-                        blocks.into_iter().partition(|(r, _)| r.index as usize % workers == me);
+                        blocks.into_iter().partition(|(r, _)| piece_worker(r.index, workers) == me);
                     digest(&mut running, mine);
                     DiskDone::Written(refs, others, res)
                 }

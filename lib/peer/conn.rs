@@ -267,12 +267,11 @@ fn reader(
                         Message::Piece { .. } => {
                             handle_block(ctx, msg, shared, &mut unrequested, &mut batch)?
                         }
-                        Message::Request { index, begin, length } => {
-                            serve(ctx, shared, Serve { index, begin, length }, &mut serves)?
-                        }
+                        // Requests join the writer's batch; blocks before them need not go first.
+                        msg @ Message::Request { .. } => handle(ctx, key, msg, cmd, shared, &mut serves)?,
                         msg => {
                             flush_blocks(ctx, key, &mut batch)?;
-                            handle(ctx, key, msg, cmd, shared)?;
+                            handle(ctx, key, msg, cmd, shared, &mut serves)?;
                         }
                     }
                 }
@@ -392,20 +391,14 @@ fn handle(
     msg: Message,
     cmd: &Sender<Cmd>,
     shared: &PeerShared,
+    serves: &mut Vec<Serve>,
 ) -> Result<(), CloseReason> {
     fn gone<T>(_: T) -> CloseReason {
         CloseReason::SessionEnded
     }
     match msg {
         Message::KeepAlive => Ok(()),
-        Message::Request { index, begin, length } => {
-            let mut one = Vec::new();
-            serve(ctx, shared, Serve { index, begin, length }, &mut one)?;
-            if one.is_empty() {
-                return Ok(());
-            }
-            cmd.send(Cmd::Serve(one)).map_err(gone)
-        }
+        Message::Request { index, begin, length } => serve(ctx, shared, Serve { index, begin, length }, serves),
         // The peer drops what we asked for when it chokes us; a reject takes back one.
         Message::Choke => {
             shared.outstanding.store(0, Ordering::SeqCst);
