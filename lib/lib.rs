@@ -16,7 +16,8 @@
 //!   fetches for the pieces the swarm lacks;
 //! - [`tracker`]: HTTP and UDP announce (client and btrack's server, in memory or Redis);
 //!   [`manager`]: btrack's web pages, API and registry;
-//! - [`sanitize`]: peer- and torrent-supplied text made safe to print.
+//! - [`sanitize`]: peer- and torrent-supplied text made safe to print; [`mailbox`]: the
+//!   queue that feeds a connection's writer and a disk thread.
 
 pub mod announce;
 pub mod bencode;
@@ -25,6 +26,7 @@ pub mod create;
 pub mod hashing;
 pub mod hex;
 pub mod listen;
+pub mod mailbox;
 pub mod manager;
 pub mod metainfo;
 pub mod progress;

@@ -16,6 +16,7 @@
 //!   announcer thread.
 
 use crate::announce::{self, Announcer, Stats};
+use crate::mailbox;
 use crate::metainfo::Metainfo;
 use crate::peer::accept::Acceptor;
 use crate::peer::conn::{self, Cmd, Context, Event, PeerShared};
@@ -160,7 +161,7 @@ enum DiskDone {
 
 /// A connection's command channel and shared counters.
 struct Conn {
-    cmd: Sender<Cmd>,
+    cmd: mailbox::Sender<Cmd>,
     shared: Arc<PeerShared>,
 }
 
@@ -254,7 +255,7 @@ struct Session {
     conns: HashMap<PeerKey, Conn>,
     net_rx: Receiver<Event>,
     /// One queue per disk thread; a piece's blocks always go to the same one, in order.
-    disk_tx: Vec<Sender<DiskJob>>,
+    disk_tx: Vec<mailbox::Sender<DiskJob>>,
     disk_rx: Receiver<DiskDone>,
     tracker_rx: Receiver<announce::Report>,
     announcer: Announcer,
@@ -335,7 +336,7 @@ impl Session {
         for n in 0..workers {
             // Unbounded: what is queued is bounded by the unwritten budget that readers take
             // before they send blocks.
-            let (tx, jobs) = channel::unbounded::<DiskJob>();
+            let (tx, jobs) = mailbox::unbounded::<DiskJob>();
             disk_tx.push(tx);
             let done = disk_done.clone();
             let st = storage.clone();
@@ -872,7 +873,7 @@ fn disk_worker(
     storage: Arc<Storage>,
     unwritten: Arc<crate::rate::ByteBudget>,
     (me, workers): (usize, usize),
-    jobs: Receiver<DiskJob>,
+    jobs: mailbox::Receiver<DiskJob>,
     done: Sender<DiskDone>,
 ) {
     use sha1::{Digest, Sha1};

@@ -22,8 +22,9 @@ use super::wire::{self, Handshake, Message};
 use crate::picker::BlockRef;
 pub use crate::picker::PeerKey;
 use crate::rate::Bucket;
+use crate::mailbox;
 use crate::storage::Storage;
-use crossbeam::channel::{Receiver, Sender};
+use crossbeam::channel::Sender;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -85,7 +86,7 @@ pub enum Event {
         addr: SocketAddr,
         handshake: Handshake,
         outgoing: bool,
-        cmd: Sender<Cmd>,
+        cmd: mailbox::Sender<Cmd>,
         shared: Arc<PeerShared>,
         /// The pieces announced in our bitfield to this peer.
         sent_have: Vec<bool>,
@@ -217,7 +218,7 @@ fn connect(
         .write_all(&first)
         .map_err(|e| ioerr("sending bitfield", e))?;
 
-    let (cmd_tx, cmd_rx) = crossbeam::channel::unbounded();
+    let (cmd_tx, cmd_rx) = mailbox::unbounded();
     let writer_stream = stream.try_clone().map_err(|e| ioerr("cloning socket", e))?;
     {
         let ctx = ctx.clone();
@@ -247,7 +248,7 @@ fn reader(
     ctx: &Context,
     key: PeerKey,
     stream: &mut TcpStream,
-    cmd: &Sender<Cmd>,
+    cmd: &mailbox::Sender<Cmd>,
     shared: &PeerShared,
 ) -> Result<(), CloseReason> {
     stream.set_read_timeout(Some(READ_TIMEOUT)).ok();
@@ -389,7 +390,7 @@ fn handle(
     ctx: &Context,
     key: PeerKey,
     msg: Message,
-    cmd: &Sender<Cmd>,
+    cmd: &mailbox::Sender<Cmd>,
     shared: &PeerShared,
     serves: &mut Vec<Serve>,
 ) -> Result<(), CloseReason> {
@@ -442,7 +443,7 @@ fn handle(
     }
 }
 
-fn writer(ctx: Arc<Context>, mut stream: TcpStream, cmds: Receiver<Cmd>, shared: Arc<PeerShared>) {
+fn writer(ctx: Arc<Context>, mut stream: TcpStream, cmds: mailbox::Receiver<Cmd>, shared: Arc<PeerShared>) {
     // Messages are built in `out` (blocks read from storage straight into it: one copy from
     // the page cache) and written when it holds 256 KiB or the queue is empty.
     const FLUSH_AT: usize = 1 << 18;
