@@ -14,7 +14,9 @@
 //! `None` (and not hashed further); with [`Missing::Error`] that fails the run.
 //!
 //! [`PieceHasher`] is the streaming variant for data that arrives as a byte stream (an HTTP
-//! upload): it hashes piece by piece as bytes pass, holding no data.
+//! upload): it hashes piece by piece as bytes pass, holding no data. [`PieceLanes`] is the one
+//! for blocks that arrive from peers, several pieces at a time: it keeps the blocks (not
+//! copies) until pieces can be hashed several at once.
 
 use crossbeam::channel::unbounded;
 use sha1::{Digest, Sha1};
@@ -515,6 +517,225 @@ impl PieceHasher {
     }
 }
 
+/// Bytes of blocks a [`PieceLanes`] keeps waiting for lanes to fill before it hashes them
+/// anyway.
+const KEEP_MAX: usize = 8 << 20;
+
+/// Running SHA-1 of the pieces a disk thread receives, fed block by block, hashing several
+/// pieces at once when the CPU has SHA-NI ([`multi`]; one stream leaves the SHA unit mostly
+/// idle).
+///
+/// With SHA-NI the blocks are kept (the buffers, not copies) until [`PieceLanes::work`]
+/// hashes them: with `all` false only when [`LANES`] pieces have blocks waiting or more than
+/// [`KEEP_MAX`] bytes wait (the caller has more to do: hashing can wait for lanes to fill);
+/// with `all` true everything, in groups as wide as the waiting pieces allow. Without SHA-NI
+/// blocks are hashed as they come. A piece whose blocks do not come in order (a block that
+/// does not start where the previous one ended, or that follows one whose length is not a
+/// multiple of 64) is given up: [`PieceLanes::finish`] answers `None` and the caller reads the
+/// piece back.
+pub struct PieceLanes<B> {
+    pieces: std::collections::HashMap<u32, Lane<B>>,
+    multi: bool,
+    /// Bytes of kept blocks not hashed yet.
+    kept: usize,
+}
+
+struct Lane<B> {
+    /// SHA-1 state (SHA-NI), or the streaming hasher (others).
+    state: [u32; 5],
+    stream: Option<Sha1>,
+    /// Bytes compressed into `state`.
+    hashed: u64,
+    /// Where the next block must start.
+    next: u64,
+    in_order: bool,
+    blocks: std::collections::VecDeque<B>,
+    /// Bytes of `blocks[0]` already compressed.
+    used: usize,
+}
+
+impl<B: AsRef<[u8]>> PieceLanes<B> {
+    pub fn new() -> Self {
+        Self::with_lanes(multi_lane_cpu())
+    }
+
+    /// `multi`: whether to keep blocks and hash pieces several at once (needs SHA-NI).
+    fn with_lanes(multi: bool) -> Self {
+        PieceLanes { pieces: Default::default(), multi: multi && multi_lane_cpu(), kept: 0 }
+    }
+
+    /// Takes block `data` at offset `begin` of piece `index`; `done` gets every buffer this
+    /// is finished with (at once, or later from `work` and `finish`).
+    pub fn add(&mut self, index: u32, begin: u64, data: B, done: &mut impl FnMut(B)) {
+        let multi = self.multi;
+        let lane = self.pieces.entry(index).or_insert_with(|| Lane {
+            state: INIT_STATE,
+            stream: (!multi).then(Sha1::new),
+            hashed: 0,
+            next: 0,
+            in_order: true,
+            blocks: Default::default(),
+            used: 0,
+        });
+        let aligned = lane.blocks.back().is_none_or(|b| b.as_ref().len() % 64 == 0);
+        if !lane.in_order || lane.next != begin || !aligned {
+            if lane.in_order {
+                lane.in_order = false;
+                self.kept -= kept_bytes(lane);
+                lane.used = 0;
+                lane.blocks.drain(..).for_each(&mut *done);
+            }
+            done(data);
+            return;
+        }
+        lane.next += data.as_ref().len() as u64;
+        match &mut lane.stream {
+            Some(h) => {
+                h.update(data.as_ref());
+                done(data);
+            }
+            None => {
+                self.kept += data.as_ref().len();
+                lane.blocks.push_back(data);
+            }
+        }
+    }
+
+    /// Hashes kept blocks (see the type's description for `all`).
+    pub fn work(&mut self, all: bool, done: &mut impl FnMut(B)) {
+        #[cfg(target_arch = "x86_64")]
+        loop {
+            let all = all || self.kept > KEEP_MAX;
+            // Up to LANES pieces with whole 64-byte blocks waiting, and how many.
+            let mut group: [Option<(u32, usize)>; LANES] = [None; LANES];
+            let mut k = 0;
+            for (&i, lane) in &self.pieces {
+                let n = compressible(lane);
+                if n > 0 && k < LANES {
+                    group[k] = Some((i, n));
+                    k += 1;
+                }
+            }
+            if k == 0 || (k < LANES && !all) {
+                return;
+            }
+            let n = group[..k].iter().map(|g| g.unwrap().1).min().unwrap();
+            let mut lanes: Vec<&mut Lane<B>> = Vec::with_capacity(k);
+            // Distinct keys: each lane borrowed once.
+            for (i, lane) in self.pieces.iter_mut() {
+                if group[..k].iter().any(|g| g.unwrap().0 == *i) {
+                    lanes.push(lane);
+                }
+            }
+            // SAFETY (all four arms): `multi` is only set where multi_lane_cpu() found SHA-NI.
+            unsafe {
+                match k {
+                    4 => run_lanes::<B, 4>(&mut lanes, n),
+                    3 => run_lanes::<B, 3>(&mut lanes, n),
+                    2 => run_lanes::<B, 2>(&mut lanes, n),
+                    _ => run_lanes::<B, 1>(&mut lanes, n),
+                }
+            }
+            for lane in lanes {
+                lane.hashed += n as u64;
+                lane.used += n;
+                if lane.used == lane.blocks[0].as_ref().len() {
+                    lane.used = 0;
+                    done(lane.blocks.pop_front().unwrap());
+                }
+            }
+            self.kept -= n * k;
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (all, done);
+    }
+
+    /// Bytes of piece `index` kept and not hashed yet (0 for a piece given up or unknown).
+    pub fn waiting(&self, index: u32) -> usize {
+        self.pieces.get(&index).map_or(0, kept_bytes)
+    }
+
+    /// The digest of piece `index` if all its `len` bytes came in order (`None`: read it
+    /// back), and forgets the piece.
+    pub fn finish(&mut self, index: u32, len: u64, done: &mut impl FnMut(B)) -> Option<[u8; 20]> {
+        let mut lane = self.pieces.remove(&index)?;
+        let kept = kept_bytes(&lane);
+        self.kept -= kept;
+        if !lane.in_order || lane.next != len {
+            lane.blocks.drain(..).for_each(done);
+            return None;
+        }
+        if let Some(h) = lane.stream.take() {
+            return Some(h.finalize().into());
+        }
+        // The rest in one lane: whole 64-byte blocks, then the tail with SHA-1's padding.
+        let mut tail: Vec<u8> = Vec::with_capacity(128);
+        while let Some(b) = lane.blocks.pop_front() {
+            let data = &b.as_ref()[std::mem::take(&mut lane.used)..];
+            let whole = data.len() / 64 * 64;
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `multi` is only set where multi_lane_cpu() found SHA-NI.
+            unsafe {
+                multi::compress(std::array::from_mut(&mut lane.state), [multi::blocks(&data[..whole])])
+            };
+            tail.extend_from_slice(&data[whole..]);
+            done(b);
+        }
+        let total = lane.hashed + kept as u64;
+        tail.push(0x80);
+        while tail.len() % 64 != 56 {
+            tail.push(0);
+        }
+        tail.extend_from_slice(&(total * 8).to_be_bytes());
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        unsafe {
+            multi::compress(std::array::from_mut(&mut lane.state), [multi::blocks(&tail)])
+        };
+        let mut out = [0u8; 20];
+        for (o, w) in out.chunks_mut(4).zip(lane.state.iter()) {
+            o.copy_from_slice(&w.to_be_bytes());
+        }
+        Some(out)
+    }
+}
+
+impl<B: AsRef<[u8]>> Default for PieceLanes<B> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+const INIT_STATE: [u32; 5] = [0x6745_2301, 0xEFCD_AB89, 0x98BA_DCFE, 0x1032_5476, 0xC3D2_E1F0];
+
+fn kept_bytes<B: AsRef<[u8]>>(lane: &Lane<B>) -> usize {
+    lane.blocks.iter().map(|b| b.as_ref().len()).sum::<usize>() - lane.used
+}
+
+/// Bytes of `lane`'s first kept block that can be compressed now: whole 64-byte blocks.
+fn compressible<B: AsRef<[u8]>>(lane: &Lane<B>) -> usize {
+    lane.blocks.front().map_or(0, |b| (b.as_ref().len() - lane.used) / 64 * 64)
+}
+
+/// Compresses the next `n` bytes (a multiple of 64, at most what each lane's first block
+/// holds) of `N` lanes at once.
+///
+/// # Safety
+/// The CPU must have SHA-NI and SSE4.1 ([`multi_lane_cpu`]).
+#[cfg(target_arch = "x86_64")]
+unsafe fn run_lanes<B: AsRef<[u8]>, const N: usize>(lanes: &mut [&mut Lane<B>], n: usize) {
+    let mut states: [[u32; 5]; N] = std::array::from_fn(|l| lanes[l].state);
+    let data: [&[[u8; 64]]; N] = std::array::from_fn(|l| {
+        let lane = &lanes[l];
+        multi::blocks(&lane.blocks[0].as_ref()[lane.used..lane.used + n])
+    });
+    // SAFETY: the caller's.
+    unsafe { multi::compress(&mut states, data) };
+    for l in 0..N {
+        lanes[l].state = states[l];
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -528,6 +749,80 @@ mod tests {
 
     fn data(n: usize) -> Vec<u8> {
         (0..n).map(|i| (i * 31 % 251) as u8).collect()
+    }
+
+    /// Feeds pieces of the given lengths in blocks of `block` bytes, interleaved, calling
+    /// `work` between blocks as `pattern` says; answers each piece's digest.
+    fn lanes_digests(multi: bool, lens: &[usize], block: usize, pattern: u64) -> Vec<Option<[u8; 20]>> {
+        let mut l: PieceLanes<Vec<u8>> = PieceLanes::with_lanes(multi);
+        let mut back = 0usize;
+        let mut done = |b: Vec<u8>| back += b.len();
+        let pieces: Vec<Vec<u8>> = lens.iter().enumerate().map(|(i, &n)| data(n + i).split_off(i)).collect();
+        let mut offs = vec![0usize; lens.len()];
+        let mut step = 0u64;
+        let mut out = vec![None; lens.len()];
+        while offs.iter().zip(lens).any(|(o, n)| o < n) {
+            for i in 0..lens.len() {
+                if offs[i] < lens[i] {
+                    let end = (offs[i] + block).min(lens[i]);
+                    l.add(i as u32, offs[i] as u64, pieces[i][offs[i]..end].to_vec(), &mut done);
+                    offs[i] = end;
+                    step += 1;
+                    if (pattern >> (step % 64)) & 1 == 1 {
+                        l.work(step % 3 == 0, &mut done);
+                    }
+                    if offs[i] == lens[i] {
+                        out[i] = l.finish(i as u32, lens[i] as u64, &mut done);
+                    }
+                }
+            }
+        }
+        assert_eq!(l.kept, 0);
+        let _ = l;
+        assert_eq!(back, lens.iter().sum::<usize>(), "every buffer given back");
+        out
+    }
+
+    #[test]
+    fn lanes_hash_interleaved_pieces_as_one_stream_each() {
+        let lens = [65536, 65536, 49152, 65536, 65536, 16384 * 3 + 1000];
+        for multi in [false, true] {
+            for pattern in [0u64, u64::MAX, 0x5555_5555_5555_5555, 0x0F0F_00FF_1234_8765] {
+                let got = lanes_digests(multi, &lens, 16384, pattern);
+                for (i, &n) in lens.iter().enumerate() {
+                    let want = sha1(&data(n + i)[i..]);
+                    assert_eq!(got[i], Some(want), "multi {multi} pattern {pattern:x} piece {i}");
+                }
+            }
+            // Odd block sizes: each whole but the last must be a multiple of 64 to be kept.
+            let got = lanes_digests(multi, &[4096 * 3 + 7, 64 * 5], 4096, u64::MAX);
+            assert_eq!(got[0], Some(sha1(&data(4096 * 3 + 7))));
+            assert_eq!(got[1], Some(sha1(&data(64 * 5 + 1)[1..])));
+        }
+    }
+
+    #[test]
+    fn lanes_give_up_a_piece_out_of_order_and_every_buffer_comes_back() {
+        for multi in [false, true] {
+            let mut l: PieceLanes<Vec<u8>> = PieceLanes::with_lanes(multi);
+            let mut back = 0usize;
+            let mut done = |b: Vec<u8>| back += b.len();
+            let d = data(3 * 16384);
+            l.add(7, 0, d[..16384].to_vec(), &mut done);
+            l.add(7, 32768, d[32768..].to_vec(), &mut done); // skips a block
+            l.add(7, 16384, d[16384..32768].to_vec(), &mut done);
+            l.add(8, 0, d[..16384].to_vec(), &mut done);
+            l.add(8, 0, d[..16384].to_vec(), &mut done); // the same block again
+            l.work(true, &mut done);
+            assert_eq!(l.finish(7, d.len() as u64, &mut done), None, "multi {multi}");
+            assert_eq!(l.finish(8, 16384, &mut done), None);
+            assert_eq!(l.finish(9, 16384, &mut done), None, "never seen");
+            // Too short: the digest is not claimed.
+            l.add(9, 0, d[..16384].to_vec(), &mut done);
+            assert_eq!(l.finish(9, 32768, &mut done), None);
+            drop(l);
+            assert_eq!(back, 16384 * 6);
+        }
     }
 
     /// The ways to hash this machine can run: one piece at a time, and (with SHA-NI) groups.
