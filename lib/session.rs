@@ -579,7 +579,7 @@ impl Session {
             DiskDone::Written(rs, blocks, Ok(())) => {
                 // To their pieces' workers before the core sees them written: its Hash job
                 // for a piece is then queued after all the piece's blocks.
-                let to: Vec<usize> = blocks.iter().map(|(r, _)| piece_worker(r.index, self.disk_tx.len())).collect();
+                let to: Vec<usize> = blocks.iter().map(|(r, _)| piece_worker(&self.meta.info, r.index, self.disk_tx.len())).collect();
                 self.send_per_worker(blocks, &to, DiskJob::Digest);
                 self.input(Input::Written(rs))
             }
@@ -771,7 +771,7 @@ impl Session {
             }
             Output::Discard(n) => self.ctx.unwritten.release(n),
             Output::Hash(i) => {
-                let _ = self.disk_tx[piece_worker(i, self.disk_tx.len())].send(DiskJob::Hash(i));
+                let _ = self.disk_tx[piece_worker(&self.meta.info, i, self.disk_tx.len())].send(DiskJob::Hash(i));
             }
             Output::Verified(i) => {
                 self.ctx.have[i as usize].store(true, Ordering::SeqCst);
@@ -861,9 +861,11 @@ impl Session {
     }
 }
 
-/// The disk worker that hashes piece `index` (its running hash and its Hash job go there).
-fn piece_worker(index: u32, workers: usize) -> usize {
-    index as usize % workers
+/// The disk worker that hashes piece `index` (its running hash and its Hash job go there):
+/// the one that writes the file the piece starts in, so that a piece within one file is
+/// hashed where it is written, with no hand-off between threads.
+fn piece_worker(info: &crate::metainfo::Info, index: u32, workers: usize) -> usize {
+    info.file_at(index as u64 * info.piece_length) % workers
 }
 
 /// A disk thread: writes the blocks of its files, hashes the pieces given to it, checks
@@ -921,7 +923,7 @@ fn disk_worker(
                     // This worker's pieces are hashed here, while in cache; the others go on
                     // (through the session) to their pieces' workers.
                     let (mine, others) =
-                        blocks.into_iter().partition(|(r, _)| piece_worker(r.index, workers) == me);
+                        blocks.into_iter().partition(|(r, _)| piece_worker(storage.info(), r.index, workers) == me);
                     digest(&mut lanes, mine, &mut rate);
                     Some(DiskDone::Written(refs, others, res))
                 }
