@@ -9,8 +9,9 @@
 //!   uploads themselves from storage, and own their socket-side state (choked or not,
 //!   blocks outstanding), changed only through the commands the core's outputs become;
 //! - a disk pool (one thread per core) that writes received blocks with positional writes,
-//!   hashes a piece once all its blocks are on disk, saves the resume file and finalizes
-//!   the content — so neither network threads nor this thread wait on disk;
+//!   one thread per file, hashes each piece on the thread of the file it starts in (several
+//!   pieces at once when blocks come fast), saves the resume file and finalizes the content
+//!   — so neither network threads nor this thread wait on disk;
 //! - the acceptor (`peer::accept`: one listening port for every session of the process,
 //!   woken and joined when the last session ends), short-lived dialler threads, and the
 //!   announcer thread.
@@ -760,7 +761,7 @@ impl Session {
             }
             // By file, not by piece: writes to one file take its inode lock in turn, so two
             // threads writing one file spin on each other (a fifth of bfetch's CPU, measured
-            // with perf); the hashing is what spreads over the pool.
+            // with perf); several files spread over the pool.
             Output::Write(blocks) => {
                 let info = &self.meta.info;
                 let to: Vec<usize> = blocks

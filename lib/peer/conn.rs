@@ -7,7 +7,8 @@
 //! our memory); the one exception is `request`, which it hands straight to its own writer,
 //! so serving uploads costs the session nothing (BEP 9 `ut_metadata` requests likewise: the
 //! reader answers them from [`Context::info_bytes`] through the writer, a bounded number
-//! per connection). The writer receives [`Cmd`]s, serves
+//! per connection). The writer receives [`Cmd`]s from a [`crate::mailbox`] (it sleeps at once
+//! when there are none), serves
 //! requests from storage (positional reads; the page cache does the caching) through the
 //! session's upload token bucket, and flushes when its queue is empty. State the two
 //! threads share with the session lives in [`PeerShared`] atomics, written only by the
