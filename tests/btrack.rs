@@ -864,6 +864,10 @@ fn third_party_announces(tool: &str, udp_tracker: bool, expect_prefix: &str) {
     // Our fake seeder: announced through btrack, accepts connections.
     let listener = TcpListener::bind((b.host.as_str(), 0)).unwrap();
     let fake_port = listener.local_addr().unwrap().port();
+    // Its uTP port too, bound before the tool starts: Transmission tries uTP first as soon
+    // as it has the peer, and a datagram that finds no socket (port unreachable) can keep it
+    // from trying again within the test's minute.
+    let utp = UdpSocket::bind((b.host.as_str(), fake_port)).unwrap();
     // btrack here forgets a peer 6 s after its last announce (--interval 2s): the fake
     // seeder re-announces while we wait, however slowly the tool starts on a busy machine.
     let keep_fake = || client::announce(&b.url("/announce"), &req(ih_bytes(&ih), 1, fake_port, 0), T).unwrap();
@@ -908,7 +912,6 @@ fn third_party_announces(tool: &str, udp_tracker: bool, expect_prefix: &str) {
     // It got our fake seeder from btrack and connects to it (over TCP, or uTP first as
     // Transmission does: a datagram to the same port counts too).
     listener.set_nonblocking(true).unwrap();
-    let utp = UdpSocket::bind((b.host.as_str(), fake_port)).unwrap();
     utp.set_nonblocking(true).unwrap();
     poll(&format!("{tool} to connect to the peer btrack gave it"), Duration::from_secs(60), || {
         keep_fake();
