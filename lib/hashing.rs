@@ -350,7 +350,7 @@ fn hash_group(cursors: &mut [Cursor], bufs: &mut [Buf], start: u64, len: u64) ->
 mod multi {
     use std::arch::x86_64::*;
 
-    pub const INIT: [u32; 5] = [0x6745_2301, 0xEFCD_AB89, 0x98BA_DCFE, 0x1032_5476, 0xC3D2_E1F0];
+    pub const INIT: [u32; 5] = super::INIT_STATE;
 
     /// `data` (a multiple of 64 bytes long) as 64-byte blocks.
     pub fn blocks(data: &[u8]) -> &[[u8; 64]] {
@@ -706,6 +706,7 @@ impl<B: AsRef<[u8]>> Default for PieceLanes<B> {
     }
 }
 
+/// SHA-1's initial state (FIPS 180-4, 5.3.1).
 const INIT_STATE: [u32; 5] = [0x6745_2301, 0xEFCD_AB89, 0x98BA_DCFE, 0x1032_5476, 0xC3D2_E1F0];
 
 fn kept_bytes<B: AsRef<[u8]>>(lane: &Lane<B>) -> usize {
