@@ -887,12 +887,12 @@ fn disk_worker(
     let mut buf = Vec::new();
     let mut lanes: hashing::PieceLanes<Vec<u8>> = hashing::PieceLanes::new();
     use crate::peer::buffers::give_back;
-    // Takes blocks of this worker's pieces for hashing (their bytes are on disk: the
-    // unwritten budget is theirs again).
     // Blocks taken since the start of the current RATE_WINDOW; whether the last window's
     // rate was worth waiting for lanes.
     let mut rate = (Instant::now(), 0u64);
     let mut fast = false;
+    // Takes blocks of this worker's pieces for hashing (their bytes are on disk: the
+    // unwritten budget is theirs again).
     let digest = |lanes: &mut hashing::PieceLanes<Vec<u8>>, blocks: Vec<(BlockRef, Vec<u8>)>, rate: &mut (Instant, u64)| {
         let bytes = blocks.iter().map(|b| b.1.len()).sum();
         unwritten.release(bytes);

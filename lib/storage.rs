@@ -169,10 +169,10 @@ impl OpenFiles {
     }
 }
 
-/// Open content files of one torrent.
 /// Bytes written between two [`Storage::start_writeback`] hints.
 pub const WRITEBACK_EVERY: u64 = 64 << 20;
 
+/// Open content files of one torrent.
 pub struct Storage {
     info: Arc<Info>,
     root: Mutex<Root>,
