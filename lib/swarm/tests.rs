@@ -652,10 +652,10 @@ fn pieces_verified_close_together_share_one_resume_save() {
     };
     let t = s(10);
     assert_eq!(saves(&deliver(&mut c, 1, &piece(0), true, t)), vec![1], "the first piece is saved at once");
-    let t2 = t + Duration::from_millis(20);
-    assert!(saves(&deliver(&mut c, 1, &piece(1), true, t2)).is_empty(), "20 ms later: not saved yet");
-    let t3 = t + Duration::from_millis(150);
-    assert_eq!(saves(&deliver(&mut c, 1, &piece(2), true, t3)), vec![3], "150 ms later: saved with the one before");
+    let t2 = t + RESUME_EVERY / 2;
+    assert!(saves(&deliver(&mut c, 1, &piece(1), true, t2)).is_empty(), "half the interval later: not saved yet");
+    let t3 = t + RESUME_EVERY + Duration::from_millis(50);
+    assert_eq!(saves(&deliver(&mut c, 1, &piece(2), true, t3)), vec![3], "after the interval: saved with the one before");
     // The last piece completes the content: finalized, no resume save.
     let o = deliver(&mut c, 1, &piece(3), true, t3 + Duration::from_millis(1));
     assert!(o.iter().any(|o| matches!(o, Output::Finalize)));
