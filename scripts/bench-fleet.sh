@@ -4,7 +4,7 @@
 #
 #   sudo scripts/bench-fleet.sh [--hosts N] [--size SIZE] [--rate RATE] [--only LIST] [--out DIR]
 #                               [--timeout SECS] [--lt-super-seed] [--no-build]
-#                               [--sites S [--inter-rate RATE]]
+#                               [--sites S [--inter-rate RATE]] [--no-page-reporting]
 #
 #   --hosts 16 --size 256M --rate 100mbit   defaults (the target configuration; F/B = 21.5 s)
 #   --only ring,seq,parallel,shoal,shoal-web,libtorrent,transmission,aria2   a subset, in that order (also
@@ -14,6 +14,11 @@
 #                        and tracker on site 1; runs shoal with btrack without and with --site (methods
 #                        shoal,shoal-site unless --only) and adds the bytes that crossed the inter-site
 #                        link each way and their total as a multiple of F per remote site
+#   --no-page-reporting  on a VM guest whose virtio-balloon reports free pages to the host
+#                        (/sys/module/page_reporting), stop reporting for the run (restored on exit)
+#                        and touch (hosts+1) x SIZE of memory first: the copies then write into pages
+#                        the guest holds instead of faulting each one in from the host (a cost of the
+#                        VM, not of any tool: see docs/BENCHMARKS.md)
 #   --out DIR            results folder (default results/fleet-<timestamp>/): table.md, results.json,
 #                        completion.png (hosts done over time), logs/ (every process's output)
 #

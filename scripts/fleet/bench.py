@@ -954,6 +954,60 @@ class Bench:
         log("results: %s" % self.out)
 
 
+PAGE_REPORTING = "/sys/module/page_reporting/parameters/page_reporting_order"
+
+
+def hold_page_reporting(nbytes):
+    """--no-page-reporting. A VM guest whose virtio-balloon reports free pages hands freed memory
+    back to the host, and a page-cache page written later may first fault on the host: the copies
+    then measure the host's memory, not the tools (docs/BENCHMARKS.md). Stops reporting (an order
+    above any free block's) and touches nbytes of memory once, so that the run writes into pages
+    the guest holds; returns what restores the old order."""
+    try:
+        with open(PAGE_REPORTING) as f:
+            old = f.read().strip()
+    except OSError:
+        log("--no-page-reporting: this kernel reports no free pages (no %s): nothing to do" % PAGE_REPORTING)
+        return lambda: None
+
+    def put(v):
+        with open(PAGE_REPORTING, "w") as f:
+            f.write(str(v))
+    for order in range(16, int(old), -1):
+        try:
+            put(order)
+            break
+        except OSError:
+            continue
+    else:
+        raise SystemExit("bench-fleet: error: --no-page-reporting: cannot raise %s above %s" % (PAGE_REPORTING, old))
+    with open("/proc/meminfo") as f:
+        avail = next(int(l.split()[1]) * 1024 for l in f if l.startswith("MemAvailable:"))
+    n = max(0, min(nbytes, avail - (2 << 30)))
+    scratch = "/dev/shm/shoal-warm-%d" % os.getpid()
+    done = 0
+    try:
+        with open(scratch, "wb") as f:
+            chunk = b"\0" * (1 << 20)
+            while done < n:
+                f.write(chunk)
+                done += len(chunk)
+    except OSError:
+        pass  # /dev/shm full: what was touched is touched
+    finally:
+        if os.path.exists(scratch):
+            os.unlink(scratch)
+    log("free page reporting off for the run (order %s -> %d), %d MiB of memory touched first" % (old, order, done >> 20))
+
+    def restore():
+        try:
+            put(old)
+            log("free page reporting restored (order %s)" % old)
+        except OSError as e:
+            log("warning: could not restore %s to %s: %s" % (PAGE_REPORTING, old, e))
+    return restore
+
+
 def main():
     ap = argparse.ArgumentParser(description="fleet benchmark (see scripts/bench-fleet.sh)")
     ap.add_argument("--hosts", type=int, default=16)
@@ -968,6 +1022,8 @@ def main():
     ap.add_argument("--shoal-plain-seed", action="store_true", help="bseed without --super-seed (diagnosis)")
     ap.add_argument("--sites", type=int, default=1, help="sites joined by one shaped inter-site link (default 1)")
     ap.add_argument("--inter-rate", help="inter-site link rate, both ways (default: --rate)")
+    ap.add_argument("--no-page-reporting", action="store_true",
+                    help="VM guests: no free page reporting during the run, memory touched first")
     a = ap.parse_args()
     if a.hosts < 1 or a.hosts > 250:
         raise SystemExit("bench-fleet: error: --hosts must be 1..250")
@@ -982,13 +1038,18 @@ def main():
     def on_signal(sig, _frame):
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, on_signal)
+    restore = lambda: None
     try:
+        if a.no_page_reporting:
+            # Every host's copy plus the origin's, with room for the tools.
+            restore = hold_page_reporting((a.hosts + 1) * parse_size(a.size) * 5 // 4)
         b.run()
     except KeyboardInterrupt:
         log("interrupted")
         return 130
     finally:
         stop(list(LIVE), grace=3)
+        restore()
         if not a.work:
             shutil.rmtree(b.work, ignore_errors=True)
     return 0
