@@ -874,9 +874,10 @@ fn piece_worker(info: &crate::metainfo::Info, index: u32, workers: usize) -> usi
 /// arrived, so while they come in order the piece is hashed from the blocks themselves and
 /// needs no read-back; otherwise it is read back and hashed.
 ///
-/// Blocks are hashed several pieces at once ([`hashing::PieceLanes`]) when they come fast
-/// and more jobs wait (the thread is busy and lanes can fill); a piece's Hash job then waits
-/// for its blocks to be hashed, at most [`HASH_WAIT`]. Otherwise everything is hashed at once.
+/// Blocks are hashed several pieces at once ([`hashing::PieceLanes`]) while more jobs wait
+/// (the thread is busy and lanes can fill from the jobs already queued); once the queue is
+/// empty everything kept is hashed. Only when blocks come fast does a piece's Hash job wait
+/// for lanes, at most [`HASH_WAIT`]; slower, it is answered at once.
 fn disk_worker(
     storage: Arc<Storage>,
     unwritten: Arc<crate::rate::ByteBudget>,
@@ -950,19 +951,20 @@ fn disk_worker(
                 return;
             }
         }
-        // Hash what the lanes hold: all of it unless blocks come fast, other jobs wait and
-        // no Hash job has waited long enough; then answer the Hash jobs whose blocks are all
-        // hashed.
+        // Hash what the lanes hold: all of it once no other job waits (or, when blocks come
+        // fast, once a Hash job has waited long enough); before that, groups of pieces as
+        // they fill. Then answer the Hash jobs: when blocks come fast, those whose blocks are
+        // all hashed; otherwise every one at once (its remaining blocks hashed alone).
         if rate.0.elapsed() >= RATE_WINDOW {
             fast = rate.1 >= FAST_BYTES;
             rate = (Instant::now(), 0);
         }
-        let all = !fast || jobs.is_empty() || waiting.first().is_some_and(|(_, t)| t.elapsed() >= HASH_WAIT);
+        let all = jobs.is_empty() || (fast && waiting.first().is_some_and(|(_, t)| t.elapsed() >= HASH_WAIT));
         lanes.work(all, &mut { give_back });
         let mut k = 0;
         while k < waiting.len() {
             let i = waiting[k].0;
-            if !all && lanes.waiting(i) > 0 {
+            if fast && !all && lanes.waiting(i) > 0 {
                 k += 1;
                 continue;
             }
