@@ -10,7 +10,7 @@
 //!   blocks outstanding), changed only through the commands the core's outputs become;
 //! - a disk pool (one thread per core) that writes received blocks with positional writes,
 //!   one thread per file, hashes each piece on the thread of the file it starts in (several
-//!   pieces at once when blocks come fast), saves the resume file and finalizes the content
+//!   pieces at once when several wait), saves the resume file and finalizes the content
 //!   — so neither network threads nor this thread wait on disk;
 //! - the acceptor (`peer::accept`: one listening port for every session of the process,
 //!   woken and joined when the last session ends), short-lived dialler threads, and the
