@@ -175,7 +175,9 @@ impl Flows {
                 let Some(b) = f.queue.front().copied() else {
                     break;
                 };
-                if f.head_left <= bytes + 1e-6 {
+                // Within half a byte counts as sent: allocation never offers a flow less
+                // than that, so a remainder that small would wait forever.
+                if f.head_left <= bytes + 0.5 {
                     bytes -= f.head_left;
                     f.queue.pop_front();
                     done.push((id / 2, id % 2, b));

@@ -52,10 +52,15 @@ use std::time::Duration;
 pub const SNUB_TIMEOUT: Duration = Duration::from_secs(10);
 /// ...and is asked for nothing more for this long.
 pub const SNUB_PENALTY: Duration = Duration::from_secs(30);
-/// Fewest and most bytes requested from one peer at a time (32 and 512 blocks of 16 KiB;
+/// Fewest and most bytes requested from one peer at a time (8 and 512 blocks of 16 KiB;
 /// the simulator's larger blocks keep the same bytes in flight).
-const MIN_DEPTH: u64 = 512 << 10;
+const MIN_DEPTH: u64 = 128 << 10;
 const MAX_DEPTH: u64 = 8 << 20;
+/// Requests kept in flight to a peer: this long at its recent rate (within the depths above).
+/// A peer serves requests in order, so a request for a piece that just appeared waits behind
+/// all of these: at 2 s (as before) each hop of a fresh piece through the fleet took up to
+/// 2 s, and hosts lagged the origin by several seconds (docs/BENCHMARKS.md, "Fleet latency").
+const REQUEST_AHEAD: Duration = Duration::from_millis(500);
 /// Below this many blocks in flight a peer may be given endgame duplicates.
 const ENDGAME_QUEUE: usize = 4;
 /// A fresh resume file (with an fsync of the data) at most this often.
@@ -675,8 +680,11 @@ impl<P> Core<P> {
             Message::NotInterested => {
                 p.peer_interested = false;
                 if !p.am_choking {
-                    // Its slot can serve someone waiting: re-run the choker at the next tick.
+                    // Its slot serves someone waiting at once (when a fleet's hosts complete
+                    // together, the last ones would otherwise wait for the next tick), and
+                    // the choker runs again at the next tick.
                     self.last_choke = None;
+                    self.unchoke_waiting(now);
                 }
             }
             Message::Have(i) => {
@@ -693,8 +701,8 @@ impl<P> Core<P> {
                     p.wanted += !self.picker.have(i as usize) as usize;
                     self.picker.add_have(i as usize);
                 }
-                if p.revealed == Some(i) {
-                    p.revealed = None;
+                if let Some(at) = p.revealed.iter().position(|r| *r == i) {
+                    p.revealed.remove(at);
                 } else if p.starving {
                     p.starving = false; // others feed it again
                 }
@@ -758,9 +766,8 @@ impl<P> Core<P> {
         p.gain_base = p.has_count;
         p.gain_from = now;
         self.picker.add_availability(&p.has);
-        if p.revealed.map(|i| p.has[i as usize]).unwrap_or(false) {
-            p.revealed = None;
-        }
+        let has = &p.has;
+        p.revealed.retain(|i| !has[*i as usize]);
         self.update_interest(now, key);
         if self.cfg.super_seed {
             self.reveal(now, key, superseed::Reveal::Fresh);
@@ -962,7 +969,7 @@ impl<P> Core<P> {
         ));
     }
 
-    /// Tops up the requests in flight to `key`: about two seconds of data at the peer's
+    /// Tops up the requests in flight to `key`: [`REQUEST_AHEAD`] of data at the peer's
     /// recent rate, between [`MIN_DEPTH`] and [`MAX_DEPTH`] bytes.
     fn request_more(&mut self, now: Duration, key: PeerKey) {
         if self.picker.complete() {
@@ -979,7 +986,8 @@ impl<P> Core<P> {
             (MIN_DEPTH as f64 / block).ceil().max(2.0) as usize,
             (MAX_DEPTH as f64 / block).max(2.0) as usize,
         );
-        let depth = ((p.down.rate(now) * 2.0 / block) as usize).clamp(lo, hi);
+        let ahead = p.down.rate(now) * REQUEST_AHEAD.as_secs_f64();
+        let depth = ((ahead / block) as usize).clamp(lo, hi);
         if p.inflight.len() + 4 > depth && !p.inflight.is_empty() {
             return;
         }
@@ -1145,6 +1153,23 @@ impl<P> Core<P> {
         self.out.push(Output::SetChoke { key, choke });
     }
 
+    /// A slot is free of interested peers: the choked interested peer furthest behind gets it.
+    fn unchoke_waiting(&mut self, now: Duration) {
+        let busy = self.peers.values().filter(|p| !p.am_choking && p.peer_interested).count();
+        if busy >= self.cfg.upload_slots {
+            return;
+        }
+        let next = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.am_choking && p.peer_interested)
+            .min_by_key(|(k, p)| (p.has_count, **k))
+            .map(|(k, _)| *k);
+        if let Some(k) = next {
+            self.set_choke(now, k, false);
+        }
+    }
+
     fn choke(&mut self, now: Duration) {
         if self
             .last_choke
@@ -1197,32 +1222,45 @@ impl<P> Core<P> {
     // ---- super-seeding ---------------------------------------------------------------------
 
     fn reveal(&mut self, now: Duration, key: PeerKey, mode: superseed::Reveal) {
-        let start = self.rng.below(self.picker.num_pieces());
-        let Some(p) = self.peers.get(key) else { return };
-        if p.revealed.is_some() || p.seed() {
-            return;
+        let depth = match mode {
+            superseed::Reveal::Fresh => superseed::DEPTH,
+            superseed::Reveal::Any => 1,
+        };
+        loop {
+            let Some(p) = self.peers.get(key) else { return };
+            if p.revealed.len() >= depth || p.seed() || !self.reveal_one(now, key, mode) {
+                return;
+            }
         }
+    }
+
+    /// Reveals one more piece to `key`; false: none to reveal.
+    fn reveal_one(&mut self, now: Duration, key: PeerKey, mode: superseed::Reveal) -> bool {
+        let start = self.rng.below(self.picker.num_pieces());
+        let Some(p) = self.peers.get(key) else { return false };
         // A fresh piece shown to a peer on a much slower link reaches the others at that
         // link's pace: such peers get theirs from the swarm.
         if mode == superseed::Reveal::Fresh {
             if let (Some(r), Some(typical)) = (p.gain_rate(now), self.peers.typical_gain(now)) {
                 if r < typical * superseed::SLOW_GAIN {
-                    return;
+                    return false;
                 }
             }
         }
-        let taken: HashSet<u32> = self.peers.values().filter_map(|p| p.revealed).collect();
-        if let Some(i) = superseed::pick(&self.picker, &p.has, &taken, start, mode) {
-            self.peers.get_mut(key).unwrap().revealed = Some(i);
-            self.send(key, Message::Have(i));
-        }
+        let taken: HashSet<u32> = self.peers.values().flat_map(|p| p.revealed.iter().copied()).collect();
+        let Some(i) = superseed::pick(&self.picker, &p.has, &taken, start, mode) else {
+            return false;
+        };
+        self.peers.get_mut(key).unwrap().revealed.push(i);
+        self.send(key, Message::Have(i));
+        true
     }
 
     /// Super-seeding: peers that made no progress for a while are shown a piece anyway.
     fn reveal_to_stalled(&mut self, now: Duration) {
         for k in self.peers.keys() {
             let p = self.peers.get_mut(k).unwrap();
-            if p.revealed.is_none() && !p.seed() && now.saturating_sub(p.progress_at) >= superseed::STALLED {
+            if p.revealed.is_empty() && !p.seed() && now.saturating_sub(p.progress_at) >= superseed::STALLED {
                 p.progress_at = now;
                 p.starving = true;
                 self.reveal(now, k, superseed::Reveal::Any);

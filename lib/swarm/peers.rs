@@ -55,8 +55,9 @@ pub struct Peer {
     pub unchoked_at: Option<Duration>,
     /// When we last choked it (or it connected): seeders serve who waited longest.
     pub choked_since: Duration,
-    /// Super-seeding: the piece revealed to this peer and not yet seen back.
-    pub revealed: Option<u32>,
+    /// Super-seeding: the pieces revealed to this peer and not yet seen back (at most
+    /// [`super::superseed::DEPTH`]).
+    pub revealed: Vec<u32>,
     /// When the peer last announced a new piece (or connected).
     pub progress_at: Duration,
     /// Pieces the peer had at `gain_from` (its bitfield, or none when it connected): how
@@ -99,7 +100,7 @@ impl Peer {
             last_block: now,
             unchoked_at: None,
             choked_since: now,
-            revealed: None,
+            revealed: Vec::new(),
             progress_at: now,
             gain_base: 0,
             gain_from: now,

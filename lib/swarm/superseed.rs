@@ -1,8 +1,11 @@
 //! Super-seeding (BEP 16 style): an origin that reveals its pieces one peer at a time, so
 //! each byte leaves the origin about once and the peers spread it among themselves.
 //!
-//! A peer is shown one piece it lacks; the next only after the peer announces that piece
-//! (to us: a HAVE, which it sends once it has verified it). The piece chosen is one not
+//! A peer is shown [`DEPTH`] pieces it lacks; each next one only after the peer announces
+//! one of them (to us: a HAVE, which it sends once it has verified it). Two, not one: with
+//! one, the origin's link to the peer idled while the HAVE and the next reveal and request
+//! crossed a loaded network (queued behind data on the way: up to ~50 ms each on the
+//! testbed), and the origin, which every byte leaves once, is the fleet's bottleneck. The piece chosen is one not
 //! currently revealed to anybody else (a piece shown to two peers would leave the origin
 //! twice), and among those the one the fewest connected peers have (the picker's
 //! availability counts), ties broken from a random starting point.
@@ -24,6 +27,10 @@ use std::time::Duration;
 
 /// A peer without progress this long is shown a piece even if others have it.
 pub const STALLED: Duration = Duration::from_secs(3);
+/// Pieces revealed to a peer at once: the next is shown while the last is still coming, so
+/// the origin's link to it does not wait on a HAVE and a reveal crossing a loaded network.
+pub const DEPTH: usize = 2;
+
 /// Below this fraction of the typical peer's gain of pieces per second, a peer is slow.
 pub const SLOW_GAIN: f64 = 0.25;
 

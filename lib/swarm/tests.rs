@@ -468,7 +468,7 @@ fn a_second_connection_to_the_same_peer_is_closed() {
 }
 
 #[test]
-fn super_seeding_reveals_one_piece_per_peer_until_seen_back() {
+fn super_seeding_reveals_a_few_pieces_per_peer_until_seen_back() {
     let mut cf = cfg(8, Lifecycle::Forever);
     cf.super_seed = true;
     let mut c = C::new(cf, vec![true; 8], s(0));
@@ -478,17 +478,18 @@ fn super_seeding_reveals_one_piece_per_peer_until_seen_back() {
     let o2 = join(&mut c, 2, None, s(0));
     let h1: Vec<u32> = haves(&o1, 1);
     let h2: Vec<u32> = haves(&o2, 2);
-    assert_eq!(h1.len(), 1, "one piece at a time");
-    assert_eq!(h2.len(), 1);
-    assert_ne!(h1, h2, "different peers are shown different pieces");
-    // Peer 2 announces it has peer 1's piece: peer 1 gets nothing new until it shows its own.
+    assert_eq!(h1.len(), superseed::DEPTH, "a few pieces at a time");
+    assert_eq!(h2.len(), superseed::DEPTH);
+    assert!(h1.iter().all(|i| !h2.contains(i)), "different peers are shown different pieces");
+    // Peer 2 announces it has one of peer 1's pieces: peer 1 gets nothing new until it shows
+    // one of its own.
     msg(&mut c, 2, Message::Have(h1[0]), s(1));
     assert!(sent(&outs(&mut c), 1).is_empty());
-    msg(&mut c, 1, Message::Have(h1[0]), s(2));
+    msg(&mut c, 1, Message::Have(h1[1]), s(2));
     let next: Vec<u32> = haves(&outs(&mut c), 1);
-    assert_eq!(next.len(), 1);
+    assert_eq!(next.len(), 1, "one more for the one seen back");
     assert!(
-        next[0] != h1[0] && next[0] != h2[0],
+        !h1.contains(&next[0]) && !h2.contains(&next[0]),
         "a piece nobody has and nobody is shown: {next:?}"
     );
 }
@@ -622,11 +623,20 @@ fn resume_after_restart_fetches_only_what_is_missing() {
     assert_eq!(c2.have_bytes(), PIECE);
     join(&mut c2, 1, Some(vec![true; 4]), s(0));
     msg(&mut c2, 1, Message::Unchoke, s(0));
-    let again = requests(&outs(&mut c2), 1);
-    assert_eq!(again.len(), 12);
-    assert!(again.iter().all(|b| b.index != first[0].index));
-    let o = deliver(&mut c2, 1, &again, true, s(1));
-    assert!(o.iter().any(|o| matches!(o, Output::Finalize)));
+    // Every block asked for until the content is complete: 12, none of the verified piece.
+    let mut again = requests(&outs(&mut c2), 1);
+    let mut all = Vec::new();
+    while !again.is_empty() {
+        assert!(again.iter().all(|b| b.index != first[0].index));
+        all.extend(again.iter().copied());
+        let o = deliver(&mut c2, 1, &again, true, s(1));
+        if o.iter().any(|o| matches!(o, Output::Finalize)) {
+            break;
+        }
+        again = requests(&o, 1);
+    }
+    assert_eq!(all.len(), 12);
+    assert_eq!(c2.have_bytes(), 4 * PIECE);
     assert!(c2.consistent());
 }
 
@@ -644,20 +654,27 @@ fn pieces_verified_close_together_share_one_resume_save() {
     join(&mut c, 1, Some(vec![true; 4]), s(0));
     msg(&mut c, 1, Message::Unchoke, s(0));
     let asked = requests(&outs(&mut c), 1);
-    let piece = |i: usize| -> Vec<BlockRef> {
+    // The blocks of the i-th piece asked for (requests follow as blocks arrive).
+    let piece = |asked: &[BlockRef], i: usize| -> Vec<BlockRef> {
         let idx: Vec<u32> = asked.iter().map(|b| b.index).collect();
         let mut firsts = idx.clone();
         firsts.dedup();
         asked.iter().copied().filter(|b| b.index == firsts[i]).collect()
     };
+    let mut asked = asked;
+    let mut step = |c: &mut C, i: usize, t: Duration| -> Vec<Out> {
+        let o = deliver(c, 1, &piece(&asked, i), true, t);
+        asked.extend(requests(&o, 1));
+        o
+    };
     let t = s(10);
-    assert_eq!(saves(&deliver(&mut c, 1, &piece(0), true, t)), vec![1], "the first piece is saved at once");
+    assert_eq!(saves(&step(&mut c, 0, t)), vec![1], "the first piece is saved at once");
     let t2 = t + RESUME_EVERY / 2;
-    assert!(saves(&deliver(&mut c, 1, &piece(1), true, t2)).is_empty(), "half the interval later: not saved yet");
+    assert!(saves(&step(&mut c, 1, t2)).is_empty(), "half the interval later: not saved yet");
     let t3 = t + RESUME_EVERY + Duration::from_millis(50);
-    assert_eq!(saves(&deliver(&mut c, 1, &piece(2), true, t3)), vec![3], "after the interval: saved with the one before");
+    assert_eq!(saves(&step(&mut c, 2, t3)), vec![3], "after the interval: saved with the one before");
     // The last piece completes the content: finalized, no resume save.
-    let o = deliver(&mut c, 1, &piece(3), true, t3 + Duration::from_millis(1));
+    let o = step(&mut c, 3, t3 + Duration::from_millis(1));
     assert!(o.iter().any(|o| matches!(o, Output::Finalize)));
     assert!(saves(&o).is_empty());
     assert!(c.consistent());
@@ -825,8 +842,8 @@ fn super_seeding_shows_no_fresh_piece_to_a_peer_on_a_much_slower_link() {
     join(&mut c, 1, None, s(0));
     join(&mut c, 2, None, s(0));
     let first = shown(&join(&mut c, 3, None, s(0)));
-    assert_eq!(first.len(), 1);
-    // Peers 1 and 2 gain 20 pieces in 5 s; peer 3 only the piece it was shown.
+    assert_eq!(first.len(), superseed::DEPTH);
+    // Peers 1 and 2 gain 20 pieces in 5 s; peer 3 only one piece it was shown.
     for i in 0..20 {
         msg(&mut c, 1, Message::Have(i), s(5));
         msg(&mut c, 2, Message::Have(i), s(5));
