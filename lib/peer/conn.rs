@@ -127,7 +127,7 @@ pub struct Context {
     pub upload: Arc<Bucket>,
     pub download: Arc<Bucket>,
     pub listen_port: u16,
-    /// Super-seeding: announce no bitfield; the session reveals pieces one at a time.
+    /// Super-seeding: announce no bitfield; the session reveals pieces a few at a time.
     pub hide_bitfield: bool,
     /// The exact bytes of the info dictionary, served to peers that ask with `ut_metadata`
     /// (BEP 9); their SHA-1 is `info_hash`.

@@ -1045,3 +1045,28 @@ fn only_the_first_ranked_hosts_of_a_neighbourhood_ask_the_web_seed() {
     c.handle(s(3), Input::Tick);
     assert!(!web_requests(&outs(&mut c)).is_empty());
 }
+
+#[test]
+fn a_slot_freed_by_a_peer_that_lost_interest_goes_at_once_to_the_peer_furthest_behind() {
+    // Two slots. Peers 1 and 2 ask first and get them; 3 (two pieces) and 4 (one) wait.
+    let mut c = C::new(cfg(4, Lifecycle::Forever), vec![true; 4], s(0));
+    c.handle(s(0), Input::Finalized);
+    join(&mut c, 1, Some(vec![false; 4]), s(0));
+    join(&mut c, 2, Some(vec![false; 4]), s(0));
+    join(&mut c, 3, Some(vec![true, true, false, false]), s(0));
+    join(&mut c, 4, Some(vec![true, false, false, false]), s(0));
+    for k in 1..=4 {
+        msg(&mut c, k, Message::Interested, s(1));
+    }
+    let unchoked = |o: &[Out]| -> Vec<PeerKey> {
+        chokes(o).into_iter().filter(|(_, choke)| !choke).map(|(k, _)| k).collect()
+    };
+    assert_eq!(unchoked(&outs(&mut c)), vec![1, 2], "the first two to ask take the two slots");
+    // Between choker rounds, peer 1 stops wanting anything from us.
+    msg(&mut c, 1, Message::NotInterested, s(2));
+    assert_eq!(
+        unchoked(&outs(&mut c)),
+        vec![4],
+        "the freed slot goes at once, to the waiting peer with the fewest pieces"
+    );
+}
