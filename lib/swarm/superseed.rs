@@ -5,10 +5,11 @@
 //! one of them (to us: a HAVE, which it sends once it has verified it). Two, not one: with
 //! one, the origin's link to the peer idled while the HAVE and the next reveal and request
 //! crossed a loaded network (queued behind data on the way: up to ~50 ms each on the
-//! testbed), and the origin, which every byte leaves once, is the fleet's bottleneck. The piece chosen is one not
-//! currently revealed to anybody else (a piece shown to two peers would leave the origin
-//! twice), and among those the one the fewest connected peers have (the picker's
-//! availability counts), ties broken from a random starting point.
+//! testbed), and the origin, which every byte leaves once, is the fleet's bottleneck.
+//!
+//! The piece chosen is one not currently revealed to anybody else (a piece shown to two
+//! peers would leave the origin twice), and among those the one the fewest connected peers
+//! have (the picker's availability counts), ties broken from a random starting point.
 //!
 //! Once every piece has a copy among the connected peers or is being shown to one, the
 //! origin shows nothing more: the peers trade the rest among themselves, and each byte
