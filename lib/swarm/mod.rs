@@ -667,13 +667,7 @@ impl<P> Core<P> {
             }
             Message::Interested => {
                 p.peer_interested = true;
-                // A slot held by a peer that wants nothing is a free slot.
-                let busy = self
-                    .peers
-                    .values()
-                    .filter(|p| !p.am_choking && p.peer_interested)
-                    .count();
-                if busy < self.cfg.upload_slots {
+                if self.slots_in_use() < self.cfg.upload_slots {
                     self.set_choke(now, key, false);
                 }
             }
@@ -1153,10 +1147,14 @@ impl<P> Core<P> {
         self.out.push(Output::SetChoke { key, choke });
     }
 
+    /// Upload slots taken: a slot held by a peer that wants nothing is a free slot.
+    fn slots_in_use(&self) -> usize {
+        self.peers.values().filter(|p| !p.am_choking && p.peer_interested).count()
+    }
+
     /// A slot is free of interested peers: the choked interested peer furthest behind gets it.
     fn unchoke_waiting(&mut self, now: Duration) {
-        let busy = self.peers.values().filter(|p| !p.am_choking && p.peer_interested).count();
-        if busy >= self.cfg.upload_slots {
+        if self.slots_in_use() >= self.cfg.upload_slots {
             return;
         }
         let next = self
