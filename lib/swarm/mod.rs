@@ -63,6 +63,9 @@ const MAX_DEPTH: u64 = 8 << 20;
 const REQUEST_AHEAD: Duration = Duration::from_millis(500);
 /// Below this many blocks in flight a peer may be given endgame duplicates.
 const ENDGAME_QUEUE: usize = 4;
+/// Requests to a peer are topped up once this part of its depth (at least 4 blocks) has
+/// arrived: fewer, larger batches, each one wake-up of the peer's reader and writer.
+const REFILL_PART: usize = 4;
 /// A fresh resume file (with an fsync of the data) at most this often.
 const RESUME_SYNC_EVERY: Duration = Duration::from_secs(5);
 /// Verified pieces are recorded in the resume file at most this often (and on every tick).
@@ -982,7 +985,7 @@ impl<P> Core<P> {
         );
         let ahead = p.down.rate(now) * REQUEST_AHEAD.as_secs_f64();
         let depth = ((ahead / block) as usize).clamp(lo, hi);
-        if p.inflight.len() + 4 > depth && !p.inflight.is_empty() {
+        if p.inflight.len() + (depth / REFILL_PART).max(4) > depth && !p.inflight.is_empty() {
             return;
         }
         let want = depth - p.inflight.len().min(depth);
