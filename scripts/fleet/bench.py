@@ -431,9 +431,14 @@ class Bench:
             res["into_remote_max_x"] = max(lk[k][0] for k in lk if k != 1) / self.size
             res["notes"].append("inter-site link: %s" % "; ".join(
                 "site %d in %.1f MB out %.1f MB" % (k, lk[k][0] / 1e6, lk[k][1] / 1e6) for k in sorted(lk)))
+        # Reports (bfetch --json: per-peer bytes each way) are kept with the logs.
+        mdir = os.path.join(self.work, method)
+        for f in sorted(os.listdir(mdir)) if os.path.isdir(mdir) else []:
+            if f.startswith("report-") and f.endswith(".json"):
+                shutil.copy(os.path.join(mdir, f), os.path.join(self.logs, "%s-%s" % (method, f)))
         for i in range(1, self.n + 1):
             shutil.rmtree(self.host_dir(method, i), ignore_errors=True)
-        shutil.rmtree(os.path.join(self.work, method), ignore_errors=True)
+        shutil.rmtree(mdir, ignore_errors=True)
         self.results.append(res)
         self.print_row(res)
         self.save()
