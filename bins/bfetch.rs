@@ -10,7 +10,7 @@ use shoal::sanitize::printable;
 use shoal::source;
 use shoal::session::{self, Config, Lifecycle, Setup};
 use shoal::storage::Storage;
-use shoal::{hashing, units, webseed};
+use shoal::{congestion, hashing, units, webseed};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,6 +70,9 @@ struct Args {
     /// peers uploaded to at once (default 8)
     #[argh(option, default = "8")]
     upload_slots: usize,
+    /// TCP congestion control of peer connections: a kernel name such as cubic, reno or bbr, or system for the kernel's default (default cubic: it shares a host's uplink fairly among its many flows)
+    #[argh(option, default = "String::from(\"cubic\")")]
+    tcp_congestion: String,
     /// print a JSON report (bytes from and to each peer, duration) on standard output
     #[argh(switch)]
     json: bool,
@@ -109,6 +112,7 @@ fn run(args: Args) -> Result<i32, Failure> {
         return Err(Failure::new(2, "standard input (-) can hold only one of the torrents"));
     }
     let peers = cli::resolve_peers(&args.peer)?;
+    let congestion = congestion::parse(&args.tcp_congestion).map_err(|e| Failure::new(2, format!("--tcp-congestion: {e}")))?;
     if let Some((url, why)) = args.web_seed.iter().find_map(|u| webseed::unsupported(u).map(|w| (u, w))) {
         return Err(Failure::new(2, format!("--web-seed {}: {why}", printable(url))));
     }
@@ -171,6 +175,7 @@ fn run(args: Args) -> Result<i32, Failure> {
             quiet: args.quiet,
             threads,
             web_seeds,
+            tcp_congestion: congestion.clone(),
         };
         let info = Arc::new(meta.info.clone());
         let prepared = Storage::prepare_download(info, meta.info_hash, &args.output, threads)

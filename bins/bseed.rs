@@ -7,7 +7,7 @@ use shoal::cli::{self, Failure};
 use shoal::source;
 use shoal::session::{self, Config, Setup};
 use shoal::storage::Storage;
-use shoal::{hashing, units, verify};
+use shoal::{congestion, hashing, units, verify};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -38,6 +38,9 @@ struct Args {
     /// a peer to connect to, HOST:PORT; may be repeated
     #[argh(option)]
     peer: Vec<String>,
+    /// TCP congestion control of peer connections: a kernel name such as cubic, reno or bbr, or system for the kernel's default (default cubic: it shares a host's uplink fairly among its many flows)
+    #[argh(option, default = "String::from(\"cubic\")")]
+    tcp_congestion: String,
     /// print a JSON report (bytes sent to each peer) on standard output at exit
     #[argh(switch)]
     json: bool,
@@ -65,6 +68,7 @@ fn pairs(items: &[String]) -> Result<Vec<(String, Option<PathBuf>)>, Failure> {
 }
 
 fn run(args: Args) -> Result<i32, Failure> {
+    let congestion = congestion::parse(&args.tcp_congestion).map_err(|e| Failure::new(2, format!("--tcp-congestion: {e}")))?;
     let threads = hashing::default_threads();
     let peers = cli::resolve_peers(&args.peer)?;
     let shutdown = cli::shutdown_flag()?;
@@ -98,6 +102,7 @@ fn run(args: Args) -> Result<i32, Failure> {
             super_seed: args.super_seed,
             quiet: args.quiet,
             threads,
+            tcp_congestion: congestion.clone(),
             ..Config::seeder("bseed", args.port, meta.trackers())
         };
         let have = vec![true; meta.info.num_pieces()];

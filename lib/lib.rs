@@ -8,7 +8,8 @@
 //!   checks content against one;
 //! - [`units`], [`progress`], [`cli`]: what the binaries share;
 //! - [`source`]: where a TORRENT argument comes from (path, `-`, `http://` URL, magnet
-//!   link); [`listen`]: the peer port (6881–6889, then any free one);
+//!   link); [`listen`]: the peer port (6881–6889, then any free one); [`congestion`]: the
+//!   TCP congestion control peer connections ask for;
 //! - [`peer`]: wire messages, connections, the shared acceptor, BEP 9 metadata;
 //!   [`picker`]: which blocks to ask whom; [`swarm`]: every swarm decision as a state
 //!   machine without I/O; [`session`]: its threaded driver; [`sim`]: the fleet simulator
@@ -22,6 +23,7 @@
 pub mod announce;
 pub mod bencode;
 pub mod cli;
+pub mod congestion;
 pub mod create;
 pub mod hashing;
 pub mod hex;

@@ -27,6 +27,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
+use std::ffi::OsStr;
 
 const T: Duration = Duration::from_secs(60);
 
@@ -497,6 +498,29 @@ fn one_torrent_that_cannot_finish_does_not_stop_the_others() {
     assert!(err.contains("b.bin: could not finish") && err.contains("1 of 2 torrents did not complete"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     seed.stop(T);
+}
+
+#[test]
+fn tcp_congestion_the_kernel_lacks_is_reported_and_the_download_goes_on() {
+    let d = Dir::new("ops-congestion");
+    let a = d.join("a.bin");
+    write_data(&a, 3 << 20, 41);
+    let ta = d.join("a.torrent");
+    mktorrent(&a, &ta, &[]);
+    let (mut seed, port) = start_bseed(&d, &[OsStr::new("--tcp-congestion"), OsStr::new("reno"), ta.as_os_str(), a.as_os_str()]);
+    let out = d.join("out");
+    let o = fetch_from(port, &[&ta], &out, &["--tcp-congestion", "nosuchcc", "--timeout", "60s"]);
+    assert_exit(&o, 0);
+    assert_same_content(&a, &out.join("a.bin"));
+    let err = stderr(&o);
+    assert_eq!(err.matches("TCP congestion control nosuchcc not available").count(), 1, "{err}");
+    assert!(!seed.stderr().contains("not available"), "reno is in every kernel: {}", seed.stderr());
+    seed.stop(T);
+    // A name that cannot be one is a usage error, before anything starts.
+    let o = run(cmd("bfetch").arg(&ta).args(["--peer", "127.0.0.1:9", "--tcp-congestion", "Cu bic", "-o"]).arg(d.join("out2")));
+    assert_one_line(&o, "bfetch", 2, "--tcp-congestion");
+    let o = run(cmd("bseed").args(["--tcp-congestion", ""]).arg(&ta).arg(&a));
+    assert_one_line(&o, "bseed", 2, "--tcp-congestion");
 }
 
 #[test]

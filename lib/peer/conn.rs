@@ -132,6 +132,9 @@ pub struct Context {
     /// The exact bytes of the info dictionary, served to peers that ask with `ut_metadata`
     /// (BEP 9); their SHA-1 is `info_hash`.
     pub info_bytes: Arc<Vec<u8>>,
+    /// Congestion control set on each connection (checked by the session beforehand: a
+    /// refusal here is ignored and the connection keeps the kernel's default).
+    pub congestion: crate::congestion::Congestion,
 }
 
 /// How a connection began.
@@ -168,6 +171,7 @@ fn connect(
 ) -> Result<(), CloseReason> {
     let outgoing = matches!(side, Side::Dialled);
     stream.set_nodelay(true).ok();
+    crate::congestion::apply(stream, &ctx.congestion).ok();
     stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT)).ok();
     stream.set_write_timeout(Some(Duration::from_secs(60))).ok();
     let ours = Handshake::new(ctx.info_hash, ctx.peer_id);
