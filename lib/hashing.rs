@@ -33,7 +33,7 @@ const STEP: usize = 128 << 10;
 
 /// Pieces hashed at once by one worker (SHA-NI only): 4 ran at 2.65x the single-stream speed
 /// on the AMD EPYC build machine (2 at 1.8x, 3 at 2.2x).
-const LANES: usize = 4;
+pub const LANES: usize = 4;
 
 /// Alignment of the read buffers. The kernel's copy from the page cache into a buffer that
 /// starts 16 bytes into a page (where malloc puts large blocks) runs about 4x slower on this
