@@ -353,6 +353,7 @@ impl Session {
         let unwritten = limits.unwritten.clone();
         let mut disk_tx = Vec::new();
         let workers = cfg.threads.max(1);
+        let hints = writeback_thread(storage.clone());
         for n in 0..workers {
             // Unbounded: what is queued is bounded by the unwritten budget that readers take
             // before they send blocks.
@@ -361,9 +362,10 @@ impl Session {
             let done = disk_done.clone();
             let st = storage.clone();
             let budget = unwritten.clone();
+            let hints = hints.clone();
             std::thread::Builder::new()
                 .name(format!("disk-{n}"))
-                .spawn(move || disk_worker(st, budget, (n, workers), jobs, done))
+                .spawn(move || disk_worker(st, budget, (n, workers), jobs, done, hints))
                 .expect("spawning a disk thread");
         }
         let ctx = Arc::new(Context {
@@ -948,6 +950,7 @@ fn disk_worker(
     (me, workers): (usize, usize),
     jobs: mailbox::Receiver<DiskJob>,
     done: Sender<DiskDone>,
+    hints: Option<Sender<()>>,
 ) {
     let mut buf = Vec::new();
     let mut lanes: hashing::PieceLanes<Vec<u8>> = hashing::PieceLanes::new();
@@ -979,7 +982,11 @@ fn disk_worker(
                 unhinted += blocks.iter().map(|b| b.1.len() as u64).sum::<u64>();
                 if unhinted >= storage::WRITEBACK_EVERY {
                     unhinted = 0;
-                    storage.start_writeback();
+                    match &hints {
+                        // A hint already waiting covers this one too.
+                        Some(h) => drop(h.try_send(())),
+                        None => storage.start_writeback(),
+                    }
                 }
                 let refs = blocks.iter().map(|(r, _)| *r).collect();
                 if res.is_err() {
@@ -1043,6 +1050,23 @@ fn disk_worker(
             }
         }
     }
+}
+
+/// Write-back hints ([`Storage::start_writeback`]) go to a thread of their own, which ends
+/// with the disk threads: with the disk busy, `sync_file_range` blocks (0.06–0.31 s of a
+/// 1 GiB loopback download, in the thread that writes and hashes). `None`: no thread could
+/// start, and the disk threads give the hints themselves.
+fn writeback_thread(storage: Arc<Storage>) -> Option<Sender<()>> {
+    let (tx, rx) = channel::bounded::<()>(1);
+    std::thread::Builder::new()
+        .name("writeback".into())
+        .spawn(move || {
+            while rx.recv().is_ok() {
+                storage.start_writeback();
+            }
+        })
+        .ok()?;
+    Some(tx)
 }
 
 /// How long a piece's Hash job may wait for lanes to fill (see [`disk_worker`]).
