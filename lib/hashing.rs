@@ -327,7 +327,7 @@ fn hash_group(cursors: &mut [Cursor], bufs: &mut [Buf], start: u64, len: u64) ->
             }
             let data: [&[[u8; 64]]; LANES] = std::array::from_fn(|l| multi::blocks(bufs[l].data(n)));
             // SAFETY: hash_group runs only where multi_lane_cpu() found SHA-NI and SSE4.1.
-            unsafe { multi::compress4(&mut states, data, multi::pairs()) };
+            unsafe { multi::compress(&mut states, data) };
             off += n as u64;
         }
         // SAFETY: as above.
@@ -366,7 +366,7 @@ mod multi {
     ///
     /// # Safety
     /// As [`compress`].
-    pub unsafe fn pairs() -> bool {
+    unsafe fn pairs() -> bool {
         static PAIRS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         *PAIRS.get_or_init(|| {
             const LEN: usize = 256 << 10;
@@ -377,7 +377,14 @@ mod multi {
                     let t = std::time::Instant::now();
                     let mut states = [INIT; 4];
                     // SAFETY: the caller's.
-                    unsafe { compress4(&mut states, std::array::from_fn(|l| blocks(&data[l * LEN..(l + 1) * LEN])), pairs) };
+                    let lanes = std::array::from_fn(|l| blocks(&data[l * LEN..(l + 1) * LEN]));
+                    unsafe {
+                        if pairs {
+                            as_pairs(&mut states, lanes)
+                        } else {
+                            interleave(&mut states, lanes)
+                        }
+                    };
                     std::hint::black_box(&states);
                     best[k] = best[k].min(t.elapsed());
                 }
@@ -386,31 +393,44 @@ mod multi {
         })
     }
 
-    /// Four lanes: all interleaved, or as two interleaved pairs ([`pairs`]).
-    ///
-    /// # Safety
-    /// As [`compress`].
-    #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
-    pub unsafe fn compress4(states: &mut [[u32; 5]; 4], blocks: [&[[u8; 64]]; 4], pairs: bool) {
-        if !pairs {
-            // SAFETY: the caller's.
-            return unsafe { compress(states, blocks) };
-        }
-        let (lo, hi) = states.split_at_mut(2);
-        // SAFETY: the caller's.
-        unsafe {
-            compress::<2>(lo.try_into().unwrap(), [blocks[0], blocks[1]]);
-            compress::<2>(hi.try_into().unwrap(), [blocks[2], blocks[3]]);
-        }
-    }
-
     /// Runs the compression function over the blocks of each lane; every lane must have
-    /// the same number of blocks.
+    /// the same number of blocks. Four lanes run as two pairs where [`pairs`] found that
+    /// faster, any other number all interleaved.
     ///
     /// # Safety
     /// The CPU must have the `sha`, `sse2`, `ssse3` and `sse4.1` features.
     #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
     pub unsafe fn compress<const N: usize>(states: &mut [[u32; 5]; N], blocks: [&[[u8; 64]]; N]) {
+        // SAFETY: the caller's.
+        unsafe {
+            if N == 4 && pairs() {
+                as_pairs(states, blocks)
+            } else {
+                interleave(states, blocks)
+            }
+        }
+    }
+
+    /// Four lanes (`N` must be 4) as two interleaved pairs.
+    ///
+    /// # Safety
+    /// As [`compress`].
+    #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+    pub(super) unsafe fn as_pairs<const N: usize>(states: &mut [[u32; 5]; N], blocks: [&[[u8; 64]]; N]) {
+        let (lo, hi) = states.split_at_mut(2);
+        // SAFETY: the caller's.
+        unsafe {
+            interleave::<2>(lo.try_into().unwrap(), [blocks[0], blocks[1]]);
+            interleave::<2>(hi.try_into().unwrap(), [blocks[2], blocks[3]]);
+        }
+    }
+
+    /// All lanes' rounds interleaved.
+    ///
+    /// # Safety
+    /// As [`compress`].
+    #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+    pub(super) unsafe fn interleave<const N: usize>(states: &mut [[u32; 5]; N], blocks: [&[[u8; 64]]; N]) {
         let n = blocks[0].len();
         assert!(blocks.iter().all(|b| b.len() == n));
         let mask = _mm_set_epi64x(0x0001_0203_0405_0607, 0x0809_0A0B_0C0D_0E0F);
@@ -776,12 +796,7 @@ unsafe fn run_lanes<B: AsRef<[u8]>, const N: usize>(lanes: &mut [&mut Lane<B>], 
         multi::blocks(&lane.blocks[0].as_ref()[lane.used..lane.used + n])
     });
     // SAFETY: the caller's.
-    unsafe {
-        match (<&mut [[u32; 5]; 4]>::try_from(&mut states[..]), <[&[[u8; 64]]; 4]>::try_from(&data[..])) {
-            (Ok(s4), Ok(d4)) => multi::compress4(s4, d4, multi::pairs()),
-            _ => multi::compress(&mut states, data),
-        }
-    }
+    unsafe { multi::compress(&mut states, data) };
     for l in 0..N {
         lanes[l].state = states[l];
     }
@@ -933,7 +948,13 @@ mod tests {
             for pairs in [false, true] {
                 let mut states = [multi::INIT; 4];
                 // SAFETY: the CPU has SHA-NI (checked above).
-                unsafe { multi::compress4(&mut states, lanes.map(multi::blocks), pairs) };
+                unsafe {
+                    if pairs {
+                        multi::as_pairs(&mut states, lanes.map(multi::blocks))
+                    } else {
+                        multi::interleave(&mut states, lanes.map(multi::blocks))
+                    }
+                };
                 for l in 0..4 {
                     let got = unsafe { multi::finish(&mut states[l], lanes[l].len() as u64) };
                     assert_eq!(got, sha1(lanes[l]), "lane {l}, {blocks} blocks, pairs {pairs}");
