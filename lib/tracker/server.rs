@@ -238,6 +238,7 @@ impl Tracker {
             event: q.event,
             numwant: q.numwant.unwrap_or(self.cfg.default_numwant),
             key: q.key,
+            peer_ids: !q.compact && !q.no_peer_id,
         };
         match self.store_announce(&a, 0) {
             Ok(o) => {
@@ -378,6 +379,7 @@ impl Tracker {
                     event: a.event,
                     numwant,
                     key: Some(a.key),
+                    peer_ids: false,
                 };
                 match self.store_announce(&sa, 1) {
                     Ok(o) => {
