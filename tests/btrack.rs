@@ -505,6 +505,10 @@ fn curl_upload_and_ipv6_peers() {
     let (s, _, body) = http("GET", &b.url(&format!("/announce?{q}")), None, &[]);
     assert_eq!(s, 200);
     assert!(body.windows(9).any(|w| w == b"7:peer id"), "dictionary peers carry peer ids");
+    for pid in 1..=3 {
+        let id = req(ih, pid, 0, 0).peer_id;
+        assert!(body.windows(20).any(|w| w == id), "peer {pid}'s own id is in the answer");
+    }
     let r = shoal::tracker::http::decode_announce_response(&body).unwrap();
     assert_eq!(r.peers.len(), 3);
     assert!(r.peers.contains(&want));

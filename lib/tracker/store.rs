@@ -6,7 +6,8 @@
 //! - an info-hash lives in shard `hash[0] ^ hash[19]` mod [`SHARDS`]; one announce locks
 //!   one shard for a few microseconds, so workers rarely contend;
 //! - memory is bounded: at most `max_torrents` swarms, `max_peers` peers per swarm and
-//!   `max_peers_total` peers in all (about 165 bytes each); a new peer beyond a cap still
+//!   `max_peers_total` peers in all (about 180 bytes each: the record, its slot and its
+//!   index entry); a new peer beyond a cap still
 //!   gets an answer but is not stored;
 //! - a stored peer belongs to whoever announced it first: a later announce for the same
 //!   peer id (update, `stopped`, a new address) must carry the same BEP 7 `key` or, when
