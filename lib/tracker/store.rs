@@ -33,22 +33,23 @@ pub const DEPARTED_MAX: usize = 512;
 
 /// One peer as the tracker sees it.
 ///
-/// Laid out for the announce that updates it: what the ownership check and the update read
-/// (peer id, key, source, bytes left, last announce) is the first 64 bytes, and a peer starts
-/// a cache line. Picking does not read it for IPv4 peers: see [`Slot`].
+/// Laid out for the announce that updates it: everything an update writes (address,
+/// counters, bytes left, last announce) is the first 64 bytes, and a peer starts a cache
+/// line, so an update dirties one line. The update reads neither line (the ownership check
+/// and the seed count use the index's [`Entry`]), and picking reads the [`Slot`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[repr(C, align(64))]
 pub struct Peer {
-    pub peer_id: [u8; 20],
-    /// Seconds since the store was created, at the last announce.
-    pub last: u32,
-    pub left: u64,
-    pub key: Option<u32>,
-    /// The IP address the first announce came from (not the `ip=` parameter).
-    pub source: IpAddr,
     pub addr: SocketAddr,
     pub uploaded: u64,
     pub downloaded: u64,
+    pub left: u64,
+    /// Seconds since the store was created, at the last announce.
+    pub last: u32,
+    pub peer_id: [u8; 20],
+    pub key: Option<u32>,
+    /// The IP address the first announce came from (not the `ip=` parameter).
+    pub source: IpAddr,
     /// Seconds since the store was created, at the first announce.
     pub first: u32,
 }
@@ -984,15 +985,16 @@ mod tests {
     }
 
     #[test]
-    fn what_an_update_reads_shares_one_cache_line_and_slots_are_small() {
+    fn what_an_update_writes_shares_one_cache_line_and_slots_are_small() {
         assert_eq!(std::mem::align_of::<Peer>(), 64);
+        assert_eq!(std::mem::size_of::<Peer>(), 128);
         assert_eq!(std::mem::size_of::<Slot>(), 12);
         for end in [
-            std::mem::offset_of!(Peer, peer_id) + 20,
-            std::mem::offset_of!(Peer, last) + 4,
+            std::mem::offset_of!(Peer, addr) + std::mem::size_of::<SocketAddr>(),
+            std::mem::offset_of!(Peer, uploaded) + 8,
+            std::mem::offset_of!(Peer, downloaded) + 8,
             std::mem::offset_of!(Peer, left) + 8,
-            std::mem::offset_of!(Peer, key) + std::mem::size_of::<Option<u32>>(),
-            std::mem::offset_of!(Peer, source) + std::mem::size_of::<IpAddr>(),
+            std::mem::offset_of!(Peer, last) + 4,
         ] {
             assert!(end <= 64, "{end}");
         }
