@@ -23,11 +23,13 @@
 # source sockets each (8 client ports, so a tracker with one SO_REUSEPORT socket per core
 # gets its load spread as from many clients); it sends in batches (sendmmsg, or one UDP GSO
 # send per batch) and receives in batches (recvmmsg), so that on 2 cores the trackers, not
-# the generator, are measured. The generator shares the 2 cores with the tracker, so the
-# UDP rate ratio understates how much cheaper one tracker is than the other: the "UDP
-# CPU-us/ann" column gives each tracker's own CPU time (user + system, from /proc) per
-# answered announce over its best run, and its ratio row opentracker's over btrack's. Run it under `flock -o` when other jobs share the lock: the
-# trackers started here must not inherit the lock's file descriptor.
+# the generator, are measured. The generator still shares the 2 cores with the tracker,
+# and a tracker need not use both (opentracker answers UDP on one thread), so the rate
+# ratio is not a cost ratio: the "UDP CPU-us/ann" column gives each tracker's own CPU time
+# (user + system, from /proc) per answered announce in its fastest run (the lowest over
+# the rounds), and its ratio row opentracker's over btrack's. Run it under `flock -o` when
+# other jobs share the lock: the trackers started here must not inherit the lock's file
+# descriptor.
 set -eu
 SECS=${1:-10}
 CONNS=${2:-64}
