@@ -26,8 +26,8 @@
 # the generator, are measured. The generator still shares the 2 cores with the tracker,
 # and a tracker need not use both (opentracker answers UDP on one thread), so the rate
 # ratio is not a cost ratio: the "UDP CPU-us/ann" column gives each tracker's own CPU time
-# (user + system, from /proc) per answered announce in its fastest run (the lowest over
-# the rounds), and its ratio row opentracker's over btrack's. Run it under `flock -o` when
+# (user + system, from /proc) per answered announce, the lowest over the rounds (like the
+# rates, the best), and its ratio row opentracker's over btrack's. Run it under `flock -o` when
 # other jobs share the lock: the trackers started here must not inherit the lock's file
 # descriptor.
 set -eu
