@@ -121,6 +121,20 @@ impl Meter {
         sum as f64 / self.window.as_secs_f64()
     }
 
+    /// Bytes per second over the time the window's samples span (from the oldest to `now`,
+    /// at least 10 ms): the same as [`Meter::rate`] once data has flowed for a whole window,
+    /// but right from the start of a transfer, where `rate` still averages in the silence
+    /// before it.
+    pub fn recent_rate(&mut self, now: Duration) -> f64 {
+        self.trim(now);
+        let Some((first, _)) = self.samples.front() else {
+            return 0.0;
+        };
+        let span = now.saturating_sub(*first).clamp(Duration::from_millis(10), self.window);
+        let sum: u64 = self.samples.iter().map(|s| s.1).sum();
+        sum as f64 / span.as_secs_f64()
+    }
+
     pub fn total(&self) -> u64 {
         self.total
     }
@@ -192,5 +206,21 @@ mod tests {
         assert_eq!(m.rate(t + Duration::from_millis(1200)), 1000.0, "the first sample left the window");
         assert_eq!(m.rate(t + Duration::from_secs(3)), 0.0);
         assert_eq!(m.total(), 2000);
+    }
+
+    #[test]
+    fn recent_rate_is_right_from_the_start() {
+        let mut m = Meter::new(Duration::from_secs(3));
+        let t = Duration::from_secs(100);
+        assert_eq!(m.recent_rate(t), 0.0);
+        m.add(t, 1_000_000);
+        m.add(t + Duration::from_millis(150), 1_000_000);
+        let r = m.recent_rate(t + Duration::from_millis(200));
+        assert!((r - 1e7).abs() < 1.0, "2 MB in 200 ms: {r}");
+        assert!(m.rate(t + Duration::from_millis(200)) < 7e5, "rate averages over the whole window");
+        assert_eq!(m.recent_rate(t + Duration::from_secs(3)), m.rate(t + Duration::from_secs(3)));
+        let mut m = Meter::new(Duration::from_secs(3));
+        m.add(t, 1_000);
+        assert_eq!(m.recent_rate(t), 100_000.0, "at least 10 ms");
     }
 }

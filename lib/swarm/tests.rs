@@ -1070,3 +1070,33 @@ fn a_slot_freed_by_a_peer_that_lost_interest_goes_at_once_to_the_peer_furthest_b
         "the freed slot goes at once, to the waiting peer with the fewest pieces"
     );
 }
+
+#[test]
+fn the_driver_may_pause_long_for_slow_peers_and_briefly_for_fast_ones() {
+    let max = Duration::from_millis(20);
+    // 8 MiB in flight at 1 GB/s lasts 8.4 ms: an eighth of it; at 12.5 MB/s, the cap.
+    let fast = super::pause_for(8.0 * 1048576.0, 1e9, max);
+    assert!(fast > Duration::from_micros(1000) && fast < Duration::from_micros(1100), "{fast:?}");
+    assert_eq!(super::pause_for(8.0 * 1048576.0, 12.5e6, max), max);
+    assert_eq!(super::pause_for(0.0, 1e9, max), max, "nothing in flight");
+    assert_eq!(super::pause_for(1e6, 0.0, max), max, "no rate yet");
+
+    let mut c = C::new(cfg(64, Lifecycle::Exit), vec![false; 64], s(0));
+    assert_eq!(c.pass_pause(s(0), max), max / 8, "no peer: nothing flows, answer promptly");
+    join(&mut c, 1, Some(vec![true; 64]), s(0));
+    msg(&mut c, 1, Message::Unchoke, s(0));
+    let asked = requests(&outs(&mut c), 1);
+    assert!(!asked.is_empty());
+    assert_eq!(c.pass_pause(s(0), max), max / 8, "nothing received yet: nothing flows");
+    // 4 blocks at s(1), judged at s(3): 8 blocks in flight (128 KiB, topped up again) at
+    // 64 KiB per 2 s last 4 s, and an eighth of that is 0.5 s.
+    deliver(&mut c, 1, &asked[..4], true, s(1));
+    assert_eq!(c.pass_pause(s(3), max), max);
+    let p = c.pass_pause(s(3), s(10));
+    assert!(p > Duration::from_millis(490) && p < Duration::from_millis(510), "{p:?}");
+    // A second peer just asked (no rate yet) does not shorten the pause while the first sends.
+    join(&mut c, 2, Some(vec![true; 64]), s(3));
+    msg(&mut c, 2, Message::Unchoke, s(3));
+    assert!(!requests(&outs(&mut c), 2).is_empty());
+    assert_eq!(c.pass_pause(s(3), max), max);
+}
