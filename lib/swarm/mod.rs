@@ -266,6 +266,9 @@ pub struct Core<P> {
     admission: Admission,
     rng: Rng,
     out: Vec<Output<P>>,
+    /// A connection or a peer's choke or interest changed since the driver last asked for a
+    /// pause: the next pass comes soon (see [`Core::pass_pause`]).
+    prompt: bool,
     next_key: PeerKey,
     started: Duration,
     completed_at: Option<Duration>,
@@ -319,6 +322,7 @@ impl<P> Core<P> {
             admission,
             rng,
             out: Vec::new(),
+            prompt: false,
             next_key: 1,
             web,
             last_payload: now,
@@ -450,22 +454,17 @@ impl<P> Core<P> {
     /// last at its recent rate ([`crate::rate::Meter::recent_rate`]: right from the first
     /// blocks), at most `max`. On a slow link a pass can wait long (fewer wake-ups of this
     /// thread and of every thread its outputs feed) and no pipeline runs dry meanwhile; at a
-    /// gigabyte per second the answer is well under a millisecond. While no block flows (a
-    /// seeder, or connections and unchokes still being exchanged) it is a [`PAUSE_PART`]th
-    /// of `max`: those messages are answered promptly.
+    /// gigabyte per second the answer is well under a millisecond. After a connection or a
+    /// peer's choke, unchoke, interest or bitfield it is a [`PAUSE_PART`]th of `max`: what
+    /// starts a transfer is answered promptly.
     pub fn pass_pause(&mut self, now: Duration, max: Duration) -> Duration {
-        let block = self.picker.block_size() as f64;
-        let mut flowing = false;
-        let pause = self.peers.values_mut().fold(max, |pause, p| {
-            let rate = p.down.recent_rate(now);
-            flowing |= rate > 0.0 && !p.inflight.is_empty();
-            pause.min(pause_for(p.inflight.len() as f64 * block, rate, max))
-        });
-        if flowing {
-            pause
-        } else {
-            max.div_f64(PAUSE_PART)
+        if std::mem::take(&mut self.prompt) {
+            return max.div_f64(PAUSE_PART);
         }
+        let block = self.picker.block_size() as f64;
+        self.peers.values_mut().fold(max, |pause, p| {
+            pause.min(pause_for(p.inflight.len() as f64 * block, p.down.recent_rate(now), max))
+        })
     }
 
     pub fn rates(&mut self, now: Duration) -> (f64, f64) {
@@ -475,6 +474,20 @@ impl<P> Core<P> {
     }
 
     pub fn handle(&mut self, now: Duration, input: Input<P>) {
+        self.prompt |= match &input {
+            Input::Connected { .. } => true,
+            Input::Message { msg, .. } => matches!(
+                msg,
+                Message::Choke
+                    | Message::Unchoke
+                    | Message::Interested
+                    | Message::NotInterested
+                    | Message::Bitfield(_)
+                    | Message::HaveAll
+                    | Message::HaveNone
+            ),
+            _ => false,
+        };
         match input {
             Input::Connected {
                 key,

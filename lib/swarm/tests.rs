@@ -1082,12 +1082,15 @@ fn the_driver_may_pause_long_for_slow_peers_and_briefly_for_fast_ones() {
     assert_eq!(super::pause_for(1e6, 0.0, max), max, "no rate yet");
 
     let mut c = C::new(cfg(64, Lifecycle::Exit), vec![false; 64], s(0));
-    assert_eq!(c.pass_pause(s(0), max), max / 8, "no peer: nothing flows, answer promptly");
+    assert_eq!(c.pass_pause(s(0), max), max, "no peer");
     join(&mut c, 1, Some(vec![true; 64]), s(0));
+    assert_eq!(c.pass_pause(s(0), max), max / 8, "a connection and its bitfield: promptly");
+    assert_eq!(c.pass_pause(s(0), max), max, "once");
     msg(&mut c, 1, Message::Unchoke, s(0));
     let asked = requests(&outs(&mut c), 1);
     assert!(!asked.is_empty());
-    assert_eq!(c.pass_pause(s(0), max), max / 8, "nothing received yet: nothing flows");
+    assert_eq!(c.pass_pause(s(0), max), max / 8, "an unchoke: promptly");
+    assert_eq!(c.pass_pause(s(0), max), max, "nothing received yet: speed unknown");
     // 4 blocks at s(1), judged at s(3): 8 blocks in flight (128 KiB, topped up again) at
     // 64 KiB per 2 s last 4 s, and an eighth of that is 0.5 s.
     deliver(&mut c, 1, &asked[..4], true, s(1));
@@ -1098,5 +1101,9 @@ fn the_driver_may_pause_long_for_slow_peers_and_briefly_for_fast_ones() {
     join(&mut c, 2, Some(vec![true; 64]), s(3));
     msg(&mut c, 2, Message::Unchoke, s(3));
     assert!(!requests(&outs(&mut c), 2).is_empty());
+    c.pass_pause(s(3), max);
+    assert_eq!(c.pass_pause(s(3), max), max);
+    // Haves are batched like blocks.
+    msg(&mut c, 2, Message::Have(5), s(3));
     assert_eq!(c.pass_pause(s(3), max), max);
 }
