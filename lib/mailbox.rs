@@ -71,6 +71,28 @@ impl<T> Sender<T> {
         Ok(())
     }
 
+    /// Queues `t` without waking a sleeping receiver: it is taken with whatever wakes the
+    /// receiver next (a [`Sender::send`], a [`Sender::nudge`], its own timeout). For what
+    /// may wait, such as a `have` to a peer we choke.
+    pub fn send_lazy(&self, t: T) -> Result<(), SendError<T>> {
+        let mut s = self.shared.lock();
+        if !s.receiver {
+            return Err(SendError(t));
+        }
+        s.items.push_back(t);
+        Ok(())
+    }
+
+    /// Wakes the receiver if it sleeps with items queued (by [`Sender::send_lazy`]).
+    pub fn nudge(&self) {
+        let mut s = self.shared.lock();
+        let wake = !s.items.is_empty() && std::mem::take(&mut s.sleeping);
+        drop(s);
+        if wake {
+            self.shared.ready.notify_one();
+        }
+    }
+
     /// Items queued now.
     pub fn len(&self) -> usize {
         self.shared.lock().items.len()
@@ -212,6 +234,40 @@ mod tests {
         drop(tx);
         assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok(1));
         assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Err(RecvTimeoutError::Disconnected));
+    }
+
+    #[test]
+    fn a_lazy_send_waits_for_the_next_wake_and_keeps_its_place() {
+        let (tx, rx) = unbounded::<u8>();
+        let shared = tx.shared.clone();
+        let t = std::thread::spawn(move || (rx.recv(), rx.recv(), rx.recv()));
+        // Until the receiver sleeps (a state, not a time).
+        while !shared.lock().sleeping {
+            std::thread::yield_now();
+        }
+        tx.send_lazy(1).unwrap();
+        assert!(shared.lock().sleeping, "a lazy send leaves the receiver asleep");
+        tx.send(2).unwrap();
+        tx.send_lazy(3).unwrap();
+        tx.nudge();
+        assert_eq!(t.join().unwrap(), (Some(1), Some(2), Some(3)), "in order, the last one nudged");
+        drop(tx);
+    }
+
+    #[test]
+    fn a_nudge_wakes_a_receiver_only_for_queued_items() {
+        let (tx, rx) = unbounded::<u8>();
+        let shared = tx.shared.clone();
+        // A nudge that did not wake it fails here after 30 s instead of hanging the suite.
+        let t = std::thread::spawn(move || rx.recv_timeout(Duration::from_secs(30)).ok());
+        while !shared.lock().sleeping {
+            std::thread::yield_now();
+        }
+        tx.nudge();
+        assert!(shared.lock().sleeping, "nothing queued: no wake");
+        tx.send_lazy(9).unwrap();
+        tx.nudge();
+        assert_eq!(t.join().unwrap(), Some(9));
     }
 
     #[test]

@@ -182,6 +182,9 @@ enum DiskDone {
 struct Conn {
     cmd: mailbox::Sender<Cmd>,
     shared: Arc<PeerShared>,
+    /// Commands wait in the writer's queue without having woken it ([`Output::Notify`]):
+    /// the next tick nudges it.
+    lazy: std::cell::Cell<bool>,
 }
 
 /// Everything needed to start a session.
@@ -508,6 +511,7 @@ impl Session {
                 last_tick = Instant::now();
                 self.tick();
                 self.carry_out()?;
+                self.nudge_lazy();
             }
             if busy {
                 // Events keep coming: let them gather for a moment without being woken by
@@ -599,7 +603,7 @@ impl Session {
                 shared,
                 sent_have,
             } => {
-                self.conns.insert(key, Conn { cmd, shared });
+                self.conns.insert(key, Conn { cmd, shared, lazy: Default::default() });
                 Input::Connected {
                     key,
                     addr,
@@ -767,11 +771,17 @@ impl Session {
                 return Ok(());
             }
             // A peer's messages in a row go to its writer as one command (one wake-up, one
-            // send); other outputs for the peer keep their place after them.
-            let mut msgs: HashMap<PeerKey, Vec<crate::peer::wire::Message>> = HashMap::new();
+            // send; none when every one of them may wait); other outputs for the peer keep
+            // their place after them.
+            let mut msgs: HashMap<PeerKey, (Vec<crate::peer::wire::Message>, bool)> = HashMap::new();
             for o in outs {
                 match o {
-                    Output::Send { key, msg } => msgs.entry(key).or_default().push(msg),
+                    Output::Send { key, msg } => {
+                        let e = msgs.entry(key).or_insert((Vec::new(), true));
+                        e.0.push(msg);
+                        e.1 = false;
+                    }
+                    Output::Notify { key, msg } => msgs.entry(key).or_insert((Vec::new(), true)).0.push(msg),
                     o => {
                         let key = match &o {
                             Output::Request { key, .. }
@@ -779,15 +789,15 @@ impl Session {
                             | Output::Close { key, .. } => Some(*key),
                             _ => None,
                         };
-                        if let Some((k, m)) = key.and_then(|k| msgs.remove_entry(&k)) {
-                            self.cmd(k, Cmd::Send(m));
+                        if let Some((k, (m, lazy))) = key.and_then(|k| msgs.remove_entry(&k)) {
+                            self.send_msgs(k, m, lazy);
                         }
                         self.carry(o)?;
                     }
                 }
             }
-            for (key, m) in msgs {
-                self.cmd(key, Cmd::Send(m));
+            for (key, (m, lazy)) in msgs {
+                self.send_msgs(key, m, lazy);
             }
             for i in std::mem::take(&mut self.feedback) {
                 self.input(i);
@@ -801,9 +811,29 @@ impl Session {
         }
     }
 
+    /// Messages for a peer's writer; `lazy`: they may wait for its next wake-up (at the
+    /// latest the next tick's [`Session::nudge_lazy`]).
+    fn send_msgs(&self, key: PeerKey, msgs: Vec<crate::peer::wire::Message>, lazy: bool) {
+        match self.conns.get(&key) {
+            Some(conn) if lazy => {
+                let _ = conn.cmd.send_lazy(Cmd::Send(msgs));
+                conn.lazy.set(true);
+            }
+            _ => self.cmd(key, Cmd::Send(msgs)),
+        }
+    }
+
+    /// Wakes the writers that have lazy messages queued (once a tick).
+    fn nudge_lazy(&self) {
+        for conn in self.conns.values().filter(|c| c.lazy.replace(false)) {
+            conn.cmd.nudge();
+        }
+    }
+
     fn carry(&mut self, o: Output<Vec<u8>>) -> Result<(), Error> {
         match o {
             Output::Send { key, msg } => self.cmd(key, Cmd::Send(vec![msg])),
+            Output::Notify { key, msg } => self.send_msgs(key, vec![msg], true),
             Output::Request { key, blocks } => self.cmd(key, Cmd::Request(blocks)),
             Output::SetChoke { key, choke } => self.cmd(key, Cmd::Choke(choke)),
             Output::Close { key, .. } => self.cmd(key, Cmd::Close),

@@ -756,7 +756,9 @@ impl Sim {
     fn carry(&mut self, h: usize, o: Output<bool>) {
         let now = self.now;
         match o {
-            Output::Send { key, msg } => {
+            // A Notify rides with the connection's next message in the real driver (within
+            // a second); here it goes at once.
+            Output::Send { key, msg } | Output::Notify { key, msg } => {
                 if let Some((c, end)) = self.conn_end(h, key) {
                     if self.conns[c].open {
                         self.send(c, 1 - end, Msg::Wire(msg));

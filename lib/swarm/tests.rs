@@ -96,7 +96,7 @@ fn requests(o: &[Out], key: PeerKey) -> Vec<BlockRef> {
 fn sent(o: &[Out], key: PeerKey) -> Vec<&Message> {
     o.iter()
         .filter_map(|o| match o {
-            Output::Send { key: k, msg } if *k == key => Some(msg),
+            Output::Send { key: k, msg } | Output::Notify { key: k, msg } if *k == key => Some(msg),
             _ => None,
         })
         .collect()
@@ -682,10 +682,16 @@ fn pieces_verified_close_together_share_one_resume_save() {
 
 #[test]
 fn haves_go_at_once_to_the_sender_and_batched_to_the_others() {
-    let haves = |o: &[Out], key: PeerKey| -> Vec<u32> {
+    // Haves sent to wake the connection (Send), and those that may wait (Notify).
+    let sent_have = |o: &Out, key: PeerKey| match o {
+        Output::Send { key: k, msg: Message::Have(i) } if *k == key => Some(*i),
+        _ => None,
+    };
+    let haves = |o: &[Out], key: PeerKey| -> Vec<u32> { o.iter().filter_map(|o| sent_have(o, key)).collect() };
+    let lazy = |o: &[Out], key: PeerKey| -> Vec<u32> {
         o.iter()
             .filter_map(|o| match o {
-                Output::Send { key: k, msg: Message::Have(i) } if *k == key => Some(*i),
+                Output::Notify { key: k, msg: Message::Have(i) } if *k == key => Some(*i),
                 _ => None,
             })
             .collect()
@@ -693,6 +699,13 @@ fn haves_go_at_once_to_the_sender_and_batched_to_the_others() {
     let mut c = C::new(cfg(4, Lifecycle::Exit), vec![false; 4], s(0));
     join(&mut c, 1, Some(vec![true; 4]), s(0));
     join(&mut c, 2, Some(vec![false; 4]), s(0));
+    // Peer 3 asks for what we get and is unchoked; peer 2 stays choked.
+    join(&mut c, 3, Some(vec![false; 4]), s(0));
+    msg(&mut c, 3, Message::Interested, s(0));
+    c.handle(s(1), Input::Tick);
+    assert!(chokes(&outs(&mut c)).contains(&(3, false)), "peer 3 unchoked");
+    // Peer 4 is a seed (a super-seeder among them learns from haves), choked too.
+    join(&mut c, 4, Some(vec![true; 4]), s(0));
     msg(&mut c, 1, Message::Unchoke, s(0));
     let asked = requests(&outs(&mut c), 1);
     let mut firsts: Vec<u32> = asked.iter().map(|b| b.index).collect();
@@ -709,15 +722,18 @@ fn haves_go_at_once_to_the_sender_and_batched_to_the_others() {
     assert!(haves(&outs(&mut c), 2).is_empty(), "60 ms: not due yet");
     c.handle(t + BATCH_EVERY, Input::Flush);
     let o = outs(&mut c);
-    assert_eq!(haves(&o, 2), vec![firsts[0], firsts[1]], "both pieces in one batch, in order");
-    assert!(haves(&o, 1).is_empty(), "the sender is not told twice");
-    // Completion is announced to everyone at once.
+    assert_eq!(haves(&o, 3), vec![firsts[0], firsts[1]], "both pieces in one batch, in order");
+    assert_eq!(lazy(&o, 2), vec![firsts[0], firsts[1]], "a peer we choke may hear later");
+    assert!(haves(&o, 2).is_empty() && lazy(&o, 3).is_empty());
+    assert_eq!(haves(&o, 4), vec![firsts[0], firsts[1]], "a seed hears at once even if choked");
+    assert!(haves(&o, 1).is_empty() && lazy(&o, 1).is_empty(), "the sender is not told twice");
+    // Completion is announced to everyone at once (to a peer we choke, lazily).
     let mut rest = Vec::new();
     for &i in &firsts[2..] {
         rest.extend(piece(i));
     }
     let o = deliver(&mut c, 1, &rest, true, t + BATCH_EVERY + Duration::from_millis(1));
-    let mut to2 = haves(&o, 2);
+    let mut to2 = lazy(&o, 2);
     to2.sort();
     let mut want = firsts[2..].to_vec();
     want.sort();
