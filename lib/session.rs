@@ -49,6 +49,10 @@ const UNWRITTEN_BUDGET: usize = 24 << 20;
 /// pipelines stay full), at most this long; on the 100 Mbit/s testbed that is the whole of
 /// it (2 ms: 5.63–5.76 CPU-s per GB at 32 hosts, 20 ms: 5.02–5.17, same times).
 const COALESCE: Duration = Duration::from_millis(20);
+/// Received blocks coming faster than this (bytes a second) are hashed on every disk worker;
+/// slower, on the worker that writes them (see [`Session::hash_worker`]). One worker writes
+/// and hashes about a gigabyte a second on the machines measured.
+const SPREAD_HASHING_AT: f64 = 200e6;
 /// Pauses shorter than this are not taken (the next pass follows at once).
 const MIN_PAUSE: Duration = Duration::from_micros(500);
 /// A pass that found this many events is followed by the next at once.
@@ -152,10 +156,10 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 enum DiskJob {
-    /// Blocks to write (routed by file: see [`Session::carry`]); once written, the worker
-    /// hashes those of its own pieces and the others go on as [`DiskJob::Digest`] to the
-    /// worker of their piece.
-    Write(Vec<(BlockRef, Vec<u8>)>),
+    /// Blocks to write (routed by file: see [`Session::carry`]), each with the worker that
+    /// hashes its piece; once written, the worker hashes those of its own pieces and the
+    /// others go on as [`DiskJob::Digest`] to the worker of their piece.
+    Write(Vec<(BlockRef, Vec<u8>)>, Vec<usize>),
     /// Written blocks, for their pieces' running hashes; their bytes leave the unwritten
     /// budget here.
     Digest(Vec<(BlockRef, Vec<u8>)>),
@@ -171,8 +175,8 @@ enum DiskJob {
 
 enum DiskDone {
     /// Blocks written (or why not), and those of them still to be hashed by their pieces'
-    /// workers.
-    Written(Vec<BlockRef>, Vec<(BlockRef, Vec<u8>)>, Result<(), storage::Error>),
+    /// workers (given).
+    Written(Vec<BlockRef>, Vec<(BlockRef, Vec<u8>)>, Vec<usize>, Result<(), storage::Error>),
     Hashed(u32, Result<bool, storage::Error>),
     Saved(Result<(), storage::Error>),
     Finalized(Result<PathBuf, storage::Error>),
@@ -283,6 +287,9 @@ struct Session {
     net_rx: Receiver<Event>,
     /// One queue per disk thread; a piece's blocks always go to the same one, in order.
     disk_tx: Vec<mailbox::Sender<DiskJob>>,
+    /// The disk worker that hashes each piece with blocks written and no Hash job yet
+    /// (chosen at its first block: see [`Session::hash_worker`]).
+    hash_at: HashMap<u32, usize>,
     disk_rx: Receiver<DiskDone>,
     tracker_rx: Receiver<announce::Report>,
     announcer: Announcer,
@@ -372,7 +379,7 @@ impl Session {
             let hints = hints.clone();
             std::thread::Builder::new()
                 .name(format!("disk-{n}"))
-                .spawn(move || disk_worker(st, budget, (n, workers), jobs, done, hints))
+                .spawn(move || disk_worker(st, budget, n, jobs, done, hints))
                 .expect("spawning a disk thread");
         }
         let ctx = Arc::new(Context {
@@ -463,6 +470,7 @@ impl Session {
             conns: HashMap::new(),
             net_rx,
             disk_tx,
+            hash_at: HashMap::new(),
             disk_rx,
             tracker_rx,
             announcer,
@@ -651,14 +659,13 @@ impl Session {
 
     fn on_disk(&mut self, ev: DiskDone) -> Result<(), Error> {
         match ev {
-            DiskDone::Written(rs, blocks, Ok(())) => {
+            DiskDone::Written(rs, blocks, to, Ok(())) => {
                 // To their pieces' workers before the core sees them written: its Hash job
                 // for a piece is then queued after all the piece's blocks.
-                let to: Vec<usize> = blocks.iter().map(|(r, _)| piece_worker(&self.meta.info, r.index, self.disk_tx.len())).collect();
                 self.send_per_worker(blocks, &to, DiskJob::Digest);
                 self.input(Input::Written(rs))
             }
-            DiskDone::Written(_, _, Err(e))
+            DiskDone::Written(_, _, _, Err(e))
             | DiskDone::Hashed(_, Err(e))
             | DiskDone::Finalized(Err(e)) => return Err(Error::Disk(e)),
             DiskDone::Hashed(index, Ok(ok)) => self.input(Input::Hashed { index, ok }),
@@ -864,15 +871,34 @@ impl Session {
             // with perf); several files spread over the pool.
             Output::Write(blocks) => {
                 let info = &self.meta.info;
+                let n = self.disk_tx.len();
                 let to: Vec<usize> = blocks
                     .iter()
-                    .map(|(r, _)| info.file_at(r.index as u64 * info.piece_length + r.begin as u64))
+                    .map(|(r, _)| info.file_at(r.index as u64 * info.piece_length + r.begin as u64) % n)
                     .collect();
-                self.send_per_worker(blocks, &to, DiskJob::Write);
+                let spread = self.core.recent_down_rate(self.now()) >= SPREAD_HASHING_AT;
+                let hash_at: Vec<usize> =
+                    blocks.iter().zip(&to).map(|((r, _), w)| self.hash_worker(r.index, *w, spread)).collect();
+                let mut per: Vec<(Vec<(BlockRef, Vec<u8>)>, Vec<usize>)> = (0..n).map(|_| Default::default()).collect();
+                for ((b, w), h) in blocks.into_iter().zip(to).zip(hash_at) {
+                    per[w].0.push(b);
+                    per[w].1.push(h);
+                }
+                for (w, (blocks, hash_at)) in per.into_iter().enumerate() {
+                    if !blocks.is_empty() {
+                        if let Err(e) = self.disk_tx[w].send(DiskJob::Write(blocks, hash_at)) {
+                            if let DiskJob::Write(b, _) = e.into_inner() {
+                                self.ctx.unwritten.release(b.iter().map(|b| b.1.len()).sum());
+                            }
+                            self.halt = true;
+                        }
+                    }
+                }
             }
             Output::Discard(n) => self.ctx.unwritten.release(n),
             Output::Hash(i) => {
-                let _ = self.disk_tx[piece_worker(&self.meta.info, i, self.disk_tx.len())].send(DiskJob::Hash(i));
+                let w = self.hash_at.remove(&i).unwrap_or_else(|| piece_worker(&self.meta.info, i, self.disk_tx.len()));
+                let _ = self.disk_tx[w].send(DiskJob::Hash(i));
             }
             Output::Verified(i) => {
                 self.ctx.have[i as usize].store(true, Ordering::SeqCst);
@@ -906,6 +932,16 @@ impl Session {
         Ok(())
     }
 
+    /// The disk worker that hashes piece `index`, one of whose blocks worker `writer`
+    /// writes: chosen at the piece's first block and kept until its Hash job. While blocks
+    /// come slower than [`SPREAD_HASHING_AT`] the writer hashes them, straight after
+    /// writing (in cache, and without a hop through this thread to another worker); faster,
+    /// hashing is spread over every worker ([`piece_worker`]).
+    fn hash_worker(&mut self, index: u32, writer: usize, spread: bool) -> usize {
+        let (info, n) = (&self.meta.info, self.disk_tx.len());
+        *self.hash_at.entry(index).or_insert_with(|| if spread { piece_worker(info, index, n) } else { writer })
+    }
+
     /// Sends blocks to the disk workers, block `i` to worker `to[i] % workers`.
     fn send_per_worker(
         &mut self,
@@ -923,7 +959,7 @@ impl Session {
                 continue;
             }
             if let Err(e) = self.disk_tx[w].send(job(blocks)) {
-                if let DiskJob::Write(b) | DiskJob::Digest(b) = e.into_inner() {
+                if let DiskJob::Digest(b) = e.into_inner() {
                     self.ctx.unwritten.release(b.iter().map(|b| b.1.len()).sum());
                 }
                 self.halt = true;
@@ -984,7 +1020,7 @@ fn piece_worker(info: &crate::metainfo::Info, index: u32, workers: usize) -> usi
 fn disk_worker(
     storage: Arc<Storage>,
     unwritten: Arc<crate::rate::ByteBudget>,
-    (me, workers): (usize, usize),
+    me: usize,
     jobs: mailbox::Receiver<DiskJob>,
     done: Sender<DiskDone>,
     hints: Option<Sender<()>>,
@@ -1012,7 +1048,7 @@ fn disk_worker(
     let mut unhinted = 0u64;
     while let Some(job) = jobs.recv() {
         let r = match job {
-            DiskJob::Write(blocks) => {
+            DiskJob::Write(blocks, hash_at) => {
                 let res = blocks.iter().try_for_each(|(r, data)| {
                     storage.write(r.index as usize, r.begin as u64, data)
                 });
@@ -1028,14 +1064,21 @@ fn disk_worker(
                 let refs = blocks.iter().map(|(r, _)| *r).collect();
                 if res.is_err() {
                     unwritten.release(blocks.iter().map(|b| b.1.len()).sum());
-                    Some(DiskDone::Written(refs, Vec::new(), res))
+                    Some(DiskDone::Written(refs, Vec::new(), Vec::new(), res))
                 } else {
                     // This worker's pieces are hashed here, while in cache; the others go on
                     // (through the session) to their pieces' workers.
-                    let (mine, others) =
-                        blocks.into_iter().partition(|(r, _)| piece_worker(storage.info(), r.index, workers) == me);
+                    let (mut mine, mut others, mut to) = (Vec::new(), Vec::new(), Vec::new());
+                    for (b, w) in blocks.into_iter().zip(hash_at) {
+                        if w == me {
+                            mine.push(b);
+                        } else {
+                            others.push(b);
+                            to.push(w);
+                        }
+                    }
                     digest(&mut lanes, mine, &mut rate);
-                    Some(DiskDone::Written(refs, others, res))
+                    Some(DiskDone::Written(refs, others, to, res))
                 }
             }
             DiskJob::Digest(blocks) => {

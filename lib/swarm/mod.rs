@@ -474,6 +474,11 @@ impl<P> Core<P> {
         })
     }
 
+    /// Bytes a second received from all peers lately ([`crate::rate::Meter::recent_rate`]).
+    pub fn recent_down_rate(&mut self, now: Duration) -> f64 {
+        self.peers.values_mut().map(|p| p.down.recent_rate(now)).sum()
+    }
+
     pub fn rates(&mut self, now: Duration) -> (f64, f64) {
         self.peers.values_mut().fold((0.0, 0.0), |(d, u), p| {
             (d + p.down.rate(now), u + p.up.rate(now))
