@@ -998,7 +998,8 @@ impl Session {
     }
 }
 
-/// The disk worker that hashes piece `index` (its running hash and its Hash job go there).
+/// The disk worker that hashes piece `index` while blocks come fast (see
+/// [`Session::hash_worker`]; its running hash and its Hash job go there).
 /// Writes stay with the file's worker (two threads writing one file contend on its inode
 /// lock), but hashing is spread over all workers in groups of [`hashing::LANES`] pieces (a
 /// group is hashed together in lanes): with one file, one thread writing and hashing
