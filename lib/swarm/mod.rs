@@ -206,8 +206,8 @@ pub enum Output<P> {
         msg: Message,
     },
     /// A message that may wait for whatever the connection sends next, at most about a
-    /// second: a batched `have` to a peer we choke (it cannot ask us for the piece yet), so
-    /// its writer and the peer's reader are not woken for it alone.
+    /// second: a batched `have` to an interested peer we choke (it cannot ask us for the
+    /// piece yet), so its writer and the peer's reader are not woken for it alone.
     Notify {
         key: PeerKey,
         msg: Message,
@@ -455,7 +455,6 @@ impl<P> Core<P> {
         (0..n).all(|i| avail[i] == self.picker.availability(i))
     }
 
-    /// Receive and send rates summed over the connected peers, bytes per second.
     /// How long the driver may let events gather before its next pass: a
     /// [`PAUSE_PART`]th of the time the requests in flight to the fastest-draining peer
     /// last at its recent rate ([`crate::rate::Meter::recent_rate`]: right from the first
@@ -479,6 +478,7 @@ impl<P> Core<P> {
         self.peers.values_mut().map(|p| p.down.recent_rate(now)).sum()
     }
 
+    /// Receive and send rates summed over the connected peers, bytes per second.
     pub fn rates(&mut self, now: Duration) -> (f64, f64) {
         self.peers.values_mut().fold((0.0, 0.0), |(d, u), p| {
             (d + p.down.rate(now), u + p.up.rate(now))
