@@ -879,21 +879,11 @@ impl Session {
                 let spread = self.core.recent_down_rate(self.now()) >= SPREAD_HASHING_AT;
                 let hash_at: Vec<usize> =
                     blocks.iter().zip(&to).map(|((r, _), w)| self.hash_worker(r.index, *w, spread)).collect();
-                let mut per: Vec<(Vec<(BlockRef, Vec<u8>)>, Vec<usize>)> = (0..n).map(|_| Default::default()).collect();
-                for ((b, w), h) in blocks.into_iter().zip(to).zip(hash_at) {
-                    per[w].0.push(b);
-                    per[w].1.push(h);
-                }
-                for (w, (blocks, hash_at)) in per.into_iter().enumerate() {
-                    if !blocks.is_empty() {
-                        if let Err(e) = self.disk_tx[w].send(DiskJob::Write(blocks, hash_at)) {
-                            if let DiskJob::Write(b, _) = e.into_inner() {
-                                self.ctx.unwritten.release(b.iter().map(|b| b.1.len()).sum());
-                            }
-                            self.halt = true;
-                        }
-                    }
-                }
+                let blocks: Vec<_> = blocks.into_iter().zip(hash_at).collect();
+                self.send_per_worker(blocks, &to, |v| {
+                    let (blocks, hash_at) = v.into_iter().unzip();
+                    DiskJob::Write(blocks, hash_at)
+                });
             }
             Output::Discard(n) => self.ctx.unwritten.release(n),
             Output::Hash(i) => {
@@ -943,14 +933,9 @@ impl Session {
     }
 
     /// Sends blocks to the disk workers, block `i` to worker `to[i] % workers`.
-    fn send_per_worker(
-        &mut self,
-        blocks: Vec<(BlockRef, Vec<u8>)>,
-        to: &[usize],
-        job: fn(Vec<(BlockRef, Vec<u8>)>) -> DiskJob,
-    ) {
+    fn send_per_worker<T>(&mut self, blocks: Vec<T>, to: &[usize], job: impl Fn(Vec<T>) -> DiskJob) {
         let n = self.disk_tx.len();
-        let mut per: Vec<Vec<(BlockRef, Vec<u8>)>> = (0..n).map(|_| Vec::new()).collect();
+        let mut per: Vec<Vec<T>> = (0..n).map(|_| Vec::new()).collect();
         for (b, w) in blocks.into_iter().zip(to) {
             per[w % n].push(b);
         }
@@ -959,7 +944,7 @@ impl Session {
                 continue;
             }
             if let Err(e) = self.disk_tx[w].send(job(blocks)) {
-                if let DiskJob::Digest(b) = e.into_inner() {
+                if let DiskJob::Write(b, _) | DiskJob::Digest(b) = e.into_inner() {
                     self.ctx.unwritten.release(b.iter().map(|b| b.1.len()).sum());
                 }
                 self.halt = true;
