@@ -594,10 +594,14 @@ const KEEP_MAX: usize = 8 << 20;
 /// hashes them: with `all` false only when [`LANES`] pieces have blocks waiting or more than
 /// [`KEEP_MAX`] bytes wait (the caller has more to do: hashing can wait for lanes to fill);
 /// with `all` true everything, in groups as wide as the waiting pieces allow. Without SHA-NI
-/// blocks are hashed as they come. A piece whose blocks do not come in order (a block that
-/// does not start where the previous one ended, or that follows one whose length is not a
-/// multiple of 64) is given up: [`PieceLanes::finish`] answers `None` and the caller reads the
-/// piece back.
+/// blocks are hashed as they come.
+///
+/// A block that comes before the one it follows (blocks of one piece from two peers, say)
+/// waits aside until the gap before it fills, within the same [`KEEP_MAX`] bytes. A piece is
+/// given up only when its blocks cannot be put in order that way (a block seen twice, one
+/// starting before the next expected byte, one following a block whose length is not a
+/// multiple of 64, or no room left to wait): [`PieceLanes::finish`] answers `None` and the
+/// caller reads the piece back.
 pub struct PieceLanes<B> {
     pieces: std::collections::HashMap<u32, Lane<B>>,
     multi: bool,
@@ -617,6 +621,8 @@ struct Lane<B> {
     blocks: std::collections::VecDeque<B>,
     /// Bytes of `blocks[0]` already compressed.
     used: usize,
+    /// Blocks that came early, by offset: they join `blocks` once the bytes before them did.
+    ahead: std::collections::BTreeMap<u64, B>,
 }
 
 impl<B: AsRef<[u8]>> PieceLanes<B> {
@@ -641,29 +647,50 @@ impl<B: AsRef<[u8]>> PieceLanes<B> {
             in_order: true,
             blocks: Default::default(),
             used: 0,
+            ahead: Default::default(),
         });
-        let aligned = lane.blocks.back().is_none_or(|b| b.as_ref().len() % 64 == 0);
-        if !lane.in_order || lane.next != begin || !aligned {
-            if lane.in_order {
-                lane.in_order = false;
-                self.kept -= kept_bytes(lane);
-                lane.used = 0;
-                lane.blocks.drain(..).for_each(&mut *done);
-            }
+        if !lane.in_order {
             done(data);
             return;
         }
-        lane.next += data.as_ref().len() as u64;
-        match &mut lane.stream {
-            Some(h) => {
-                h.update(data.as_ref());
-                done(data);
+        let len = data.as_ref().len();
+        if begin > lane.next && !lane.ahead.contains_key(&begin) && self.kept + len <= KEEP_MAX {
+            // Early: waits for the bytes before it.
+            self.kept += len;
+            lane.ahead.insert(begin, data);
+            return;
+        }
+        if begin != lane.next {
+            Self::give_up(lane, &mut self.kept, done);
+            done(data);
+            return;
+        }
+        if !lane.take(data, &mut self.kept, done) {
+            Self::give_up(lane, &mut self.kept, done);
+            return;
+        }
+        // The blocks that waited for this one, as far as they now follow on.
+        while let Some(e) = lane.ahead.first_entry() {
+            if *e.key() != lane.next {
+                break;
             }
-            None => {
-                self.kept += data.as_ref().len();
-                lane.blocks.push_back(data);
+            let b = e.remove();
+            self.kept -= b.as_ref().len();
+            if !lane.take(b, &mut self.kept, done) {
+                Self::give_up(lane, &mut self.kept, done);
+                return;
             }
         }
+    }
+
+    /// Stops following `lane` (its digest will be `None`) and hands back everything it
+    /// holds.
+    fn give_up(lane: &mut Lane<B>, kept: &mut usize, done: &mut impl FnMut(B)) {
+        lane.in_order = false;
+        *kept -= kept_bytes(lane);
+        lane.used = 0;
+        lane.blocks.drain(..).for_each(&mut *done);
+        std::mem::take(&mut lane.ahead).into_values().for_each(&mut *done);
     }
 
     /// Hashes kept blocks (see the type's description for `all`).
@@ -726,8 +753,9 @@ impl<B: AsRef<[u8]>> PieceLanes<B> {
         let mut lane = self.pieces.remove(&index)?;
         let kept = kept_bytes(&lane);
         self.kept -= kept;
-        if !lane.in_order || lane.next != len {
-            lane.blocks.drain(..).for_each(done);
+        if !lane.in_order || lane.next != len || !lane.ahead.is_empty() {
+            lane.blocks.drain(..).for_each(&mut *done);
+            lane.ahead.into_values().for_each(done);
             return None;
         }
         if let Some(h) = lane.stream.take() {
@@ -771,11 +799,37 @@ impl<B: AsRef<[u8]>> Default for PieceLanes<B> {
     }
 }
 
+impl<B: AsRef<[u8]>> Lane<B> {
+    /// Appends `data`, the block that starts at `next`: hashed at once (no SHA-NI) or kept
+    /// for the lanes. False (and `data` handed back) if it cannot follow the last kept block,
+    /// one whose length is not a multiple of 64 (the lanes compress whole 64-byte blocks).
+    fn take(&mut self, data: B, kept: &mut usize, done: &mut impl FnMut(B)) -> bool {
+        if self.stream.is_none() && self.next % 64 != 0 {
+            done(data);
+            return false;
+        }
+        self.next += data.as_ref().len() as u64;
+        match &mut self.stream {
+            Some(h) => {
+                h.update(data.as_ref());
+                done(data);
+            }
+            None => {
+                *kept += data.as_ref().len();
+                self.blocks.push_back(data);
+            }
+        }
+        true
+    }
+}
+
 /// SHA-1's initial state (FIPS 180-4, 5.3.1).
 const INIT_STATE: [u32; 5] = [0x6745_2301, 0xEFCD_AB89, 0x98BA_DCFE, 0x1032_5476, 0xC3D2_E1F0];
 
+/// Bytes `lane` holds: kept blocks not compressed yet, and blocks waiting ahead.
 fn kept_bytes<B: AsRef<[u8]>>(lane: &Lane<B>) -> usize {
     lane.blocks.iter().map(|b| b.as_ref().len()).sum::<usize>() - lane.used
+        + lane.ahead.values().map(|b| b.as_ref().len()).sum::<usize>()
 }
 
 /// Bytes of `lane`'s first kept block that can be compressed now: whole 64-byte blocks.
@@ -868,27 +922,80 @@ mod tests {
     }
 
     #[test]
-    fn lanes_give_up_a_piece_out_of_order_and_every_buffer_comes_back() {
+    fn lanes_give_up_a_piece_they_cannot_order_and_every_buffer_comes_back() {
         for multi in [false, true] {
             let mut l: PieceLanes<Vec<u8>> = PieceLanes::with_lanes(multi);
             let mut back = 0usize;
             let mut done = |b: Vec<u8>| back += b.len();
             let d = data(3 * 16384);
-            l.add(7, 0, d[..16384].to_vec(), &mut done);
-            l.add(7, 32768, d[32768..].to_vec(), &mut done); // skips a block
-            l.add(7, 16384, d[16384..32768].to_vec(), &mut done);
             l.add(8, 0, d[..16384].to_vec(), &mut done);
             l.add(8, 0, d[..16384].to_vec(), &mut done); // the same block again
+            l.add(10, 16384, d[16384..32768].to_vec(), &mut done);
+            l.add(10, 16384, d[16384..32768].to_vec(), &mut done); // twice, while waiting
+            l.add(10, 0, d[..16384].to_vec(), &mut done);
+            l.add(11, 32768, d[32768..].to_vec(), &mut done); // waits for a gap never filled
+            l.add(11, 0, d[..16384].to_vec(), &mut done);
             l.work(true, &mut done);
-            assert_eq!(l.finish(7, d.len() as u64, &mut done), None, "multi {multi}");
-            assert_eq!(l.finish(8, 16384, &mut done), None);
+            assert_eq!(l.finish(8, 16384, &mut done), None, "multi {multi}");
+            assert_eq!(l.finish(10, 32768, &mut done), None);
+            assert_eq!(l.finish(11, d.len() as u64, &mut done), None);
             assert_eq!(l.finish(9, 16384, &mut done), None, "never seen");
             // Too short: the digest is not claimed.
             l.add(9, 0, d[..16384].to_vec(), &mut done);
             assert_eq!(l.finish(9, 32768, &mut done), None);
+            assert_eq!(l.kept, 0);
             drop(l);
-            assert_eq!(back, 16384 * 6);
+            assert_eq!(back, 16384 * 8);
         }
+    }
+
+    #[test]
+    fn lanes_put_early_blocks_in_order_and_hash_the_piece_without_reading_back() {
+        let d = data(8 * 16384);
+        let block = |k: usize| d[k * 16384..(k + 1) * 16384].to_vec();
+        // Arrival orders of a piece's 8 blocks (two peers' interleaved, reversed, one late).
+        let orders: [[usize; 8]; 4] =
+            [[1, 0, 3, 2, 5, 4, 7, 6], [7, 6, 5, 4, 3, 2, 1, 0], [0, 2, 4, 6, 1, 3, 5, 7], [1, 2, 3, 4, 5, 6, 7, 0]];
+        for multi in [false, true] {
+            for (o, order) in orders.iter().enumerate() {
+                let mut l: PieceLanes<Vec<u8>> = PieceLanes::with_lanes(multi);
+                let mut back = 0usize;
+                let mut done = |b: Vec<u8>| back += b.len();
+                for (step, &k) in order.iter().enumerate() {
+                    l.add(3, (k * 16384) as u64, block(k), &mut done);
+                    if step % 3 == 2 {
+                        l.work(step % 2 == 0, &mut done);
+                    }
+                }
+                l.work(true, &mut done);
+                assert_eq!(l.finish(3, d.len() as u64, &mut done), Some(sha1(&d)), "multi {multi} order {o}");
+                assert_eq!(l.kept, 0);
+                drop(l);
+                assert_eq!(back, d.len(), "every buffer given back");
+            }
+        }
+    }
+
+    #[test]
+    fn early_blocks_wait_within_the_kept_bytes_bound_and_past_it_the_piece_is_given_up() {
+        let mut l: PieceLanes<Vec<u8>> = PieceLanes::with_lanes(false);
+        let back = std::cell::Cell::new(0usize);
+        let mut done = |b: Vec<u8>| back.set(back.get() + b.len());
+        let blocks = KEEP_MAX / 16384;
+        // Piece 1 misses its first block: all the others wait, up to the bound.
+        for k in 1..=blocks {
+            l.add(1, (k * 16384) as u64, vec![0u8; 16384], &mut done);
+        }
+        assert_eq!(l.kept, KEEP_MAX, "waiting blocks count as kept");
+        assert_eq!(back.get(), 0);
+        // One more cannot wait: the piece is given up and everything of it handed back.
+        l.add(1, ((blocks + 1) * 16384) as u64, vec![0u8; 16384], &mut done);
+        assert_eq!(l.kept, 0);
+        assert_eq!(back.get(), (blocks + 1) * 16384);
+        l.add(1, ((blocks + 2) * 16384) as u64, vec![0u8; 16384], &mut done);
+        l.add(1, 0, vec![0u8; 16384], &mut done);
+        assert_eq!(l.finish(1, ((blocks + 3) * 16384) as u64, &mut done), None);
+        assert_eq!(back.get(), (blocks + 3) * 16384);
     }
 
     /// The ways to hash this machine can run: one piece at a time, and (with SHA-NI) groups.

@@ -996,8 +996,9 @@ fn piece_worker(info: &crate::metainfo::Info, index: u32, workers: usize) -> usi
 
 /// A disk thread: writes the blocks of its files, hashes the pieces given to it, checks
 /// pieces, saves resume data. Blocks of a piece reach the piece's thread in the order they
-/// arrived, so while they come in order the piece is hashed from the blocks themselves and
-/// needs no read-back; otherwise it is read back and hashed.
+/// arrived; the piece is hashed from the blocks themselves, those that came early waiting
+/// for the gap before them ([`hashing::PieceLanes`]), and is read back and hashed only when
+/// its blocks cannot be put in order that way.
 ///
 /// Blocks are hashed several pieces at once ([`hashing::PieceLanes`]) while more jobs wait
 /// (the thread is busy and lanes can fill from the jobs already queued); once the queue is
