@@ -87,16 +87,20 @@ impl ByteBudget {
 pub struct Meter {
     window: Duration,
     samples: std::collections::VecDeque<(Duration, u64)>,
+    /// The sum of `samples` (kept, not recomputed: the session asks every peer's rate on
+    /// each pass).
+    in_window: u64,
     total: u64,
 }
 
 impl Meter {
     pub fn new(window: Duration) -> Meter {
-        Meter { window, samples: Default::default(), total: 0 }
+        Meter { window, samples: Default::default(), in_window: 0, total: 0 }
     }
 
     pub fn add(&mut self, now: Duration, n: u64) {
         self.total += n;
+        self.in_window += n;
         match self.samples.back_mut() {
             Some((t, v)) if now.saturating_sub(*t) < Duration::from_millis(100) => *v += n,
             _ => self.samples.push_back((now, n)),
@@ -107,7 +111,7 @@ impl Meter {
     fn trim(&mut self, now: Duration) {
         while let Some((t, _)) = self.samples.front() {
             if now.saturating_sub(*t) > self.window {
-                self.samples.pop_front();
+                self.in_window -= self.samples.pop_front().map_or(0, |s| s.1);
             } else {
                 break;
             }
@@ -117,8 +121,7 @@ impl Meter {
     /// Bytes per second over the window ending at `now`.
     pub fn rate(&mut self, now: Duration) -> f64 {
         self.trim(now);
-        let sum: u64 = self.samples.iter().map(|s| s.1).sum();
-        sum as f64 / self.window.as_secs_f64()
+        self.in_window as f64 / self.window.as_secs_f64()
     }
 
     /// Bytes per second over the time the window's samples span (from the oldest to `now`,
@@ -131,8 +134,7 @@ impl Meter {
             return 0.0;
         };
         let span = now.saturating_sub(*first).clamp(Duration::from_millis(10), self.window);
-        let sum: u64 = self.samples.iter().map(|s| s.1).sum();
-        sum as f64 / span.as_secs_f64()
+        self.in_window as f64 / span.as_secs_f64()
     }
 
     pub fn total(&self) -> u64 {
