@@ -521,7 +521,7 @@ enum Payloads {
 
 impl Payloads {
     /// `sendfile` for every peer but one on loopback. On the fleet testbed (32 hosts on one
-    /// machine, veth links) `sendfile` used 4–7 % less CPU per GB; a remote peer's receive
+    /// machine, veth links) `sendfile` used 3–7 % less CPU per GB; a remote peer's receive
     /// costs nothing here at all. A loopback peer is on this machine and reads our blocks
     /// at once: it then copies them from page-cache pages that are cold in the CPU cache
     /// instead of from socket buffers just written, and the 1 GiB pair on loopback lost
