@@ -194,14 +194,17 @@ impl Tracker {
     }
 
     fn store_announce(&self, a: &store::Announce, proto: usize) -> Result<store::AnnounceOutcome, String> {
-        self.store.announce(a).map_err(|r| {
-            match r {
-                Refusal::Unregistered => inc(&self.metrics.unregistered[proto]),
-                Refusal::PeerIdTaken => inc(&self.metrics.peer_id_taken[proto]),
-                Refusal::TooManyTorrents | Refusal::StoreUnavailable => {}
-            }
-            r.to_string()
-        })
+        self.store.announce(a).map_err(|r| self.refused(r, proto))
+    }
+
+    /// Counts a refused announce; answers why, for the client.
+    fn refused(&self, r: Refusal, proto: usize) -> String {
+        match r {
+            Refusal::Unregistered => inc(&self.metrics.unregistered[proto]),
+            Refusal::PeerIdTaken => inc(&self.metrics.peer_id_taken[proto]),
+            Refusal::TooManyTorrents | Refusal::StoreUnavailable => {}
+        }
+        r.to_string()
     }
 
     /// Answers `GET /announce[/<token>]?query` from `remote`: a bencoded body.
@@ -381,6 +384,23 @@ impl Tracker {
                     key: Some(a.key),
                     peer_ids: false,
                 };
+                if !v6 {
+                    // The answer's peers are written straight from the store (no list of
+                    // addresses in between); the counts go in once known.
+                    udp::encode_announce_response_into(a.transaction_id, self.cfg.interval, 0, 0, std::iter::empty(), false, out);
+                    return match self.store.announce_compact4(&sa, out) {
+                        Ok((seeders, leechers)) => {
+                            out[12..16].copy_from_slice(&leechers.to_be_bytes());
+                            out[16..20].copy_from_slice(&seeders.to_be_bytes());
+                            true
+                        }
+                        Err(r) => {
+                            let message = self.refused(r, 1);
+                            udp::encode_response_into(&udp::Response::Error { transaction_id: a.transaction_id, message }, v6, out);
+                            true
+                        }
+                    };
+                }
                 match self.store_announce(&sa, 1) {
                     Ok(o) => {
                         let peers = o.peers.iter().map(|(addr, _)| *addr);
