@@ -459,6 +459,49 @@ impl Tracker {
         }
     }
 
+    /// Serves UDP on `socks[own]` and, when that socket has nothing queued, on the others
+    /// (one thread per socket of one `SO_REUSEPORT` group, [`bind_udp`]), until `stop` is set
+    /// (checked every 500 ms). The kernel spreads clients over the sockets by address and
+    /// port, which can leave one socket with most of the load (a few busy clients, or an
+    /// unlucky hash): a thread whose own queue is empty takes a batch from another socket
+    /// before it sleeps, and sleeps until any socket has a datagram. Batches are handled as
+    /// by [`Tracker::serve_udp_batched`]; answers leave by the socket their request came in
+    /// on (all have the same address).
+    pub fn serve_udp_group(&self, socks: &[UdpSocket], own: usize, stop: &AtomicBool, batch: usize) {
+        let mut io = batch_io::Batch::new(batch.clamp(1, 1024));
+        let mut pfds: Vec<libc::pollfd> = socks.iter().map(|s| libc::pollfd { fd: std::os::fd::AsRawFd::as_raw_fd(s), events: libc::POLLIN, revents: 0 }).collect();
+        while !stop.load(Ordering::Relaxed) {
+            // Our own socket first, then the others in turn from the next one.
+            let mut got = None;
+            for k in 0..socks.len() {
+                let at = (own + k) % socks.len();
+                if let Ok(n @ 1..) = io.recv_now(&socks[at]) {
+                    got = Some((at, n));
+                    break;
+                }
+            }
+            let Some((at, n)) = got else {
+                for p in pfds.iter_mut() {
+                    p.revents = 0;
+                }
+                unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 500) };
+                continue;
+            };
+            for i in 0..n {
+                let (pkt, from, truncated, reply) = io.slot(i);
+                let answer = match (truncated, from) {
+                    (true, _) | (_, None) => {
+                        inc(&self.metrics.bad_requests[1]);
+                        false
+                    }
+                    (false, Some(from)) => self.udp_packet_into(pkt, from, reply),
+                };
+                io.answer(i, answer);
+            }
+            io.send(&socks[at]);
+        }
+    }
+
     /// Expires silent peers every half TTL (at most every 30 s) until `stop` is set.
     pub fn sweeper(self: Arc<Self>, stop: Arc<AtomicBool>) {
         let every = (peer_ttl(self.cfg.interval) * 1000 / 2).clamp(500, 30_000);
@@ -545,13 +588,22 @@ mod batch_io {
         /// Waits for at least one datagram (up to the socket's read timeout) and takes every
         /// one queued, up to the batch size; answers how many.
         pub fn recv(&mut self, sock: &UdpSocket) -> io::Result<usize> {
+            self.recv_flags(sock, libc::MSG_WAITFORONE)
+        }
+
+        /// Takes every datagram queued on `sock`, up to the batch size, without waiting.
+        pub fn recv_now(&mut self, sock: &UdpSocket) -> io::Result<usize> {
+            self.recv_flags(sock, libc::MSG_DONTWAIT)
+        }
+
+        fn recv_flags(&mut self, sock: &UdpSocket, flags: libc::c_int) -> io::Result<usize> {
             self.answered.clear();
             for h in self.rhdrs.iter_mut() {
                 h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
                 h.msg_hdr.msg_flags = 0;
                 h.msg_len = 0;
             }
-            let n = unsafe { libc::recvmmsg(sock.as_raw_fd(), self.rhdrs.as_mut_ptr(), self.rhdrs.len() as libc::c_uint, libc::MSG_WAITFORONE, std::ptr::null_mut()) };
+            let n = unsafe { libc::recvmmsg(sock.as_raw_fd(), self.rhdrs.as_mut_ptr(), self.rhdrs.len() as libc::c_uint, flags, std::ptr::null_mut()) };
             if n < 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -884,6 +936,38 @@ mod tests {
         server.join().unwrap();
         assert!((3..=6).contains(&answers), "{answers}");
         assert_eq!(limited(&t), 10 - answers);
+    }
+
+    #[test]
+    fn one_thread_serves_every_socket_of_its_group() {
+        // Two sockets, one thread (its own socket is the first): announces from 16 source
+        // ports land on both, and all must be answered.
+        let t = Arc::new(Tracker::new(Config { open: true, ..Config::default() }));
+        let socks = Arc::new(bind_udp("127.0.0.1:0".parse().unwrap(), 2).unwrap());
+        let addr = socks[0].local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let server = {
+            let (t, socks, stop) = (t.clone(), socks.clone(), stop.clone());
+            std::thread::spawn(move || t.serve_udp_group(&socks, 0, &stop, UDP_BATCH))
+        };
+        let url = format!("udp://{addr}/announce");
+        for peer in 1..=16u8 {
+            let req = super::super::client::AnnounceRequest {
+                info_hash: [10; 20],
+                peer_id: [peer; 20],
+                port: 7000 + peer as u16,
+                uploaded: 0,
+                downloaded: 0,
+                left: 1,
+                event: Event::Started,
+                numwant: Some(50),
+                key: peer as u32,
+            };
+            let r = super::super::client::announce(&url, &req, Duration::from_secs(5)).unwrap();
+            assert_eq!(r.peers.len(), peer as usize - 1, "peer {peer}");
+        }
+        stop.store(true, Ordering::Relaxed);
+        server.join().unwrap();
     }
 
     #[test]
