@@ -103,11 +103,139 @@ impl Slot {
 struct Swarm {
     peers: Vec<Peer>,
     slots: Vec<Slot>,
-    index: HashMap<[u8; 20], Entry>,
+    index: PeerIndex,
     seeders: u32,
     completed: u32,
     registered: bool,
     departed: std::collections::VecDeque<Peer>,
+}
+
+/// A swarm's peer ids → [`Entry`]: open addressing with linear probing, each 32-byte bucket
+/// holding the id and its entry, so that finding a peer costs one cache line (usually one
+/// miss in a large store) where `std`'s map reads a line of control bytes and then the
+/// bucket's line. The hash is keyed per index (a random seed, multiply-fold mixing), so that
+/// clients cannot choose peer ids that collide. At most 3/4 full; removal shifts the
+/// following entries back (no tombstones).
+#[derive(Default)]
+struct PeerIndex {
+    buckets: Vec<Bucket>,
+    len: usize,
+    seed: [u64; 2],
+}
+
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+struct Bucket {
+    id: [u8; 20],
+    entry: Entry,
+}
+
+impl PeerIndex {
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn hash(&self, id: &[u8; 20]) -> usize {
+        fn fold(x: u64, y: u64) -> u64 {
+            let p = x as u128 * y as u128;
+            p as u64 ^ (p >> 64) as u64
+        }
+        let a = u64::from_le_bytes(id[0..8].try_into().unwrap());
+        let b = u64::from_le_bytes(id[8..16].try_into().unwrap());
+        let c = u32::from_le_bytes(id[16..20].try_into().unwrap()) as u64;
+        let h = fold(a ^ self.seed[0], b ^ self.seed[1]);
+        fold(h ^ c, 0x9E37_79B9_7F4A_7C15 ^ self.seed[0].rotate_left(32)) as usize
+    }
+
+    /// Where `id` is, or the empty bucket where it would go.
+    fn find(&self, id: &[u8; 20]) -> (usize, bool) {
+        let mask = self.buckets.len() - 1;
+        let mut i = self.hash(id) & mask;
+        loop {
+            let b = &self.buckets[i];
+            if b.entry.flags & Entry::USED == 0 {
+                return (i, false);
+            }
+            if b.id == *id {
+                return (i, true);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    #[cfg(test)]
+    fn get(&self, id: &[u8; 20]) -> Option<&Entry> {
+        if self.len == 0 {
+            return None;
+        }
+        match self.find(id) {
+            (i, true) => Some(&self.buckets[i].entry),
+            _ => None,
+        }
+    }
+
+    fn get_mut(&mut self, id: &[u8; 20]) -> Option<&mut Entry> {
+        if self.len == 0 {
+            return None;
+        }
+        match self.find(id) {
+            (i, true) => Some(&mut self.buckets[i].entry),
+            _ => None,
+        }
+    }
+
+    /// Adds or replaces `id`'s entry.
+    fn insert(&mut self, id: [u8; 20], mut entry: Entry) {
+        if (self.len + 1) * 4 > self.buckets.len() * 3 {
+            self.grow();
+        }
+        entry.flags |= Entry::USED;
+        let (i, found) = self.find(&id);
+        if !found {
+            self.len += 1;
+        }
+        self.buckets[i] = Bucket { id, entry };
+    }
+
+    fn grow(&mut self) {
+        if self.seed == [0, 0] {
+            use std::hash::BuildHasher;
+            let r = std::hash::RandomState::new();
+            self.seed = [r.hash_one(1u8) | 1, r.hash_one(2u8)];
+        }
+        let size = (self.buckets.len() * 2).max(16);
+        let old = std::mem::replace(&mut self.buckets, vec![Bucket { id: [0; 20], entry: Entry { at: 0, proof: 0, flags: 0 } }; size]);
+        for b in old {
+            if b.entry.flags & Entry::USED != 0 {
+                let (i, _) = self.find(&b.id);
+                self.buckets[i] = b;
+            }
+        }
+    }
+
+    fn remove(&mut self, id: &[u8; 20]) {
+        if self.len == 0 {
+            return;
+        }
+        let (mut hole, found) = self.find(id);
+        if !found {
+            return;
+        }
+        self.len -= 1;
+        let mask = self.buckets.len() - 1;
+        let mut j = (hole + 1) & mask;
+        while self.buckets[j].entry.flags & Entry::USED != 0 {
+            // Move j back into the hole unless its home lies cyclically in (hole, j].
+            let home = self.hash(&self.buckets[j].id) & mask;
+            if (j.wrapping_sub(home) & mask) >= (j.wrapping_sub(hole) & mask) {
+                self.buckets[hole] = self.buckets[j];
+                hole = j;
+            }
+            j = (j + 1) & mask;
+        }
+        self.buckets[hole].entry.flags = 0;
+    }
 }
 
 /// The index's entry for a peer: where its record is, and what an update checks and
@@ -125,6 +253,8 @@ impl Entry {
     const KEY: u8 = 1;
     const SOURCE4: u8 = 2;
     const SEED: u8 = 4;
+    /// The bucket holds an entry ([`PeerIndex`]).
+    const USED: u8 = 0x80;
 
     fn of(at: usize, p: &Peer) -> Entry {
         let (proof, owner) = match (p.key, p.source) {
@@ -1246,7 +1376,7 @@ mod tests {
             assert_eq!(sw.peers.len(), sw.index.len());
             assert_eq!(sw.seeders as usize, sw.peers.iter().filter(|p| p.left == 0).count());
             for (i, p) in sw.peers.iter().enumerate() {
-                let e = sw.index[&p.peer_id];
+                let e = *sw.index.get(&p.peer_id).unwrap();
                 assert_eq!(e.at as usize, i);
                 assert_eq!(e.seed(), p.left == 0);
                 assert_eq!(sw.slots[i], Slot::of(p));
@@ -1371,6 +1501,47 @@ mod tests {
                 assert_eq!(spread(n, r1, r2).collect::<Vec<_>>(), reference(n, r1, r2), "n {n} r {r}");
             }
         }
+    }
+
+    #[test]
+    fn peer_index_agrees_with_a_map_through_any_sequence() {
+        let mut ix = PeerIndex::default();
+        let mut model: HashMap<[u8; 20], u32> = HashMap::new();
+        let mut rng = 0x1dea_u64;
+        let mut next = |m: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % m
+        };
+        for step in 0..60_000u32 {
+            // Ids that differ in one byte only, or only in their last bytes.
+            let k = next(400);
+            let mut id = [7u8; 20];
+            id[(k % 20) as usize] = (k / 20) as u8;
+            id[19] ^= (k % 3) as u8;
+            match next(3) {
+                0 | 1 => {
+                    ix.insert(id, Entry { at: step, proof: 0, flags: 0 });
+                    model.insert(id, step);
+                }
+                _ => {
+                    ix.remove(&id);
+                    model.remove(&id);
+                }
+            }
+            assert_eq!(ix.len(), model.len());
+            if step % 97 == 0 || step > 59_000 {
+                for k in 0..400u64 {
+                    let mut id = [7u8; 20];
+                    id[(k % 20) as usize] = (k / 20) as u8;
+                    id[19] ^= (k % 3) as u8;
+                    assert_eq!(ix.get(&id).map(|e| e.at), model.get(&id).copied(), "step {step}");
+                    assert_eq!(ix.get_mut(&id).map(|e| e.at), model.get(&id).copied(), "step {step}");
+                }
+            }
+        }
+        assert!(ix.buckets.len() * 3 >= ix.len() * 4, "at most 3/4 full");
     }
 
     #[test]
