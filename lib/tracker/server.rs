@@ -286,10 +286,13 @@ impl Tracker {
         };
         // A client sends many packets a minute: each thread remembers the last id it
         // computed (keyed by the whole secret, so another tracker in the process never
-        // reuses it).
+        // reuses it), one per parity of the minute: an id from the previous minute is
+        // checked against this minute's first, and with one place the two would evict each
+        // other (two SHA-1s per announce for a minute after each minute starts).
         type Last = Option<([u8; 20], [u8; 16], u64, u64)>;
-        thread_local!(static LAST: std::cell::Cell<Last> = const { std::cell::Cell::new(None) });
-        if let Some((secret, lip, lbucket, id)) = LAST.get() {
+        thread_local!(static LAST: [std::cell::Cell<Last>; 2] = const { [std::cell::Cell::new(None), std::cell::Cell::new(None)] });
+        let place = (bucket & 1) as usize;
+        if let Some((secret, lip, lbucket, id)) = LAST.with(|l| l[place].get()) {
             if secret == self.secret && lip == ip && lbucket == bucket {
                 return id;
             }
@@ -309,7 +312,7 @@ impl Tracker {
         m[n..n + 8].copy_from_slice(&bucket.to_be_bytes());
         let h = sha1(&m[..n + 8]);
         let id = u64::from_be_bytes(h[..8].try_into().unwrap());
-        LAST.set(Some((self.secret, ip, bucket, id)));
+        LAST.with(|l| l[place].set(Some((self.secret, ip, bucket, id))));
         id
     }
 
@@ -783,6 +786,17 @@ mod tests {
         assert!(!t.connection_ok(&a, t.connection_id(&a, bucket - 2)));
         let other = Tracker::new(Config::default());
         assert_ne!(other.connection_id(&a, bucket), id, "ids depend on the secret");
+        // The per-thread cache answers what computing afresh (another thread) answers, in
+        // any order of minutes, addresses and trackers.
+        let order = [(a, 0), (a, 1), (a, 0), (b, 1), (a, 1), (a, 2), (b, 0), (a, 3), (a, 2)];
+        let tr = &t;
+        let fresh: Vec<u64> = std::thread::scope(|s| {
+            order.iter().map(|&(x, back)| s.spawn(move || tr.connection_id(&x, bucket - back)).join().unwrap()).collect()
+        });
+        for ((x, back), want) in order.iter().zip(fresh) {
+            assert_eq!(t.connection_id(x, bucket - back), want, "{x} {back}");
+            assert_ne!(other.connection_id(x, bucket - back), want);
+        }
     }
 
     #[test]
