@@ -214,15 +214,20 @@ fn run(args: Args) -> Result<i32, Failure> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).map_err(|e| format!("cannot install signal handler: {e}"))?;
     }
-    // In memory, one thread per socket (one per core) answers batches of datagrams; with
-    // Redis each announce waits for a round trip, so 16 threads in all take one datagram at
-    // a time and keep several round trips in flight.
-    let (per_socket, batch) = if args.store.is_some() { (16usize.div_ceil(udp.len()), 1) } else { (1, server::UDP_BATCH) };
-    for sock in udp {
-        let sock = Arc::new(sock);
-        for _ in 0..per_socket {
-            let (t, u, s) = (tracker.clone(), sock.clone(), stop.clone());
-            std::thread::Builder::new().name("btrack-udp".into()).spawn(move || t.serve_udp_batched(&u, &s, batch)).map_err(|e| e.to_string())?;
+    // In memory, one thread per socket (one per core) answers batches of datagrams, and
+    // serves the other sockets when its own has nothing queued (see
+    // `Tracker::serve_udp_group`); with Redis each announce waits for a round trip, so 16
+    // threads in all take one datagram at a time and keep several round trips in flight.
+    let udp = Arc::new(udp);
+    for own in 0..udp.len() {
+        if args.store.is_some() {
+            for _ in 0..16usize.div_ceil(udp.len()) {
+                let (t, u, s) = (tracker.clone(), udp.clone(), stop.clone());
+                std::thread::Builder::new().name("btrack-udp".into()).spawn(move || t.serve_udp_batched(&u[own], &s, 1)).map_err(|e| e.to_string())?;
+            }
+        } else {
+            let (t, u, s) = (tracker.clone(), udp.clone(), stop.clone());
+            std::thread::Builder::new().name("btrack-udp".into()).spawn(move || t.serve_udp_group(&u, own, &s, server::UDP_BATCH)).map_err(|e| e.to_string())?;
         }
     }
     {

@@ -23,7 +23,10 @@
 # source sockets each (8 client ports, so a tracker with one SO_REUSEPORT socket per core
 # gets its load spread as from many clients); it sends in batches (sendmmsg, or one UDP GSO
 # send per batch) and receives in batches (recvmmsg), so that on 2 cores the trackers, not
-# the generator, are measured. The generator still shares the 2 cores with the tracker,
+# the generator, are measured. Its threads run under SCHED_BATCH, so that an answer waking
+# one of them does not preempt the tracker thread sending it (clients on other machines
+# never do); that is the same for every tracker and changes nothing in what is counted
+# (UDPLOAD_NO_BATCH=1 turns it off). The generator still shares the 2 cores with the tracker,
 # and a tracker need not use both (opentracker answers UDP on one thread), so the rate
 # ratio is not a cost ratio: the "UDP CPU-us/ann" column gives each tracker's own CPU time
 # (user + system, from /proc) per answered announce, the lowest over the rounds (like the

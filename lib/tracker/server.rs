@@ -194,14 +194,17 @@ impl Tracker {
     }
 
     fn store_announce(&self, a: &store::Announce, proto: usize) -> Result<store::AnnounceOutcome, String> {
-        self.store.announce(a).map_err(|r| {
-            match r {
-                Refusal::Unregistered => inc(&self.metrics.unregistered[proto]),
-                Refusal::PeerIdTaken => inc(&self.metrics.peer_id_taken[proto]),
-                Refusal::TooManyTorrents | Refusal::StoreUnavailable => {}
-            }
-            r.to_string()
-        })
+        self.store.announce(a).map_err(|r| self.refused(r, proto))
+    }
+
+    /// Counts a refused announce; answers why, for the client.
+    fn refused(&self, r: Refusal, proto: usize) -> String {
+        match r {
+            Refusal::Unregistered => inc(&self.metrics.unregistered[proto]),
+            Refusal::PeerIdTaken => inc(&self.metrics.peer_id_taken[proto]),
+            Refusal::TooManyTorrents | Refusal::StoreUnavailable => {}
+        }
+        r.to_string()
     }
 
     /// Answers `GET /announce[/<token>]?query` from `remote`: a bencoded body.
@@ -283,10 +286,13 @@ impl Tracker {
         };
         // A client sends many packets a minute: each thread remembers the last id it
         // computed (keyed by the whole secret, so another tracker in the process never
-        // reuses it).
+        // reuses it), one per parity of the minute: an id from the previous minute is
+        // checked against this minute's first, and with one place the two would evict each
+        // other (two SHA-1s per announce for a minute after each minute starts).
         type Last = Option<([u8; 20], [u8; 16], u64, u64)>;
-        thread_local!(static LAST: std::cell::Cell<Last> = const { std::cell::Cell::new(None) });
-        if let Some((secret, lip, lbucket, id)) = LAST.get() {
+        thread_local!(static LAST: [std::cell::Cell<Last>; 2] = const { [std::cell::Cell::new(None), std::cell::Cell::new(None)] });
+        let place = (bucket & 1) as usize;
+        if let Some((secret, lip, lbucket, id)) = LAST.with(|l| l[place].get()) {
             if secret == self.secret && lip == ip && lbucket == bucket {
                 return id;
             }
@@ -306,7 +312,7 @@ impl Tracker {
         m[n..n + 8].copy_from_slice(&bucket.to_be_bytes());
         let h = sha1(&m[..n + 8]);
         let id = u64::from_be_bytes(h[..8].try_into().unwrap());
-        LAST.set(Some((self.secret, ip, bucket, id)));
+        LAST.with(|l| l[place].set(Some((self.secret, ip, bucket, id))));
         id
     }
 
@@ -381,6 +387,23 @@ impl Tracker {
                     key: Some(a.key),
                     peer_ids: false,
                 };
+                if !v6 {
+                    // The answer's peers are written straight from the store (no list of
+                    // addresses in between); the counts go in once known.
+                    udp::encode_announce_response_into(a.transaction_id, self.cfg.interval, 0, 0, std::iter::empty(), false, out);
+                    return match self.store.announce_compact4(&sa, out) {
+                        Ok((seeders, leechers)) => {
+                            out[12..16].copy_from_slice(&leechers.to_be_bytes());
+                            out[16..20].copy_from_slice(&seeders.to_be_bytes());
+                            true
+                        }
+                        Err(r) => {
+                            let message = self.refused(r, 1);
+                            udp::encode_response_into(&udp::Response::Error { transaction_id: a.transaction_id, message }, v6, out);
+                            true
+                        }
+                    };
+                }
                 match self.store_announce(&sa, 1) {
                     Ok(o) => {
                         let peers = o.peers.iter().map(|(addr, _)| *addr);
@@ -436,6 +459,49 @@ impl Tracker {
                 io.answer(i, answer);
             }
             io.send(sock);
+        }
+    }
+
+    /// Serves UDP on `socks[own]` and, when that socket has nothing queued, on the others
+    /// (one thread per socket of one `SO_REUSEPORT` group, [`bind_udp`]), until `stop` is set
+    /// (checked every 500 ms). The kernel spreads clients over the sockets by address and
+    /// port, which can leave one socket with most of the load (a few busy clients, or an
+    /// unlucky hash): a thread whose own queue is empty takes a batch from another socket
+    /// before it sleeps, and sleeps until any socket has a datagram. Batches are handled as
+    /// by [`Tracker::serve_udp_batched`]; answers leave by the socket their request came in
+    /// on (all have the same address).
+    pub fn serve_udp_group(&self, socks: &[UdpSocket], own: usize, stop: &AtomicBool, batch: usize) {
+        let mut io = batch_io::Batch::new(batch.clamp(1, 1024));
+        let mut pfds: Vec<libc::pollfd> = socks.iter().map(|s| libc::pollfd { fd: std::os::fd::AsRawFd::as_raw_fd(s), events: libc::POLLIN, revents: 0 }).collect();
+        while !stop.load(Ordering::Relaxed) {
+            // Our own socket first, then the others in turn from the next one.
+            let mut got = None;
+            for k in 0..socks.len() {
+                let at = (own + k) % socks.len();
+                if let Ok(n @ 1..) = io.recv_now(&socks[at]) {
+                    got = Some((at, n));
+                    break;
+                }
+            }
+            let Some((at, n)) = got else {
+                for p in pfds.iter_mut() {
+                    p.revents = 0;
+                }
+                unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 500) };
+                continue;
+            };
+            for i in 0..n {
+                let (pkt, from, truncated, reply) = io.slot(i);
+                let answer = match (truncated, from) {
+                    (true, _) | (_, None) => {
+                        inc(&self.metrics.bad_requests[1]);
+                        false
+                    }
+                    (false, Some(from)) => self.udp_packet_into(pkt, from, reply),
+                };
+                io.answer(i, answer);
+            }
+            io.send(&socks[at]);
         }
     }
 
@@ -525,13 +591,22 @@ mod batch_io {
         /// Waits for at least one datagram (up to the socket's read timeout) and takes every
         /// one queued, up to the batch size; answers how many.
         pub fn recv(&mut self, sock: &UdpSocket) -> io::Result<usize> {
+            self.recv_flags(sock, libc::MSG_WAITFORONE)
+        }
+
+        /// Takes every datagram queued on `sock`, up to the batch size, without waiting.
+        pub fn recv_now(&mut self, sock: &UdpSocket) -> io::Result<usize> {
+            self.recv_flags(sock, libc::MSG_DONTWAIT)
+        }
+
+        fn recv_flags(&mut self, sock: &UdpSocket, flags: libc::c_int) -> io::Result<usize> {
             self.answered.clear();
             for h in self.rhdrs.iter_mut() {
                 h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
                 h.msg_hdr.msg_flags = 0;
                 h.msg_len = 0;
             }
-            let n = unsafe { libc::recvmmsg(sock.as_raw_fd(), self.rhdrs.as_mut_ptr(), self.rhdrs.len() as libc::c_uint, libc::MSG_WAITFORONE, std::ptr::null_mut()) };
+            let n = unsafe { libc::recvmmsg(sock.as_raw_fd(), self.rhdrs.as_mut_ptr(), self.rhdrs.len() as libc::c_uint, flags, std::ptr::null_mut()) };
             if n < 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -711,6 +786,17 @@ mod tests {
         assert!(!t.connection_ok(&a, t.connection_id(&a, bucket - 2)));
         let other = Tracker::new(Config::default());
         assert_ne!(other.connection_id(&a, bucket), id, "ids depend on the secret");
+        // The per-thread cache answers what computing afresh (another thread) answers, in
+        // any order of minutes, addresses and trackers.
+        let order = [(a, 0), (a, 1), (a, 0), (b, 1), (a, 1), (a, 2), (b, 0), (a, 3), (a, 2)];
+        let tr = &t;
+        let fresh: Vec<u64> = std::thread::scope(|s| {
+            order.iter().map(|&(x, back)| s.spawn(move || tr.connection_id(&x, bucket - back)).join().unwrap()).collect()
+        });
+        for ((x, back), want) in order.iter().zip(fresh) {
+            assert_eq!(t.connection_id(x, bucket - back), want, "{x} {back}");
+            assert_ne!(other.connection_id(x, bucket - back), want);
+        }
     }
 
     #[test]
@@ -864,6 +950,38 @@ mod tests {
         server.join().unwrap();
         assert!((3..=6).contains(&answers), "{answers}");
         assert_eq!(limited(&t), 10 - answers);
+    }
+
+    #[test]
+    fn one_thread_serves_every_socket_of_its_group() {
+        // Two sockets, one thread (its own socket is the first): announces from 16 source
+        // ports land on both, and all must be answered.
+        let t = Arc::new(Tracker::new(Config { open: true, ..Config::default() }));
+        let socks = Arc::new(bind_udp("127.0.0.1:0".parse().unwrap(), 2).unwrap());
+        let addr = socks[0].local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let server = {
+            let (t, socks, stop) = (t.clone(), socks.clone(), stop.clone());
+            std::thread::spawn(move || t.serve_udp_group(&socks, 0, &stop, UDP_BATCH))
+        };
+        let url = format!("udp://{addr}/announce");
+        for peer in 1..=16u8 {
+            let req = super::super::client::AnnounceRequest {
+                info_hash: [10; 20],
+                peer_id: [peer; 20],
+                port: 7000 + peer as u16,
+                uploaded: 0,
+                downloaded: 0,
+                left: 1,
+                event: Event::Started,
+                numwant: Some(50),
+                key: peer as u32,
+            };
+            let r = super::super::client::announce(&url, &req, Duration::from_secs(5)).unwrap();
+            assert_eq!(r.peers.len(), peer as usize - 1, "peer {peer}");
+        }
+        stop.store(true, Ordering::Relaxed);
+        server.join().unwrap();
     }
 
     #[test]

@@ -103,11 +103,139 @@ impl Slot {
 struct Swarm {
     peers: Vec<Peer>,
     slots: Vec<Slot>,
-    index: HashMap<[u8; 20], Entry>,
+    index: PeerIndex,
     seeders: u32,
     completed: u32,
     registered: bool,
     departed: std::collections::VecDeque<Peer>,
+}
+
+/// A swarm's peer ids → [`Entry`]: open addressing with linear probing, each 32-byte bucket
+/// holding the id and its entry, so that finding a peer costs one cache line (usually one
+/// miss in a large store) where `std`'s map reads a line of control bytes and then the
+/// bucket's line. The hash is keyed per index (a random seed, multiply-fold mixing), so that
+/// clients cannot choose peer ids that collide. At most 3/4 full; removal shifts the
+/// following entries back (no tombstones).
+#[derive(Default)]
+struct PeerIndex {
+    buckets: Vec<Bucket>,
+    len: usize,
+    seed: [u64; 2],
+}
+
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+struct Bucket {
+    id: [u8; 20],
+    entry: Entry,
+}
+
+impl PeerIndex {
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn hash(&self, id: &[u8; 20]) -> usize {
+        fn fold(x: u64, y: u64) -> u64 {
+            let p = x as u128 * y as u128;
+            p as u64 ^ (p >> 64) as u64
+        }
+        let a = u64::from_le_bytes(id[0..8].try_into().unwrap());
+        let b = u64::from_le_bytes(id[8..16].try_into().unwrap());
+        let c = u32::from_le_bytes(id[16..20].try_into().unwrap()) as u64;
+        let h = fold(a ^ self.seed[0], b ^ self.seed[1]);
+        fold(h ^ c, 0x9E37_79B9_7F4A_7C15 ^ self.seed[0].rotate_left(32)) as usize
+    }
+
+    /// Where `id` is, or the empty bucket where it would go.
+    fn find(&self, id: &[u8; 20]) -> (usize, bool) {
+        let mask = self.buckets.len() - 1;
+        let mut i = self.hash(id) & mask;
+        loop {
+            let b = &self.buckets[i];
+            if b.entry.flags & Entry::USED == 0 {
+                return (i, false);
+            }
+            if b.id == *id {
+                return (i, true);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    #[cfg(test)]
+    fn get(&self, id: &[u8; 20]) -> Option<&Entry> {
+        if self.len == 0 {
+            return None;
+        }
+        match self.find(id) {
+            (i, true) => Some(&self.buckets[i].entry),
+            _ => None,
+        }
+    }
+
+    fn get_mut(&mut self, id: &[u8; 20]) -> Option<&mut Entry> {
+        if self.len == 0 {
+            return None;
+        }
+        match self.find(id) {
+            (i, true) => Some(&mut self.buckets[i].entry),
+            _ => None,
+        }
+    }
+
+    /// Adds or replaces `id`'s entry.
+    fn insert(&mut self, id: [u8; 20], mut entry: Entry) {
+        if (self.len + 1) * 4 > self.buckets.len() * 3 {
+            self.grow();
+        }
+        entry.flags |= Entry::USED;
+        let (i, found) = self.find(&id);
+        if !found {
+            self.len += 1;
+        }
+        self.buckets[i] = Bucket { id, entry };
+    }
+
+    fn grow(&mut self) {
+        if self.seed == [0, 0] {
+            use std::hash::BuildHasher;
+            let r = std::hash::RandomState::new();
+            self.seed = [r.hash_one(1u8) | 1, r.hash_one(2u8)];
+        }
+        let size = (self.buckets.len() * 2).max(16);
+        let old = std::mem::replace(&mut self.buckets, vec![Bucket { id: [0; 20], entry: Entry { at: 0, proof: 0, flags: 0 } }; size]);
+        for b in old {
+            if b.entry.flags & Entry::USED != 0 {
+                let (i, _) = self.find(&b.id);
+                self.buckets[i] = b;
+            }
+        }
+    }
+
+    fn remove(&mut self, id: &[u8; 20]) {
+        if self.len == 0 {
+            return;
+        }
+        let (mut hole, found) = self.find(id);
+        if !found {
+            return;
+        }
+        self.len -= 1;
+        let mask = self.buckets.len() - 1;
+        let mut j = (hole + 1) & mask;
+        while self.buckets[j].entry.flags & Entry::USED != 0 {
+            // Move j back into the hole unless its home lies cyclically in (hole, j].
+            let home = self.hash(&self.buckets[j].id) & mask;
+            if (j.wrapping_sub(home) & mask) >= (j.wrapping_sub(hole) & mask) {
+                self.buckets[hole] = self.buckets[j];
+                hole = j;
+            }
+            j = (j + 1) & mask;
+        }
+        self.buckets[hole].entry.flags = 0;
+    }
 }
 
 /// The index's entry for a peer: where its record is, and what an update checks and
@@ -125,6 +253,8 @@ impl Entry {
     const KEY: u8 = 1;
     const SOURCE4: u8 = 2;
     const SEED: u8 = 4;
+    /// The bucket holds an entry ([`PeerIndex`]).
+    const USED: u8 = 0x80;
 
     fn of(at: usize, p: &Peer) -> Entry {
         let (proof, owner) = match (p.key, p.source) {
@@ -257,6 +387,20 @@ pub trait PeerStore: Send + Sync {
     fn peer_count(&self) -> u64;
     /// Records an announce and picks up to `numwant` other live peers.
     fn announce(&self, a: &Announce) -> Result<AnnounceOutcome, Refusal>;
+    /// [`PeerStore::announce`] for a compact IPv4 answer (a UDP announce from an IPv4
+    /// client): appends the 6 bytes (address, port) of each picked IPv4 peer to `out`, in pick
+    /// order (picked IPv6 peers are left out, as an IPv4 answer has no room for them), and
+    /// answers (seeders, leechers).
+    fn announce_compact4(&self, a: &Announce, out: &mut Vec<u8>) -> Result<(u32, u32), Refusal> {
+        let o = self.announce(a)?;
+        for (addr, _) in &o.peers {
+            if let SocketAddr::V4(v4) = addr {
+                out.extend_from_slice(&v4.ip().octets());
+                out.extend_from_slice(&v4.port().to_be_bytes());
+            }
+        }
+        Ok((o.seeders, o.leechers))
+    }
     /// Scrape counts for one torrent (`None`: not tracked).
     fn scrape(&self, ih: &[u8; 20]) -> Option<ScrapeStats>;
     /// A copy of one swarm for the manager.
@@ -287,6 +431,9 @@ impl<T: PeerStore + ?Sized> PeerStore for std::sync::Arc<T> {
     }
     fn announce(&self, a: &Announce) -> Result<AnnounceOutcome, Refusal> {
         (**self).announce(a)
+    }
+    fn announce_compact4(&self, a: &Announce, out: &mut Vec<u8>) -> Result<(u32, u32), Refusal> {
+        (**self).announce_compact4(a, out)
     }
     fn scrape(&self, ih: &[u8; 20]) -> Option<ScrapeStats> {
         (**self).scrape(ih)
@@ -365,6 +512,160 @@ impl Store {
             mix(z)
         })
     }
+
+    /// [`PeerStore::announce`]: records `a`, then hands each picked peer's slot and record
+    /// to `out`, in pick order; answers (seeders, leechers).
+    fn announce_with(&self, a: &Announce, out: &mut impl Picked) -> Result<(u32, u32), Refusal> {
+        let now = self.now();
+        let mut shard = self.shards[shard_of(&a.info_hash)].lock().unwrap();
+        let swarm = match shard.get_mut(&a.info_hash) {
+            Some(s) => s,
+            None if !self.open => return Err(Refusal::Unregistered),
+            None => {
+                if self.torrents.load(Ordering::Relaxed) as usize >= self.max_torrents {
+                    return Err(Refusal::TooManyTorrents);
+                }
+                if a.event == Event::Stopped {
+                    return Ok((0, 0));
+                }
+                self.torrents.fetch_add(1, Ordering::Relaxed);
+                shard.entry(a.info_hash).or_default()
+            }
+        };
+        let entry = swarm.index.get_mut(&a.peer_id);
+        if let Some(e) = &entry {
+            if !e.same_client(a, || swarm.peers[e.at as usize].source) {
+                return Err(Refusal::PeerIdTaken);
+            }
+        }
+        let existing = entry.as_ref().map(|e| e.at as usize);
+        // The asker's place in the list once stored (not stored when the swarm is full).
+        let mut me = existing;
+        // An update writes the record after picking, when picking does not read records
+        // (no sites): the record's line, asked for now, arrives while the slots are judged,
+        // instead of being waited for when the shard is unlocked.
+        let defer = self.sites.is_none();
+        let mut deferred = None;
+        if a.event == Event::Stopped {
+            if let Some(i) = existing {
+                let p = &mut swarm.peers[i];
+                p.uploaded = a.uploaded;
+                p.downloaded = a.downloaded;
+                p.last = now;
+                swarm.remove_at(i);
+                self.peers.fetch_sub(1, Ordering::Relaxed);
+            }
+        } else {
+            match entry {
+                Some(e) => {
+                    let i = e.at as usize;
+                    if e.seed() && a.left != 0 {
+                        swarm.seeders -= 1;
+                        e.flags &= !Entry::SEED;
+                    } else if !e.seed() && a.left == 0 {
+                        swarm.seeders += 1;
+                        e.flags |= Entry::SEED;
+                    }
+                    // Written, not read: see [`Entry`].
+                    if defer {
+                        prefetch_write(&swarm.peers[i]);
+                        deferred = Some(i);
+                    } else {
+                        update_record(&mut swarm.peers[i], a, now);
+                    }
+                    swarm.slots[i] = Slot::new(a.addr, a.left, now);
+                }
+                None if swarm.peers.len() < self.max_peers && self.peers.load(Ordering::Relaxed) < self.max_peers_total => {
+                    if !swarm.departed.is_empty() {
+                        swarm.departed.retain(|p| p.peer_id != a.peer_id);
+                    }
+                    swarm.push(Peer {
+                        addr: a.addr,
+                        source: a.source,
+                        peer_id: a.peer_id,
+                        uploaded: a.uploaded,
+                        downloaded: a.downloaded,
+                        left: a.left,
+                        key: a.key,
+                        last: now,
+                        first: now,
+                    });
+                    me = Some(swarm.peers.len() - 1);
+                    if a.left == 0 {
+                        swarm.seeders += 1;
+                    }
+                    self.peers.fetch_add(1, Ordering::Relaxed);
+                }
+                None => {} // full: answered, not stored
+            }
+            if a.event == Event::Completed {
+                swarm.completed = swarm.completed.saturating_add(1);
+            }
+        }
+        // Pick peers: a random spread over the list (not a window of neighbours in announce
+        // order, which groups hosts that started together: see docs/SIMULATION.md),
+        // skipping the asker and stale peers; with sites, the asker's site first. Judging a
+        // peer reads its slot only; the records are read for the answer's IPv6 addresses and
+        // peer ids, and (with sites) for ranking.
+        let n = swarm.peers.len();
+        let want = (a.numwant as usize).min(n);
+        if want > 0 && a.event != Event::Stopped {
+            let (r1, r2) = (self.random(), self.random());
+            let seeding = a.left == 0;
+            let (ps, slots) = (&swarm.peers, &swarm.slots);
+            out.reserve(want);
+            // The slots are looked at in spread order, each a possible cache miss: ask for
+            // the one PREFETCH places further along while judging this one.
+            let order = spread(n, r1, r2);
+            let mut ahead = order.clone();
+            for j in ahead.by_ref().take(PREFETCH) {
+                prefetch(&slots[j]);
+            }
+            let live = |i: usize| now.saturating_sub(slots[i].last) <= self.ttl;
+            match &self.sites {
+                None => {
+                    // `pick_ranked` without sites, as one loop.
+                    let mut got = 0;
+                    for i in order {
+                        if let Some(j) = ahead.next() {
+                            prefetch(&slots[j]);
+                        }
+                        if Some(i) == me || !live(i) || (seeding && slots[i].seed()) {
+                            continue;
+                        }
+                        out.push(&slots[i], &ps[i]);
+                        got += 1;
+                        if got == want {
+                            break;
+                        }
+                    }
+                }
+                Some(sites) => {
+                    let ahead = std::cell::RefCell::new(ahead);
+                    let eligible = |i: usize| {
+                        if let Some(j) = ahead.borrow_mut().next() {
+                            prefetch(&slots[j]);
+                        }
+                        !(Some(i) == me || !live(i) || (seeding && slots[i].seed()))
+                    };
+                    // Gateways by arrival (the asker is in the list by now): leechers and
+                    // completed hosts before origins (nothing left, nothing downloaded),
+                    // then the first announce, then the place in the list; stale peers never.
+                    let origin = |i: usize| ps[i].left == 0 && ps[i].downloaded == 0;
+                    let rank = |i: usize| live(i).then_some((origin(i), ps[i].first, i));
+                    let picked = pick_ranked(n, want, (r1, r2), eligible, Some(sites), (a.addr.ip(), a.peer_id), None, |i| (ps[i].addr.ip(), ps[i].peer_id), rank, |i| !origin(i));
+                    for i in picked {
+                        out.push(&slots[i], &ps[i]);
+                    }
+                }
+            }
+        }
+        if let Some(i) = deferred {
+            update_record(&mut swarm.peers[i], a, now);
+        }
+        let seeders = swarm.seeders;
+        Ok((seeders, n as u32 - seeders))
+    }
 }
 
 impl PeerStore for Store {
@@ -405,127 +706,35 @@ impl PeerStore for Store {
 
     /// Records an announce and picks up to `numwant` other live peers.
     fn announce(&self, a: &Announce) -> Result<AnnounceOutcome, Refusal> {
-        let now = self.now();
-        let mut shard = self.shards[shard_of(&a.info_hash)].lock().unwrap();
-        let swarm = match shard.get_mut(&a.info_hash) {
-            Some(s) => s,
-            None if !self.open => return Err(Refusal::Unregistered),
-            None => {
-                if self.torrents.load(Ordering::Relaxed) as usize >= self.max_torrents {
-                    return Err(Refusal::TooManyTorrents);
-                }
-                if a.event == Event::Stopped {
-                    return Ok(AnnounceOutcome { seeders: 0, leechers: 0, peers: Vec::new() });
-                }
-                self.torrents.fetch_add(1, Ordering::Relaxed);
-                shard.entry(a.info_hash).or_default()
+        struct Out<'a>(&'a Announce, Vec<(SocketAddr, [u8; 20])>);
+        impl Picked for Out<'_> {
+            fn reserve(&mut self, n: usize) {
+                self.1.reserve_exact(n);
             }
-        };
-        let entry = swarm.index.get_mut(&a.peer_id);
-        if let Some(e) = &entry {
-            if !e.same_client(a, || swarm.peers[e.at as usize].source) {
-                return Err(Refusal::PeerIdTaken);
+            fn push(&mut self, slot: &Slot, record: &Peer) {
+                let id = if self.0.peer_ids { record.peer_id } else { [0; 20] };
+                self.1.push((slot.addr(|| record.addr), id));
             }
         }
-        let existing = entry.as_ref().map(|e| e.at as usize);
-        // The asker's place in the list once stored (not stored when the swarm is full).
-        let mut me = existing;
-        if a.event == Event::Stopped {
-            if let Some(i) = existing {
-                let p = &mut swarm.peers[i];
-                p.uploaded = a.uploaded;
-                p.downloaded = a.downloaded;
-                p.last = now;
-                swarm.remove_at(i);
-                self.peers.fetch_sub(1, Ordering::Relaxed);
+        let mut out = Out(a, Vec::new());
+        let (seeders, leechers) = self.announce_with(a, &mut out)?;
+        Ok(AnnounceOutcome { seeders, leechers, peers: out.1 })
+    }
+
+    fn announce_compact4(&self, a: &Announce, out: &mut Vec<u8>) -> Result<(u32, u32), Refusal> {
+        struct Out<'a>(&'a mut Vec<u8>);
+        impl Picked for Out<'_> {
+            fn reserve(&mut self, n: usize) {
+                self.0.reserve(n * 6);
             }
-        } else {
-            match entry {
-                Some(e) => {
-                    let i = e.at as usize;
-                    if e.seed() && a.left != 0 {
-                        swarm.seeders -= 1;
-                        e.flags &= !Entry::SEED;
-                    } else if !e.seed() && a.left == 0 {
-                        swarm.seeders += 1;
-                        e.flags |= Entry::SEED;
-                    }
-                    // Written, not read: see [`Entry`].
-                    let p = &mut swarm.peers[i];
-                    p.addr = a.addr;
-                    p.uploaded = a.uploaded;
-                    p.downloaded = a.downloaded;
-                    p.left = a.left;
-                    p.last = now;
-                    swarm.slots[i] = Slot::new(a.addr, a.left, now);
+            fn push(&mut self, slot: &Slot, record: &Peer) {
+                if let SocketAddr::V4(v4) = slot.addr(|| record.addr) {
+                    self.0.extend_from_slice(&v4.ip().octets());
+                    self.0.extend_from_slice(&v4.port().to_be_bytes());
                 }
-                None if swarm.peers.len() < self.max_peers && self.peers.load(Ordering::Relaxed) < self.max_peers_total => {
-                    if !swarm.departed.is_empty() {
-                        swarm.departed.retain(|p| p.peer_id != a.peer_id);
-                    }
-                    swarm.push(Peer {
-                        addr: a.addr,
-                        source: a.source,
-                        peer_id: a.peer_id,
-                        uploaded: a.uploaded,
-                        downloaded: a.downloaded,
-                        left: a.left,
-                        key: a.key,
-                        last: now,
-                        first: now,
-                    });
-                    me = Some(swarm.peers.len() - 1);
-                    if a.left == 0 {
-                        swarm.seeders += 1;
-                    }
-                    self.peers.fetch_add(1, Ordering::Relaxed);
-                }
-                None => {} // full: answered, not stored
-            }
-            if a.event == Event::Completed {
-                swarm.completed = swarm.completed.saturating_add(1);
             }
         }
-        // Pick peers: a random spread over the list (not a window of neighbours in announce
-        // order, which groups hosts that started together: see docs/SIMULATION.md),
-        // skipping the asker and stale peers; with sites, the asker's site first. Judging a
-        // peer reads its slot only; the records are read for the answer's IPv6 addresses and
-        // peer ids, and (with sites) for ranking.
-        let n = swarm.peers.len();
-        let mut peers = Vec::new();
-        if a.numwant > 0 && a.event != Event::Stopped {
-            let (r1, r2) = (self.random(), self.random());
-            let seeding = a.left == 0;
-            let (ps, slots) = (&swarm.peers, &swarm.slots);
-            // The slots are looked at in spread order, each a possible cache miss: ask for
-            // the one PREFETCH places further along while judging this one.
-            let ahead = std::cell::RefCell::new(spread(n, r1, r2));
-            for _ in 0..PREFETCH {
-                if let Some(j) = ahead.borrow_mut().next() {
-                    prefetch(&slots[j]);
-                }
-            }
-            let eligible = |i: usize| {
-                if let Some(j) = ahead.borrow_mut().next() {
-                    prefetch(&slots[j]);
-                }
-                let s = &slots[i];
-                !(Some(i) == me || now.saturating_sub(s.last) > self.ttl || (seeding && s.seed()))
-            };
-            // Gateways by arrival (the asker is in the list by now): leechers and completed
-            // hosts before origins (nothing left, nothing downloaded), then the first announce,
-            // then the place in the list; stale peers never.
-            let origin = |i: usize| ps[i].left == 0 && ps[i].downloaded == 0;
-            let rank = |i: usize| (now.saturating_sub(slots[i].last) <= self.ttl).then_some((origin(i), ps[i].first, i));
-            let picked = pick_ranked(n, a.numwant as usize, (r1, r2), eligible, self.sites.as_ref(), (a.addr.ip(), a.peer_id), None, |i| (ps[i].addr.ip(), ps[i].peer_id), rank, |i| !origin(i));
-            peers.reserve_exact(picked.len());
-            for i in picked {
-                let id = if a.peer_ids { ps[i].peer_id } else { [0; 20] };
-                peers.push((slots[i].addr(|| ps[i].addr), id));
-            }
-        }
-        let seeders = swarm.seeders;
-        Ok(AnnounceOutcome { seeders, leechers: n as u32 - seeders, peers })
+        self.announce_with(a, &mut Out(out))
     }
 
     /// Scrape counts for one torrent (`None`: not tracked).
@@ -581,6 +790,38 @@ impl PeerStore for Store {
 
 /// Peers asked for ahead of the one being judged when picking.
 const PREFETCH: usize = 32;
+
+/// Where [`Store::announce_with`] puts the peers it picks.
+trait Picked {
+    /// Room for up to `n` peers.
+    fn reserve(&mut self, n: usize);
+    /// One picked peer: its slot, and its record, to be read only for what the slot does not
+    /// have (an IPv6 address, the peer id).
+    fn push(&mut self, slot: &Slot, record: &Peer);
+}
+
+/// What an update writes in a peer's record (its first cache line, see [`Peer`]).
+fn update_record(p: &mut Peer, a: &Announce, now: u32) {
+    p.addr = a.addr;
+    p.uploaded = a.uploaded;
+    p.downloaded = a.downloaded;
+    p.left = a.left;
+    p.last = now;
+}
+
+/// Asks the CPU to bring `p`'s first cache line in, to be written (a hint: no effect on the
+/// result).
+#[inline(always)]
+fn prefetch_write<T>(p: &T) {
+    #[cfg(target_arch = "x86_64")]
+    #[allow(unused_unsafe)]
+    unsafe {
+        // PREFETCHW where the CPU has it (a plain prefetch elsewhere).
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_ET0 }>((p as *const T).cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
 
 /// Asks the CPU to bring `p`'s first cache line in (a hint: no effect on the result).
 #[inline(always)]
@@ -807,9 +1048,24 @@ impl Sites {
 /// Every index of `0..n` once, in an order drawn from two random numbers: a random start
 /// and a random step coprime with `n`. A peer list taken from its front is a random spread
 /// of the swarm, in O(taken) time. The fleet simulator uses the same order.
-pub fn spread(n: usize, r1: u64, r2: u64) -> impl Iterator<Item = usize> {
-    fn gcd(a: usize, b: usize) -> usize {
-        if b == 0 { a } else { gcd(b, a % b) }
+pub fn spread(n: usize, r1: u64, r2: u64) -> impl Iterator<Item = usize> + Clone {
+    // Binary GCD: no division (Euclid's took ~10 of them per pick).
+    fn gcd(mut a: usize, mut b: usize) -> usize {
+        if a == 0 || b == 0 {
+            return a | b;
+        }
+        let shift = (a | b).trailing_zeros();
+        a >>= a.trailing_zeros();
+        loop {
+            b >>= b.trailing_zeros();
+            if a > b {
+                std::mem::swap(&mut a, &mut b);
+            }
+            b -= a;
+            if b == 0 {
+                return a << shift;
+            }
+        }
     }
     let start = if n == 0 { 0 } else { (r1 % n as u64) as usize };
     let mut step = if n <= 1 { 1 } else { 1 + (r2 % (n as u64 - 1)) as usize };
@@ -1120,7 +1376,7 @@ mod tests {
             assert_eq!(sw.peers.len(), sw.index.len());
             assert_eq!(sw.seeders as usize, sw.peers.iter().filter(|p| p.left == 0).count());
             for (i, p) in sw.peers.iter().enumerate() {
-                let e = sw.index[&p.peer_id];
+                let e = *sw.index.get(&p.peer_id).unwrap();
                 assert_eq!(e.at as usize, i);
                 assert_eq!(e.seed(), p.left == 0);
                 assert_eq!(sw.slots[i], Slot::of(p));
@@ -1131,6 +1387,161 @@ mod tests {
                 assert!(!e.same_client(&stranger, || p.source));
             }
         }
+    }
+
+    /// The ports in a compact IPv4 answer.
+    fn compact_ports(out: &[u8]) -> Vec<u16> {
+        assert_eq!(out.len() % 6, 0);
+        out.chunks(6).map(|c| u16::from_be_bytes([c[4], c[5]])).collect()
+    }
+
+    #[test]
+    fn compact_answers_are_live_peers_other_than_the_asker_and_leechers_for_seeds() {
+        // pids 1..=20 seeds, 21..=40 leechers, port 1000 + pid (see `ann`); 41, 42 an IPv6
+        // seed and leecher.
+        let mut s = Store::new(true, 10, 100, Duration::from_secs(30));
+        for pid in 1..=40u8 {
+            s.announce(&ann(1, pid, if pid <= 20 { 0 } else { 5 }, Event::Started)).unwrap();
+        }
+        let v6: IpAddr = "fd00::1".parse().unwrap();
+        for (pid, left) in [(41u8, 0u64), (42, 5)] {
+            s.announce(&Announce { addr: SocketAddr::new(v6, 1000 + pid as u16), source: v6, ..ann(1, pid, left, Event::Started) }).unwrap();
+        }
+        // 100 s later, only pids divisible by 3 have announced again: the rest are stale.
+        s.start -= Duration::from_secs(100);
+        for pid in (3..=42u8).step_by(3) {
+            let a = ann(1, pid, if pid <= 20 { 0 } else { 5 }, Event::None);
+            let a = if pid > 40 { Announce { addr: SocketAddr::new(v6, 1000 + pid as u16), source: v6, ..a } } else { a };
+            s.announce(&a).unwrap();
+        }
+        let mut stale_asked = false;
+        let live = |pid: u16, stale_asked: bool| (pid % 3 == 0 || (pid == 2 && stale_asked)) && pid <= 40;
+        for (asker, seeding) in [(21u8, false), (24, false), (3, true), (2, true)] {
+            let a = ann(1, asker, if seeding { 0 } else { 5 }, Event::None);
+            let mut out = Vec::new();
+            let (seeders, leechers) = s.announce_compact4(&a, &mut out).unwrap();
+            assert_eq!(seeders + leechers, 42);
+            let mut got: Vec<u16> = compact_ports(&out).into_iter().map(|p| p - 1000).collect();
+            got.sort();
+            let want: Vec<u16> = (1..=40).filter(|&p| live(p, stale_asked) && p != asker as u16 && (!seeding || p > 20)).collect();
+            assert_eq!(got, want, "asker {asker}");
+            // The general answer picks the same set (with IPv6 peers, which the compact answer
+            // has no room for).
+            let mut all: Vec<u16> = s.announce(&a).unwrap().peers.iter().filter(|(ad, _)| ad.is_ipv4()).map(|(ad, _)| ad.port() - 1000).collect();
+            all.sort();
+            assert_eq!(all, want, "asker {asker}");
+            // A stale peer that announces is live again.
+            stale_asked |= asker == 2;
+        }
+        // Fewer than there are: as many as asked, distinct, all eligible. (A picked IPv6
+        // peer counts towards numwant and is left out of an IPv4 answer: without them here.)
+        for pid in [41u8, 42] {
+            s.announce(&Announce { addr: SocketAddr::new(v6, 1000 + pid as u16), source: v6, ..ann(1, pid, 0, Event::Stopped) }).unwrap();
+        }
+        for _ in 0..20 {
+            let mut out = Vec::new();
+            s.announce_compact4(&Announce { numwant: 4, ..ann(1, 21, 5, Event::None) }, &mut out).unwrap();
+            let got = compact_ports(&out);
+            assert_eq!(got.len(), 4, "{got:?}");
+            assert!(got.iter().all(|&p| live(p - 1000, true) && p != 1021), "{got:?}");
+            let mut d = got.clone();
+            d.sort();
+            d.dedup();
+            assert_eq!(d.len(), 4, "{got:?}");
+        }
+        // A new peer is handed out at once.
+        s.announce(&ann(1, 50, 5, Event::Started)).unwrap();
+        let mut out = Vec::new();
+        s.announce_compact4(&ann(1, 3, 0, Event::None), &mut out).unwrap();
+        assert!(compact_ports(&out).contains(&1050));
+        // A stopped peer is not, and a stop gets no peers.
+        s.announce(&ann(1, 50, 5, Event::Stopped)).unwrap();
+        let mut out = Vec::new();
+        s.announce_compact4(&ann(1, 3, 0, Event::None), &mut out).unwrap();
+        assert!(!compact_ports(&out).contains(&1050));
+        let mut out = Vec::new();
+        s.announce_compact4(&ann(1, 24, 5, Event::Stopped), &mut out).unwrap();
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn an_update_is_recorded_after_the_pick() {
+        let s = Store::new(true, 10, 100, Duration::from_secs(60));
+        for pid in 1..=30u8 {
+            s.announce(&ann(1, pid, 5, Event::Started)).unwrap();
+        }
+        let moved = Announce { addr: SocketAddr::from(([10, 1, 2, 3], 4321)), uploaded: 77, downloaded: 88, ..ann(1, 7, 0, Event::None) };
+        let mut out = Vec::new();
+        s.announce_compact4(&moved, &mut out).unwrap();
+        assert!(!compact_ports(&out).contains(&4321) && !compact_ports(&out).contains(&1007), "not given itself");
+        let p = s.view(&[1; 20]).unwrap().peers.into_iter().find(|p| p.peer_id == [7; 20]).unwrap();
+        assert_eq!((p.addr, p.uploaded, p.downloaded, p.left), (moved.addr, 77, 88, 0));
+        // Others now get its new address, and it counts as a seed.
+        let o = s.announce(&ann(1, 8, 5, Event::None)).unwrap();
+        assert!(o.peers.iter().any(|(a, _)| *a == moved.addr));
+        assert_eq!(o.seeders, 1);
+    }
+
+    #[test]
+    fn spread_order_is_the_same_as_with_euclids_gcd() {
+        fn reference(n: usize, r1: u64, r2: u64) -> Vec<usize> {
+            fn gcd(a: usize, b: usize) -> usize {
+                if b == 0 { a } else { gcd(b, a % b) }
+            }
+            let start = if n == 0 { 0 } else { (r1 % n as u64) as usize };
+            let mut step = if n <= 1 { 1 } else { 1 + (r2 % (n as u64 - 1)) as usize };
+            while n > 1 && gcd(step, n) != 1 {
+                step = step % (n - 1) + 1;
+            }
+            (0..n).map(|k| (start + k * step) % n).collect()
+        }
+        for n in (0..200).chain([360, 1000, 1024, 4096, 9240]) {
+            for r in 0..30u64 {
+                let (r1, r2) = (mix(r), mix(r + 1000));
+                assert_eq!(spread(n, r1, r2).collect::<Vec<_>>(), reference(n, r1, r2), "n {n} r {r}");
+            }
+        }
+    }
+
+    #[test]
+    fn peer_index_agrees_with_a_map_through_any_sequence() {
+        let mut ix = PeerIndex::default();
+        let mut model: HashMap<[u8; 20], u32> = HashMap::new();
+        let mut rng = 0x1dea_u64;
+        let mut next = |m: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % m
+        };
+        for step in 0..60_000u32 {
+            // Ids that differ in one byte only, or only in their last bytes.
+            let k = next(400);
+            let mut id = [7u8; 20];
+            id[(k % 20) as usize] = (k / 20) as u8;
+            id[19] ^= (k % 3) as u8;
+            match next(3) {
+                0 | 1 => {
+                    ix.insert(id, Entry { at: step, proof: 0, flags: 0 });
+                    model.insert(id, step);
+                }
+                _ => {
+                    ix.remove(&id);
+                    model.remove(&id);
+                }
+            }
+            assert_eq!(ix.len(), model.len());
+            if step % 97 == 0 || step > 59_000 {
+                for k in 0..400u64 {
+                    let mut id = [7u8; 20];
+                    id[(k % 20) as usize] = (k / 20) as u8;
+                    id[19] ^= (k % 3) as u8;
+                    assert_eq!(ix.get(&id).map(|e| e.at), model.get(&id).copied(), "step {step}");
+                    assert_eq!(ix.get_mut(&id).map(|e| e.at), model.get(&id).copied(), "step {step}");
+                }
+            }
+        }
+        assert!(ix.buckets.len() * 3 >= ix.len() * 4, "at most 3/4 full");
     }
 
     #[test]
