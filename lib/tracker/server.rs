@@ -487,6 +487,7 @@ impl Tracker {
                 for p in pfds.iter_mut() {
                     p.revents = 0;
                 }
+                // SAFETY: `pfds` is a live array of `pfds.len()` pollfds on sockets we own.
                 unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 500) };
                 continue;
             };
