@@ -446,20 +446,26 @@ impl Tracker {
                 Ok(n) => n,
                 Err(_) => continue,
             };
-            for i in 0..n {
-                let (pkt, from, truncated, reply) = io.slot(i);
-                let answer = match (truncated, from) {
-                    // Truncated: larger than any valid request.
-                    (true, _) | (_, None) => {
-                        inc(&self.metrics.bad_requests[1]);
-                        false
-                    }
-                    (false, Some(from)) => self.udp_packet_into(pkt, from, reply),
-                };
-                io.answer(i, answer);
-            }
-            io.send(sock);
+            self.answer_batch(&mut io, n, sock);
         }
+    }
+
+    /// Answers the `n` datagrams `io` took from `sock` (each judged on its own) and sends
+    /// the answers back through `sock`.
+    fn answer_batch(&self, io: &mut batch_io::Batch, n: usize, sock: &UdpSocket) {
+        for i in 0..n {
+            let (pkt, from, truncated, reply) = io.slot(i);
+            let answer = match (truncated, from) {
+                // Truncated: larger than any valid request.
+                (true, _) | (_, None) => {
+                    inc(&self.metrics.bad_requests[1]);
+                    false
+                }
+                (false, Some(from)) => self.udp_packet_into(pkt, from, reply),
+            };
+            io.answer(i, answer);
+        }
+        io.send(sock);
     }
 
     /// Serves UDP on `socks[own]` and, when that socket has nothing queued, on the others
@@ -491,18 +497,7 @@ impl Tracker {
                 unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 500) };
                 continue;
             };
-            for i in 0..n {
-                let (pkt, from, truncated, reply) = io.slot(i);
-                let answer = match (truncated, from) {
-                    (true, _) | (_, None) => {
-                        inc(&self.metrics.bad_requests[1]);
-                        false
-                    }
-                    (false, Some(from)) => self.udp_packet_into(pkt, from, reply),
-                };
-                io.answer(i, answer);
-            }
-            io.send(&socks[at]);
+            self.answer_batch(&mut io, n, &socks[at]);
         }
     }
 
