@@ -962,22 +962,26 @@ mod tests {
         };
         let url = format!("udp://{addr}/announce");
         for peer in 1..=16u8 {
-            let req = super::super::client::AnnounceRequest {
-                info_hash: [10; 20],
-                peer_id: [peer; 20],
-                port: 7000 + peer as u16,
-                uploaded: 0,
-                downloaded: 0,
-                left: 1,
-                event: Event::Started,
-                numwant: Some(50),
-                key: peer as u32,
-            };
-            let r = super::super::client::announce(&url, &req, Duration::from_secs(5)).unwrap();
+            let r = super::super::client::announce(&url, &started(10, peer), Duration::from_secs(5)).unwrap();
             assert_eq!(r.peers.len(), peer as usize - 1, "peer {peer}");
         }
         stop.store(true, Ordering::Relaxed);
         server.join().unwrap();
+    }
+
+    /// A leecher's first announce to torrent `[torrent; 20]` as peer `[peer; 20]`.
+    fn started(torrent: u8, peer: u8) -> super::super::client::AnnounceRequest {
+        super::super::client::AnnounceRequest {
+            info_hash: [torrent; 20],
+            peer_id: [peer; 20],
+            port: 7000 + peer as u16,
+            uploaded: 0,
+            downloaded: 0,
+            left: 1,
+            event: Event::Started,
+            numwant: Some(50),
+            key: peer as u32,
+        }
     }
 
     #[test]
@@ -997,19 +1001,8 @@ mod tests {
         // Each announce comes from a new source port, so the kernel spreads them over the
         // sockets; each must be answered, and from one swarm.
         let url = format!("udp://{addr}/announce");
-        let req = |peer: u8| super::super::client::AnnounceRequest {
-            info_hash: [9; 20],
-            peer_id: [peer; 20],
-            port: 7000 + peer as u16,
-            uploaded: 0,
-            downloaded: 0,
-            left: 1,
-            event: Event::Started,
-            numwant: Some(50),
-            key: peer as u32,
-        };
         for peer in 1..=24u8 {
-            let r = super::super::client::announce(&url, &req(peer), Duration::from_secs(5)).unwrap();
+            let r = super::super::client::announce(&url, &started(9, peer), Duration::from_secs(5)).unwrap();
             assert_eq!(r.peers.len(), peer as usize - 1, "peer {peer} sees everyone before it");
         }
         assert_eq!(t.metrics.announces[1].iter().map(|c| c.load(Ordering::Relaxed)).sum::<u64>(), 24);
