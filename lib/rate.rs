@@ -52,33 +52,53 @@ impl Bucket {
 /// (TCP back-pressure) instead of growing queues in memory.
 pub struct ByteBudget {
     cap: usize,
-    used: Mutex<usize>,
+    /// How often a waiting `acquire` looks again without being woken.
+    poll: Duration,
+    state: Mutex<Spent>,
     freed: std::sync::Condvar,
+}
+
+struct Spent {
+    used: usize,
+    /// Threads waiting in `acquire`: a release wakes them only if there are any (a
+    /// `notify_all` is a futex system call even with nobody to wake; the disk threads
+    /// release after every batch of blocks).
+    waiting: usize,
 }
 
 impl ByteBudget {
     pub fn new(cap: usize) -> ByteBudget {
-        ByteBudget { cap, used: Mutex::new(0), freed: std::sync::Condvar::new() }
+        ByteBudget::with_poll(cap, Duration::from_millis(100))
+    }
+
+    fn with_poll(cap: usize, poll: Duration) -> ByteBudget {
+        ByteBudget { cap, poll, state: Mutex::new(Spent { used: 0, waiting: 0 }), freed: std::sync::Condvar::new() }
     }
 
     /// Takes `n` bytes of the budget, waiting while it is spent (a request larger than the
     /// whole budget passes when nothing else is in flight).
     pub fn acquire(&self, n: usize) {
-        let mut used = self.used.lock().unwrap();
-        while *used > 0 && *used + n > self.cap {
-            used = self.freed.wait_timeout(used, Duration::from_millis(100)).unwrap().0;
+        let mut s = self.state.lock().unwrap();
+        while s.used > 0 && s.used + n > self.cap {
+            s.waiting += 1;
+            s = self.freed.wait_timeout(s, self.poll).unwrap().0;
+            s.waiting -= 1;
         }
-        *used += n;
+        s.used += n;
     }
 
     pub fn release(&self, n: usize) {
-        let mut used = self.used.lock().unwrap();
-        *used = used.saturating_sub(n);
-        self.freed.notify_all();
+        let mut s = self.state.lock().unwrap();
+        s.used = s.used.saturating_sub(n);
+        let wake = s.waiting > 0;
+        drop(s);
+        if wake {
+            self.freed.notify_all();
+        }
     }
 
     pub fn used(&self) -> usize {
-        *self.used.lock().unwrap()
+        self.state.lock().unwrap().used
     }
 }
 
@@ -183,6 +203,25 @@ mod tests {
         let (saw_release, used) = t.join().unwrap();
         assert!(saw_release, "acquire returned before the budget was released");
         assert_eq!(used, 50);
+        assert_eq!(b.used(), 50);
+    }
+
+    #[test]
+    fn a_release_wakes_a_waiting_acquire() {
+        // The waiter would look again only after an hour: it must be woken by the release.
+        let b = std::sync::Arc::new(ByteBudget::with_poll(100, Duration::from_secs(3600)));
+        b.acquire(80);
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let b2 = b.clone();
+        std::thread::spawn(move || {
+            b2.acquire(50);
+            done_tx.send(()).unwrap();
+        });
+        while b.state.lock().unwrap().waiting == 0 {
+            std::thread::yield_now();
+        }
+        b.release(80);
+        assert!(done_rx.recv_timeout(Duration::from_secs(60)).is_ok(), "the waiter was not woken");
         assert_eq!(b.used(), 50);
     }
 

@@ -23,21 +23,27 @@ fn pool() -> &'static ArrayQueue<Vec<u8>> {
 /// A buffer holding a copy of `data`: a pooled one when `data` fits.
 pub fn copy_of(data: &[u8]) -> Vec<u8> {
     if data.len() <= SIZE {
-        if let Some(mut v) = pool().pop() {
-            v.extend_from_slice(data);
-            return v;
-        }
-        let mut v = Vec::with_capacity(SIZE);
+        let mut v = pool().pop().unwrap_or_else(|| Vec::with_capacity(SIZE));
+        v.clear();
         v.extend_from_slice(data);
         return v;
     }
     data.to_vec()
 }
 
-/// Gives a buffer back for reuse (buffers of another size are freed).
-pub fn give_back(mut v: Vec<u8>) {
+/// A block-sized buffer to be read into: a pooled one (its old bytes are still there, to
+/// be overwritten), or a zeroed new one.
+pub fn whole() -> Vec<u8> {
+    pool().pop().map_or_else(|| vec![0; SIZE], |mut v| {
+        v.resize(SIZE, 0);
+        v
+    })
+}
+
+/// Gives a buffer back for reuse (buffers of another size are freed). Pooled buffers keep
+/// their length (their bytes stay initialized), so [`whole`] need not clear them.
+pub fn give_back(v: Vec<u8>) {
     if v.capacity() == SIZE {
-        v.clear();
         let _ = pool().push(v);
     }
 }

@@ -7,5 +7,6 @@ pub mod accept;
 pub mod buffers;
 pub mod close;
 pub mod conn;
+pub mod inbound;
 pub mod metadata;
 pub mod wire;

@@ -725,6 +725,9 @@ fn haves_go_at_once_to_the_sender_and_batched_to_the_others() {
     let mut firsts: Vec<u32> = asked.iter().map(|b| b.index).collect();
     firsts.dedup();
     let piece = |i: u32| -> Vec<BlockRef> { asked.iter().copied().filter(|b| b.index == i).collect() };
+    // Peer 8, not interested, has announced the first piece already.
+    join(&mut c, 8, Some(vec![false; 4]), s(0));
+    msg(&mut c, 8, Message::Have(firsts[0]), s(0));
     let t = s(10);
     let o = deliver(&mut c, 1, &piece(firsts[0]), true, t);
     assert_eq!(haves(&o, 1), vec![firsts[0]], "the sender hears at once (a super-seeder waits for it)");
@@ -747,6 +750,8 @@ fn haves_go_at_once_to_the_sender_and_batched_to_the_others() {
     }
     assert_eq!(haves(&o, 2), both, "a peer not interested yet hears in the batch");
     assert_eq!(haves(&o, 4), both, "a seed hears in the batch even if choked");
+    assert_eq!(haves(&o, 8), vec![firsts[1]], "a peer hears at once of the piece it lacks...");
+    assert_eq!(lazy(&o, 8), vec![firsts[0]], "...and later of the one it has");
     assert!(haves(&o, 1).is_empty() && lazy(&o, 1).is_empty(), "the sender is not told twice");
     // Completion is announced to everyone at once.
     let mut rest = Vec::new();
