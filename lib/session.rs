@@ -1036,9 +1036,7 @@ fn disk_worker(
     while let Some(job) = jobs.recv() {
         let r = match job {
             DiskJob::Write(blocks, hash_at) => {
-                let res = blocks.iter().try_for_each(|(r, data)| {
-                    storage.write(r.index as usize, r.begin as u64, data)
-                });
+                let res = storage.write_blocks(&blocks);
                 unhinted += blocks.iter().map(|b| b.1.len() as u64).sum::<u64>();
                 if unhinted >= storage::WRITEBACK_EVERY {
                     unhinted = 0;
