@@ -111,6 +111,65 @@ pub fn wire(data: &[u8]) {
         }
         buf = &buf[used..];
     }
+    inbound_agrees(if data.len() >= HANDSHAKE_LEN { &data[HANDSHAKE_LEN..] } else { data });
+}
+
+/// The bytes through a reader's receive side (lib/peer/inbound.rs), in reads of sizes picked
+/// by the first byte: the same messages as [`wire::decode`] one after the other, and the
+/// same error where it stops with one.
+fn inbound_agrees(stream: &[u8]) {
+    use shoal::peer::inbound::Inbound;
+    use std::io::{IoSliceMut, Read};
+    let mut want = Vec::new();
+    let mut rest = stream;
+    let end = loop {
+        match wire::decode(rest) {
+            Ok(Some((m, used))) => {
+                want.push(m);
+                rest = &rest[used..];
+            }
+            Ok(None) => break None,
+            Err(e) => break Some(e),
+        }
+    };
+    const SIZES: [&[usize]; 4] = [&[1], &[16397, 13, 5], &[65536], &[7, 16384, 29, 100_000, 2]];
+    struct Reads<'a>(&'a [u8], &'static [usize], usize);
+    impl Read for Reads<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.read_vectored(&mut [IoSliceMut::new(buf)])
+        }
+        fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> std::io::Result<usize> {
+            let mut n = self.1[self.2 % self.1.len()];
+            self.2 += 1;
+            let mut done = 0;
+            for b in bufs.iter_mut() {
+                let k = n.min(b.len()).min(self.0.len());
+                b[..k].copy_from_slice(&self.0[..k]);
+                self.0 = &self.0[k..];
+                (done, n) = (done + k, n - k);
+            }
+            Ok(done)
+        }
+    }
+    let sizes = SIZES[stream.first().map_or(0, |b| *b as usize % SIZES.len())];
+    let mut src = Reads(stream, sizes, 0);
+    let mut inbound = Inbound::new();
+    let mut got = Vec::new();
+    let got_end = 'read: loop {
+        loop {
+            match inbound.next() {
+                Ok(Some(m)) => got.push(m),
+                Ok(None) => break,
+                Err(e) => break 'read Some(e),
+            }
+        }
+        if inbound.fill(&mut src).expect("reads from memory do not fail") == 0 {
+            break None;
+        }
+    };
+    assert_eq!(got.len(), want.len(), "messages received");
+    assert!(got == want, "messages differ");
+    assert_eq!(got_end, end);
 }
 
 fn read_handshake(payload: &[u8]) {

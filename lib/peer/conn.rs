@@ -263,7 +263,6 @@ fn reader(
     let mut unrequested = 0u32;
     let mut batch = Vec::new();
     let mut serves = Vec::new();
-    let mut wake = Wake::new();
     loop {
         // Decode everything received; blocks go to the session in one batch, requests to
         // the writer in one command.
@@ -290,85 +289,12 @@ fn reader(
         if shared.closed.load(Ordering::Relaxed) {
             return Ok(());
         }
-        wake.arm(stream, shared.outstanding.load(Ordering::Relaxed));
         match inbound.fill(stream) {
             Ok(0) => return Err(CloseReason::PeerClosed),
-            Ok(_) => wake.heard(),
+            Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) if wake.quiet(&e) => {}
             Err(e) => return Err(CloseReason::io("read", e)),
         }
-    }
-}
-
-/// Bytes a reader lets arrive before it wakes while many blocks are due (`SO_RCVLOWAT`):
-/// four blocks a wake-up instead of one or two (what a 100 Mbit/s link's segments carried),
-/// and so a quarter of the batches handed to the session.
-const WAKE_BYTES: usize = 64 << 10;
-/// Blocks due before a reader waits for [`WAKE_BYTES`]: those bytes, plus one block of
-/// slack for a short last block.
-const WAKE_BLOCKS: usize = WAKE_BYTES / wire::BLOCK as usize + 1;
-/// The longest a message waits in the socket for the rest of [`WAKE_BYTES`] (a choke, a
-/// reject, a request, or blocks the peer serves slowly): the kernel then hands over what
-/// it has.
-const WAKE_WAIT: Duration = Duration::from_millis(20);
-
-/// When a reader's `read` returns: as soon as a byte is there (the default), or once
-/// [`WAKE_BYTES`] are, or [`WAKE_WAIT`] has passed (while at least [`WAKE_BLOCKS`] blocks
-/// are due). Each wake-up of a reader costs a context switch and, for blocks, one of the
-/// session's; on the 32-host testbed the readers woke for every block or two.
-///
-/// A short wait that ends with nothing read drops back to waking on the first byte, with
-/// the full [`READ_TIMEOUT`], until something arrives: a peer that stopped sending wakes
-/// its reader once, not every [`WAKE_WAIT`], and is still dropped after [`READ_TIMEOUT`]
-/// (plus one [`WAKE_WAIT`]) of silence. No clock is read per `read`.
-struct Wake {
-    /// `SO_RCVLOWAT` and the short timeout are set.
-    batched: bool,
-    /// The last short wait ended with nothing.
-    idle: bool,
-}
-
-impl Wake {
-    fn new() -> Wake {
-        Wake { batched: false, idle: false }
-    }
-
-    /// Whether to wait for [`WAKE_BYTES`] with `due` blocks requested.
-    fn wants_batch(&self, due: usize) -> bool {
-        due >= WAKE_BLOCKS && !self.idle
-    }
-
-    /// Sets the socket for the next read (two `setsockopt`s when the mode changes, none
-    /// otherwise). A socket that refuses keeps waking on the first byte.
-    fn arm(&mut self, stream: &TcpStream, due: usize) {
-        let batch = self.wants_batch(due);
-        if batch == self.batched {
-            return;
-        }
-        let (lowat, timeout) = if batch { (WAKE_BYTES, WAKE_WAIT) } else { (1, READ_TIMEOUT) };
-        let set = set_int(stream, libc::SOL_SOCKET, libc::SO_RCVLOWAT, lowat as libc::c_int)
-            && stream.set_read_timeout(Some(timeout)).is_ok();
-        if set {
-            self.batched = batch;
-        } else {
-            set_int(stream, libc::SOL_SOCKET, libc::SO_RCVLOWAT, 1);
-            let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
-            self.batched = false;
-        }
-    }
-
-    fn heard(&mut self) {
-        self.idle = false;
-    }
-
-    /// A read failed with `e`: true if that was only the short wait ending with nothing
-    /// (the next read waits with the full timeout).
-    fn quiet(&mut self, e: &std::io::Error) -> bool {
-        use std::io::ErrorKind::{TimedOut, WouldBlock};
-        let short = self.batched && matches!(e.kind(), WouldBlock | TimedOut);
-        self.idle |= short;
-        short
     }
 }
 
@@ -597,17 +523,13 @@ impl Payloads {
 /// Sets or clears `TCP_CORK` (partial segments wait until it is cleared); false if the
 /// kernel refused.
 fn cork(stream: &TcpStream, on: bool) -> bool {
-    set_int(stream, libc::IPPROTO_TCP, libc::TCP_CORK, libc::c_int::from(on))
-}
-
-/// Sets an int-valued socket option; false if the kernel refused.
-fn set_int(stream: &TcpStream, level: libc::c_int, name: libc::c_int, v: libc::c_int) -> bool {
+    let v = libc::c_int::from(on);
     // SAFETY: a valid socket and an int-sized option value that outlives the call.
     unsafe {
         libc::setsockopt(
             stream.as_raw_fd(),
-            level,
-            name,
+            libc::IPPROTO_TCP,
+            libc::TCP_CORK,
             (&v as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         ) == 0
@@ -877,48 +799,6 @@ mod tests {
             assert!(msgs.iter().all(|m| *m == want), "{payloads:?}: a block that is not the file's");
         }
         let _ = std::fs::remove_dir_all(d);
-    }
-
-    #[test]
-    fn a_reader_waiting_for_many_bytes_still_gets_a_lone_message_and_a_silent_peer_waits_long() {
-        use std::net::TcpListener;
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut tx = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let (mut rx, _) = l.accept().unwrap();
-        let lowat = |s: &TcpStream| {
-            let (mut v, mut len) = (0 as libc::c_int, std::mem::size_of::<libc::c_int>() as libc::socklen_t);
-            // SAFETY: a valid socket and an int-sized buffer that outlives the call.
-            let r = unsafe {
-                libc::getsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVLOWAT, (&mut v as *mut libc::c_int).cast(), &mut len)
-            };
-            assert_eq!(r, 0);
-            v as usize
-        };
-        let mut wake = Wake::new();
-        wake.arm(&rx, WAKE_BLOCKS - 1);
-        assert_eq!((lowat(&rx), rx.read_timeout().unwrap()), (1, None), "few blocks due: untouched");
-        wake.arm(&rx, WAKE_BLOCKS);
-        assert_eq!((lowat(&rx), rx.read_timeout().unwrap()), (WAKE_BYTES, Some(WAKE_WAIT)));
-        // A choke alone is handed over (after the short wait), not held for the other bytes.
-        tx.write_all(&[0, 0, 0, 1, 0]).unwrap();
-        let mut buf = [0u8; 64];
-        assert_eq!(rx.read(&mut buf).unwrap(), 5);
-        wake.heard();
-        wake.arm(&rx, WAKE_BLOCKS);
-        // Nothing more: the short wait ends empty, and the next read waits for the first byte
-        // with the full timeout.
-        let e = rx.read(&mut buf).unwrap_err();
-        assert!(wake.quiet(&e), "{e}");
-        wake.arm(&rx, WAKE_BLOCKS);
-        assert_eq!((lowat(&rx), rx.read_timeout().unwrap()), (1, Some(READ_TIMEOUT)));
-        // Bytes again: back to waiting for many.
-        tx.write_all(&[0, 0, 0, 0]).unwrap();
-        assert_eq!(rx.read(&mut buf).unwrap(), 4);
-        wake.heard();
-        wake.arm(&rx, WAKE_BLOCKS);
-        assert_eq!(lowat(&rx), WAKE_BYTES);
-        // Only the short wait ending is quiet: other errors end the connection.
-        assert!(!wake.quiet(&std::io::Error::from(std::io::ErrorKind::ConnectionReset)));
     }
 
     #[test]
