@@ -47,6 +47,9 @@ def stacks(lines):
         yield comm, frames
 
 
+INLINED = {"do_readv": "readv", "do_writev": "writev", "do_preadv": "preadv", "do_pwritev": "pwritev"}
+
+
 def report(lines, top=25):
     by_class, by_call, by_leaf = collections.Counter(), collections.Counter(), collections.Counter()
     total = 0
@@ -56,7 +59,9 @@ def report(lines, top=25):
         by_class[cls] += 1
         by_leaf[frames[0]] += 1
         if "entry_SYSCALL_64_after_hwframe" in frames:
-            call = next((f for f in frames if f.startswith(("__x64_sys_", "__do_sys_"))), "(syscall entry/exit)")
+            call = next((f for f in frames if f.startswith(("__x64_sys_", "__do_sys_"))), None)
+            # Vectored calls (readv, pwritev) are inlined without a __x64_sys_ frame.
+            call = call or next((INLINED[f] for f in frames if f in INLINED), "(syscall entry/exit)")
             by_call[(cls, call.replace("__x64_sys_", "").replace("__do_sys_", ""))] += 1
     if not total:
         sys.exit("profile.py: no samples on stdin")
