@@ -176,16 +176,22 @@ impl Inbound {
             }
         }
         let n = {
-            let mut iov: Vec<IoSliceMut> = Vec::with_capacity(2 + 2 * AHEAD);
+            // On the stack: no allocation per read.
+            let mut iov: [IoSliceMut; 2 + 2 * AHEAD] = std::array::from_fn(|_| IoSliceMut::new(&mut []));
+            let mut k = 0;
+            let mut add = |b| {
+                iov[k] = IoSliceMut::new(b);
+                k += 1;
+            };
             if let Some(p) = &mut self.partial {
-                iov.push(IoSliceMut::new(&mut p.data[p.filled..p.want]));
+                add(&mut p.data[p.filled..p.want]);
             }
             for (i, s) in self.slots.iter_mut().enumerate() {
-                iov.push(IoSliceMut::new(&mut s.head[if i == 0 { pre } else { 0 }..]));
-                iov.push(IoSliceMut::new(&mut s.body));
+                add(&mut s.head[if i == 0 { pre } else { 0 }..]);
+                add(&mut s.body);
             }
-            iov.push(IoSliceMut::new(&mut self.buf[..BUF_READ]));
-            r.read_vectored(&mut iov)?
+            add(&mut self.buf[..BUF_READ]);
+            r.read_vectored(&mut iov[..k])?
         };
         if n > 0 || pre > 0 {
             self.sort(n, pre);
