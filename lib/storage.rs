@@ -1133,6 +1133,37 @@ mod tests {
         (d, Metainfo::parse(&bytes).unwrap(), vec![a, b])
     }
 
+    /// Files `top/a` (5 000 bytes) and `top/b` (3 000) in `tag`'s directory, and a torrent of
+    /// them in 16 KiB pieces with a padding file (BEP 47) after `a`: the directory, the
+    /// torrent, its first piece (`a` and zeros) and `b`.
+    fn padded(tag: &str) -> (PathBuf, Metainfo, Vec<u8>, Vec<u8>) {
+        let d = std::env::temp_dir().join(format!("shoal-storage-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("top")).unwrap();
+        let a: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8 | 1).collect();
+        let b: Vec<u8> = (0..3000u32).map(|i| (i % 239) as u8 | 1).collect();
+        std::fs::write(d.join("top/a"), &a).unwrap();
+        std::fs::write(d.join("top/b"), &b).unwrap();
+        let mut p0 = a.clone();
+        p0.resize(16384, 0);
+        let mut pieces = hashing::sha1(&p0).to_vec();
+        pieces.extend_from_slice(&hashing::sha1(&b));
+        let mut t = b"d4:infod5:filesld6:lengthi5000e4:pathl1:aeed4:attr1:p6:lengthi11384e4:pathl4:.pad5:11384eed6:lengthi3000e4:pathl1:beee4:name3:top12:piece lengthi16384e6:pieces40:".to_vec();
+        t.extend_from_slice(&pieces);
+        t.extend_from_slice(b"ee");
+        let m = Metainfo::parse(&t).unwrap();
+        assert!(m.info.files[1].pad);
+        (d, m, p0, b)
+    }
+
+    /// Every piece of `storage` matches its hash.
+    fn every_piece_checks(storage: &Storage) {
+        let mut buf = Vec::new();
+        for i in 0..storage.info().num_pieces() {
+            assert!(storage.check_piece(i, &mut buf).unwrap(), "piece {i}");
+        }
+    }
+
     /// Runs `send` against one end of a loopback TCP connection and answers every byte that
     /// reached the other end, with what `send` answered.
     fn over_tcp<T>(send: impl FnOnce(&std::net::TcpStream) -> T) -> (Vec<u8>, T) {
@@ -1178,22 +1209,7 @@ mod tests {
 
     #[test]
     fn send_to_sends_padding_files_as_zeros() {
-        let d = std::env::temp_dir().join(format!("shoal-storage-sendpad-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(d.join("top")).unwrap();
-        let a: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8 | 1).collect();
-        let b: Vec<u8> = (0..3000u32).map(|i| (i % 239) as u8 | 1).collect();
-        std::fs::write(d.join("top/a"), &a).unwrap();
-        std::fs::write(d.join("top/b"), &b).unwrap();
-        let mut p0 = a.clone();
-        p0.resize(16384, 0);
-        let mut pieces = hashing::sha1(&p0).to_vec();
-        pieces.extend_from_slice(&hashing::sha1(&b));
-        let mut t = b"d4:infod5:filesld6:lengthi5000e4:pathl1:aeed4:attr1:p6:lengthi11384e4:pathl4:.pad5:11384eed6:lengthi3000e4:pathl1:beee4:name3:top12:piece lengthi16384e6:pieces40:".to_vec();
-        t.extend_from_slice(&pieces);
-        t.extend_from_slice(b"ee");
-        let m = Metainfo::parse(&t).unwrap();
-        assert!(m.info.files[1].pad);
+        let (d, m, p0, b) = padded("sendpad");
         let seed = Storage::open_seed(Arc::new(m.info.clone()), m.info_hash, &d.join("top")).unwrap();
         let (got, r) = over_tcp(|c| seed.send_to(0, 4000, 12384, c).and_then(|_| seed.send_to(1, 0, 3000, c)));
         r.unwrap();
@@ -1282,10 +1298,7 @@ mod tests {
         p.storage.write_run(0, 0, &cut(0, &[16384, 16384, 100])).unwrap();
         let end = 2 * 16384 + 100 + 7000 + 9000 + 1 + 16384;
         p.storage.write_run(end / 16384, (end % 16384) as u64, &cut(end, &[5 * 16384 - end])).unwrap();
-        let mut buf = Vec::new();
-        for i in 0..info.num_pieces() {
-            assert!(p.storage.check_piece(i, &mut buf).unwrap(), "piece {i}");
-        }
+        every_piece_checks(&p.storage);
         std::fs::remove_dir_all(&d).unwrap();
     }
 
@@ -1313,34 +1326,19 @@ mod tests {
         blocks.rotate_left(n / 3);
         p.storage.write_blocks(&blocks[..n / 2]).unwrap();
         p.storage.write_blocks(&blocks[n / 2..]).unwrap();
-        let mut buf = Vec::new();
-        for i in 0..info.num_pieces() {
-            assert!(p.storage.check_piece(i, &mut buf).unwrap(), "piece {i}");
-        }
+        every_piece_checks(&p.storage);
         std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
     fn a_run_over_a_padding_file_skips_it() {
-        let d = std::env::temp_dir().join(format!("shoal-storage-runpad-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        let a: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8 | 1).collect();
-        let b: Vec<u8> = (0..3000u32).map(|i| (i % 239) as u8 | 1).collect();
-        let mut p0 = a.clone();
-        p0.resize(16384, 0);
-        let mut pieces = hashing::sha1(&p0).to_vec();
-        pieces.extend_from_slice(&hashing::sha1(&b));
-        let mut t = b"d4:infod5:filesld6:lengthi5000e4:pathl1:aeed4:attr1:p6:lengthi11384e4:pathl4:.pad5:11384eed6:lengthi3000e4:pathl1:beee4:name3:top12:piece lengthi16384e6:pieces40:".to_vec();
-        t.extend_from_slice(&pieces);
-        t.extend_from_slice(b"ee");
-        let m = Metainfo::parse(&t).unwrap();
+        let (d, m, p0, b) = padded("runpad");
         let info = Arc::new(m.info.clone());
         let p = Storage::prepare_download(info.clone(), m.info_hash, &d.join("out"), 2).unwrap();
         let mut whole = p0.clone();
         whole.extend_from_slice(&b);
         p.storage.write_run(0, 0, &[&whole[..4000], &whole[4000..17000], &whole[17000..]]).unwrap();
-        let mut buf = Vec::new();
-        assert!(p.storage.check_piece(0, &mut buf).unwrap() && p.storage.check_piece(1, &mut buf).unwrap());
+        every_piece_checks(&p.storage);
         std::fs::remove_dir_all(&d).unwrap();
     }
 
