@@ -691,18 +691,7 @@ impl Storage {
 
     /// Writes `data` at `begin` within piece `index`.
     pub fn write(&self, index: usize, begin: u64, data: &[u8]) -> Result<(), Error> {
-        let start = index as u64 * self.info.piece_length + begin;
-        let mut done = 0usize;
-        for (f, off, len) in self.info.byte_spans(start, data.len() as u64) {
-            let chunk = &data[done..done + len as usize];
-            if !self.info.files[f].pad {
-                let h = self.file(f, true)?;
-                h.write_all_at(chunk, off).map_err(|err| Error::Io { path: self.path_of(f), err })?;
-                self.written(f, &h)?;
-            }
-            done += len as usize;
-        }
-        Ok(())
+        self.write_run(index, begin, &[data])
     }
 
     /// Writes `parts`, one after the other, at `begin` within piece `index` (running on
