@@ -23,9 +23,11 @@
 #                        completion.png (hosts done over time), logs/ (every process's output)
 #
 # Prints the comparison table (last host's time, median host time, last/(F/B), origin upload as a
-# multiple of F) and writes it with the plot to the results folder. Each method has its own timeout
-# and a failing method is reported as FAILED in the table. Our binaries come from SHOAL_BIN_DIR, or
-# are built with `cargo build --release` (skip with --no-build). Needs root; the testbed
+# multiple of F, CPU-seconds per GB delivered of every process the method started, and how busy
+# the whole machine was while it ran) and writes it with the plot to the results folder. Each
+# method has its own timeout and a failing method is reported as FAILED in the table. Our
+# binaries come from SHOAL_BIN_DIR, or are built with `cargo build --release` (skip with
+# --no-build). Needs root; the testbed
 # (scripts/testbed.sh, prefix SHOAL_TESTBED_PREFIX, default "shoal") is torn down on exit whatever
 # happens. The orchestration lives in scripts/fleet/bench.py.
 set -euo pipefail

@@ -843,18 +843,23 @@ class Bench:
         status = r["status"]
         if status == "failed":
             status = "FAILED (%d/%d)" % (r.get("done_hosts", 0), self.n)
-        row = "| %-36s | %-11s | %-14s | %8s | %8s | %7s | %9s |" % (
+        per_gb = None
+        if r.get("tools_cpu_s") is not None and not r.get("no_copy") and r["status"] == "ok":
+            per_gb = r["tools_cpu_s"] / (self.n * self.size / 1e9)
+        busy = 100 * r["cpu_busy"] if r.get("cpu_busy") is not None else None
+        row = "| %-36s | %-11s | %-14s | %8s | %8s | %7s | %9s | %9s | %8s |" % (
             r["label"], r.get("tracker") or "-", status, f(r.get("last"), "%.1f"), f(r.get("median"), "%.1f"),
-            f(r.get("vs_limit"), "%.2f"), f(r.get("origin_x"), "%.2f"))
+            f(r.get("vs_limit"), "%.2f"), f(r.get("origin_x"), "%.2f"), f(per_gb, "%.2f"), f(busy, "%.0f%%"))
         if SITES > 1:
             mb = lambda v: f(v / 1e6 if v is not None else None, "%.1f")
             row += " %11s | %11s | %11s |" % (mb(r.get("into_remote")), mb(r.get("into_site1")), f(r.get("cross_x"), "%.2f"))
         return row
 
     def header(self):
-        h = "| %-36s | %-11s | %-14s | %8s | %8s | %7s | %9s |" % (
-            "method", "tracker", "result", "last (s)", "median", "last/FB", "origin ×F")
-        sep = "|%s|%s|%s|%s|%s|%s|%s|" % ("-" * 38, "-" * 13, "-" * 16, "-" * 10, "-" * 10, "-" * 9, "-" * 11)
+        h = "| %-36s | %-11s | %-14s | %8s | %8s | %7s | %9s | %9s | %8s |" % (
+            "method", "tracker", "result", "last (s)", "median", "last/FB", "origin ×F", "CPU-s/GB", "CPU busy")
+        sep = "|%s|%s|%s|%s|%s|%s|%s|%s|%s|" % (
+            "-" * 38, "-" * 13, "-" * 16, "-" * 10, "-" * 10, "-" * 9, "-" * 11, "-" * 11, "-" * 10)
         if SITES > 1:
             remote = "1→2 (MB)" if SITES == 2 else "→remote (MB)"
             back = "2→1 (MB)" if SITES == 2 else "→site 1 (MB)"
