@@ -21,6 +21,8 @@ struct Btrack {
     port: u16,
     log: PathBuf,
     host: String,
+    /// Everything btrack has printed so far, and a signal for each new line.
+    printed: std::sync::Arc<(std::sync::Mutex<String>, std::sync::Condvar)>,
 }
 
 impl Btrack {
@@ -44,10 +46,14 @@ impl Btrack {
         let stderr = child.stderr.take().unwrap();
         let mut file = std::fs::File::create(&log).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let printed = std::sync::Arc::new((std::sync::Mutex::new(String::new()), std::sync::Condvar::new()));
+        let shared = printed.clone();
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
                 let _ = writeln!(file, "{line}");
                 let _ = file.flush();
+                shared.0.lock().unwrap().push_str(&format!("{line}\n"));
+                shared.1.notify_all();
                 if let Some(rest) = line.strip_prefix("btrack: listening on ") {
                     let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
                 }
@@ -62,7 +68,16 @@ impl Btrack {
             }
         };
         let addr: SocketAddr = bound.parse().unwrap_or_else(|e| panic!("btrack's bound address {bound:?}: {e}"));
-        Btrack { child, port: addr.port(), log, host: host.to_string() }
+        Btrack { child, port: addr.port(), log, host: host.to_string(), printed }
+    }
+    /// What btrack has printed once it has printed `what` (its output is copied by a thread
+    /// of ours, so a line written before a response came may not be in `log()` yet); panics
+    /// after `timeout`.
+    fn log_with(&self, what: &str, timeout: Duration) -> String {
+        let (text, more) = &*self.printed;
+        let (text, waited) = more.wait_timeout_while(text.lock().unwrap(), timeout, |t| !t.contains(what)).unwrap();
+        assert!(!waited.timed_out(), "btrack did not print {what:?} in {timeout:?}: {}", *text);
+        text.clone()
     }
     fn url_host(&self) -> String {
         if self.host.contains(':') {
@@ -199,7 +214,8 @@ fn upload_register_announce_restart_delete() {
         let content = std::fs::canonicalize(&data_dir).unwrap().join("content/a.bin");
         assert!(cmd.starts_with("bseed ") && cmd.ends_with(&content.display().to_string()), "{cmd}");
         assert_eq!(std::fs::read(&content).unwrap(), payload);
-        assert!(b.log().contains(&cmd), "btrack prints the bseed command: {}", b.log());
+        // Printed (or this waits and fails).
+        b.log_with(&cmd, T);
         // Same info-hash as mktorrent for the same file.
         std::fs::write(d.join("a.bin"), &payload).unwrap();
         let o = run(&mut cmd_mk(&d.join("a.bin"), &d.join("a.torrent")));
@@ -1396,7 +1412,7 @@ fn seed_only_owned_content_and_only_to_this_btrack() {
     let ih = info_hash_of(&t);
     // The upload is seeded, and its session announces here.
     poll("the seeding session to announce to btrack", Duration::from_secs(60), || (get_json(&b.url(&format!("/api/torrents/{ih}")))["seeders"] == 1).then_some(()));
-    let log = b.log();
+    let log = b.log_with("btrack: seeding ", T);
     assert_eq!(log.matches("btrack: seeding ").count(), 1, "{log}");
     assert!(!log.contains("not seeding"), "nothing else was verified: {log}");
     evil.set_nonblocking(true).unwrap();
