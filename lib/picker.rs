@@ -21,6 +21,8 @@ pub type PeerKey = u64;
 const ENDGAME_DUPLICATES: usize = 2;
 /// Most duplicate requests handed to one peer at a time in endgame.
 const ENDGAME_BATCH: usize = 8;
+/// Pieces tested together for a candidate by [`Picker::rarest_new`].
+const SCAN_RUN: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BlockRef {
@@ -37,6 +39,7 @@ enum Block {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 enum State {
     Missing,
     Partial,
@@ -224,28 +227,7 @@ impl Picker {
         }
         // 2. New pieces, rarest first, random among equals.
         while out.len() < max && !self.all_started() {
-            let mut best: Option<(u32, usize)> = None;
-            let mut ties = 0u64;
-            for i in 0..self.state.len() {
-                if self.state[i] != State::Missing || !has[i] {
-                    continue;
-                }
-                let a = self.availability[i];
-                match best {
-                    Some((ba, _)) if a > ba => {}
-                    Some((ba, _)) if a == ba => {
-                        ties += 1;
-                        if self.rand() % ties == 0 {
-                            best = Some((a, i));
-                        }
-                    }
-                    _ => {
-                        best = Some((a, i));
-                        ties = 1;
-                    }
-                }
-            }
-            let Some((_, i)) = best else { break };
+            let Some(i) = self.rarest_new(has) else { break };
             let n = self.blocks_in(i);
             self.state[i] = State::Partial;
             self.missing_count -= 1;
@@ -292,6 +274,49 @@ impl Picker {
         out.into_iter()
             .map(|(i, b)| self.block_ref(i as usize, b))
             .collect()
+    }
+
+    /// The rarest piece not started yet that `has` holds, uniformly at random among the
+    /// equally rare.
+    ///
+    /// Most calls find none (on the simulator's 32 hosts, 9 scans in 10: a peer's pieces
+    /// are mostly started here already), so runs of [`SCAN_RUN`] pieces are first tested
+    /// for any candidate with a branch-free pass the compiler vectorizes; only runs that
+    /// hold one are looked at piece by piece.
+    fn rarest_new(&mut self, has: &[bool]) -> Option<usize> {
+        let (mut best, mut ties): (Option<(u32, usize)>, u64) = (None, 0);
+        let n = self.state.len();
+        let mut start = 0;
+        while start < n {
+            let end = (start + SCAN_RUN).min(n);
+            let any = self.state[start..end]
+                .iter()
+                .zip(&has[start..end])
+                .fold(0u8, |acc, (s, h)| acc | ((*s == State::Missing) as u8 & *h as u8));
+            if any != 0 {
+                for i in start..end {
+                    if self.state[i] != State::Missing || !has[i] {
+                        continue;
+                    }
+                    let a = self.availability[i];
+                    match best {
+                        Some((ba, _)) if a > ba => {}
+                        Some((ba, _)) if a == ba => {
+                            ties += 1;
+                            if self.rand() % ties == 0 {
+                                best = Some((a, i));
+                            }
+                        }
+                        _ => {
+                            best = Some((a, i));
+                            ties = 1;
+                        }
+                    }
+                }
+            }
+            start = end;
+        }
+        best.map(|(_, i)| i)
     }
 
     /// Started pieces `peer` may work on: it has them and they are not reserved for another peer.
@@ -490,6 +515,67 @@ mod tests {
     use super::*;
 
     const P: u64 = 4 * BLOCK as u64;
+
+    /// `rarest_new` as one plain pass over every piece: what the runs must agree with.
+    fn rarest_new_plainly(pk: &mut Picker, has: &[bool]) -> Option<usize> {
+        let (mut best, mut ties): (Option<(u32, usize)>, u64) = (None, 0);
+        for i in 0..pk.state.len() {
+            if pk.state[i] != State::Missing || !has[i] {
+                continue;
+            }
+            let a = pk.availability[i];
+            match best {
+                Some((ba, _)) if a > ba => {}
+                Some((ba, _)) if a == ba => {
+                    ties += 1;
+                    if pk.rand() % ties == 0 {
+                        best = Some((a, i));
+                    }
+                }
+                _ => (best, ties) = (Some((a, i)), 1),
+            }
+        }
+        best.map(|(_, i)| i)
+    }
+
+    #[test]
+    fn the_rarest_new_piece_is_the_one_a_plain_pass_finds() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |m: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % m
+        };
+        let mut found = 0;
+        // Sizes around the run length; peers with none, few or many of the pieces; pieces
+        // mostly missing, mostly started, or anything between.
+        for n in [1, 7, SCAN_RUN - 1, SCAN_RUN, SCAN_RUN + 1, 3 * SCAN_RUN + 5, 1000] {
+            for has_per_mille in [0, 2, 20, 500, 1000] {
+                for missing_per_mille in [0, 5, 100, 900, 1000] {
+                    let mut pk = Picker::new(P, n as u64 * P, &vec![false; n], next(1 << 20) + 1);
+                    for i in 0..n {
+                        pk.availability[i] = next(4) as u32;
+                        if next(1000) >= missing_per_mille {
+                            pk.state[i] = [State::Partial, State::Hashing, State::Have][next(3) as usize];
+                        }
+                    }
+                    let has: Vec<bool> = (0..n).map(|_| next(1000) < has_per_mille).collect();
+                    let mut plain = Picker {
+                        rng: pk.rng,
+                        state: pk.state.clone(),
+                        availability: pk.availability.clone(),
+                        ..Picker::new(P, n as u64 * P, &vec![false; n], 1)
+                    };
+                    let (got, want) = (pk.rarest_new(&has), rarest_new_plainly(&mut plain, &has));
+                    assert_eq!(got, want, "{n} pieces, has {has_per_mille}‰, missing {missing_per_mille}‰");
+                    assert_eq!(pk.rng, plain.rng, "the same random numbers were drawn");
+                    found += got.is_some() as usize;
+                }
+            }
+        }
+        assert!(found > 50, "most cases have a candidate: {found}");
+    }
 
     #[test]
     fn rarest_first_and_finish_started() {
