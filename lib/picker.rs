@@ -294,29 +294,32 @@ impl Picker {
                 .zip(&has[start..end])
                 .fold(0u8, |acc, (s, h)| acc | ((*s == State::Missing) as u8 & *h as u8));
             if any != 0 {
-                for i in start..end {
-                    if self.state[i] != State::Missing || !has[i] {
-                        continue;
-                    }
-                    let a = self.availability[i];
-                    match best {
-                        Some((ba, _)) if a > ba => {}
-                        Some((ba, _)) if a == ba => {
-                            ties += 1;
-                            if self.rand() % ties == 0 {
-                                best = Some((a, i));
-                            }
-                        }
-                        _ => {
-                            best = Some((a, i));
-                            ties = 1;
-                        }
-                    }
-                }
+                self.rarest_among(start..end, has, &mut best, &mut ties);
             }
             start = end;
         }
         best.map(|(_, i)| i)
+    }
+
+    /// Looks at pieces `range` one by one for [`Picker::rarest_new`]: `best` is the rarest
+    /// candidate so far (availability, index), chosen at random among `ties` as rare.
+    fn rarest_among(&mut self, range: std::ops::Range<usize>, has: &[bool], best: &mut Option<(u32, usize)>, ties: &mut u64) {
+        for i in range {
+            if self.state[i] != State::Missing || !has[i] {
+                continue;
+            }
+            let a = self.availability[i];
+            match *best {
+                Some((ba, _)) if a > ba => {}
+                Some((ba, _)) if a == ba => {
+                    *ties += 1;
+                    if self.rand() % *ties == 0 {
+                        *best = Some((a, i));
+                    }
+                }
+                _ => (*best, *ties) = (Some((a, i)), 1),
+            }
+        }
     }
 
     /// Started pieces `peer` may work on: it has them and they are not reserved for another peer.
@@ -516,25 +519,10 @@ mod tests {
 
     const P: u64 = 4 * BLOCK as u64;
 
-    /// `rarest_new` as one plain pass over every piece: what the runs must agree with.
+    /// `rarest_new` as one plain pass over every piece: what skipping runs must agree with.
     fn rarest_new_plainly(pk: &mut Picker, has: &[bool]) -> Option<usize> {
-        let (mut best, mut ties): (Option<(u32, usize)>, u64) = (None, 0);
-        for i in 0..pk.state.len() {
-            if pk.state[i] != State::Missing || !has[i] {
-                continue;
-            }
-            let a = pk.availability[i];
-            match best {
-                Some((ba, _)) if a > ba => {}
-                Some((ba, _)) if a == ba => {
-                    ties += 1;
-                    if pk.rand() % ties == 0 {
-                        best = Some((a, i));
-                    }
-                }
-                _ => (best, ties) = (Some((a, i)), 1),
-            }
-        }
+        let (mut best, mut ties) = (None, 0);
+        pk.rarest_among(0..pk.state.len(), has, &mut best, &mut ties);
         best.map(|(_, i)| i)
     }
 
