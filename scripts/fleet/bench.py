@@ -399,8 +399,9 @@ class Bench:
         kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         res["tools_cpu_s"] = (kids1.ru_utime - kids0.ru_utime) + (kids1.ru_stime - kids0.ru_stime)
         if not res.get("no_copy"):
+            res["tools_cpu_per_gb"] = res["tools_cpu_s"] / (self.n * self.size / 1e9)
             res["notes"].append("tools used %.1f CPU-s, %.2f CPU-s per GB delivered" % (
-                res["tools_cpu_s"], res["tools_cpu_s"] / (self.n * self.size / 1e9)))
+                res["tools_cpu_s"], res["tools_cpu_per_gb"]))
         # How busy the whole machine was (every process, every core) while the method ran: near 100%
         # means the numbers are CPU-bound, not network-bound.
         if cpu1[1] > cpu0[1]:
@@ -843,9 +844,7 @@ class Bench:
         status = r["status"]
         if status == "failed":
             status = "FAILED (%d/%d)" % (r.get("done_hosts", 0), self.n)
-        per_gb = None
-        if r.get("tools_cpu_s") is not None and not r.get("no_copy") and r["status"] == "ok":
-            per_gb = r["tools_cpu_s"] / (self.n * self.size / 1e9)
+        per_gb = r.get("tools_cpu_per_gb") if r["status"] == "ok" else None
         busy = 100 * r["cpu_busy"] if r.get("cpu_busy") is not None else None
         row = "| %-36s | %-11s | %-14s | %8s | %8s | %7s | %9s | %9s | %8s |" % (
             r["label"], r.get("tracker") or "-", status, f(r.get("last"), "%.1f"), f(r.get("median"), "%.1f"),
